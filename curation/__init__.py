@@ -1,0 +1,1 @@
+"""Pure curation stages `DataFrame -> DataFrame`, each with a frozen dataclass of parameters."""

@@ -1,0 +1,1 @@
+"""Perplexity, preference accuracy, contamination and data reports."""

@@ -1,0 +1,1 @@
+"""Readers that turn raw sources into bronze rows with provenance, and quarantine what they cannot read."""

@@ -1,0 +1,178 @@
+"""The source manifest: which raw files make up which source, and what is declared about them.
+
+```toml
+[[source]]
+name = "web"
+path = "raw/web/*.jsonl.gz"     # a file, a folder or a glob; relative to this file
+format = "jsonl"                # jsonl, parquet, text, html, python-env
+text_field = "text"
+id_field = "url"                # optional: the record's own stable id
+license = "CC-BY-4.0"           # SPDX expression, or license_field = "license"
+subject_fields = ["author_email"]
+consent = ["pretraining"]
+domain = "web"
+```
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("jsonl", "parquet", "text", "html", "python-env")
+
+# File name endings each format picks up when its path is a folder.
+SUFFIXES: dict[str, tuple[str, ...]] = {
+    "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"),
+    "parquet": (".parquet",),
+    "text": (),  # every file
+    "html": (".html", ".htm"),
+}
+
+
+class ManifestError(ValueError):
+    """The manifest is wrong; the message names the file and the source."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One `[[source]]` entry of a manifest."""
+
+    name: str
+    format: str
+    path: str = ""
+    text_field: str = "text"
+    id_field: str | None = None
+    license: str | None = None
+    license_field: str | None = None
+    subject_fields: tuple[str, ...] = ()
+    consent: tuple[str, ...] = ()
+    domain: str | None = None
+    # python-env only: which distributions (glob patterns on names) and which files.
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = (".py", ".md", ".rst", ".txt")
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One file to read for one source; `relpath` is the stable part of every locator."""
+
+    source: Source
+    path: str
+    relpath: str
+    size: int
+    # What the file inherits from where it came from (python-env: its distribution).
+    inherited_license: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    subject_ids: tuple[str, ...] = ()
+    domain: str | None = None
+
+
+def _tuple(value: Any, key: str, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ManifestError(f"{where}: {key!r} must be a string or a list of strings")
+
+
+def parse_source(entry: dict[str, Any], where: str, base: Path) -> Source:
+    """Validate one `[[source]]` table; relative paths are taken from the manifest's folder."""
+    known = {f.name for f in fields(Source)}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise ManifestError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for required in ("name", "format"):
+        if not isinstance(entry.get(required), str) or not entry[required]:
+            raise ManifestError(f"{where}: {required!r} is required")
+    if entry["format"] not in FORMATS:
+        raise ManifestError(f"{where}: format {entry['format']!r} is not one of {', '.join(FORMATS)}")
+    if entry["format"] != "python-env" and not entry.get("path"):
+        raise ManifestError(f"{where}: 'path' is required for format {entry['format']!r}")
+    values: dict[str, Any] = dict(entry)
+    for key in ("subject_fields", "consent", "include", "exclude", "extensions"):
+        if key in values:
+            values[key] = _tuple(values[key], key, where)
+    for key in ("text_field", "id_field", "license", "license_field", "domain", "path"):
+        if key in values and not isinstance(values[key], str):
+            raise ManifestError(f"{where}: {key!r} must be a string")
+    if values.get("path"):
+        path = os.path.expanduser(values["path"])
+        values["path"] = path if os.path.isabs(path) else str(base / path)
+    return Source(**values)
+
+
+def load_manifest(path: str | Path) -> list[Source]:
+    """All sources of a manifest file, validated; names must be unique."""
+    manifest = Path(path).expanduser().resolve()
+    if not manifest.is_file():
+        raise ManifestError(f"manifest not found: {manifest}")
+    try:
+        parsed = tomllib.loads(manifest.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ManifestError(f"{manifest}: not valid TOML: {err}") from None
+    entries = parsed.get("source")
+    if not isinstance(entries, list) or not entries:
+        raise ManifestError(f"{manifest}: no [[source]] entries")
+    sources = [
+        parse_source(entry, f"{manifest}: source #{i + 1}", manifest.parent)
+        for i, entry in enumerate(entries)
+    ]
+    names = [s.name for s in sources]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ManifestError(f"{manifest}: source names must be unique: {', '.join(duplicates)}")
+    return sources
+
+
+def _is_hidden(relpath: str) -> bool:
+    return any(part.startswith(".") for part in Path(relpath).parts)
+
+
+def _matches(fmt: str, name: str) -> bool:
+    return not SUFFIXES[fmt] or name.lower().endswith(SUFFIXES[fmt])
+
+
+def expand_files(source: Source) -> list[FileTask]:
+    """The files of a file-based source, sorted, each with its path relative to the source root."""
+    path = source.path
+    if glob.has_magic(path):
+        prefix = []
+        for part in Path(path).parts:
+            if glob.has_magic(part):
+                break
+            prefix.append(part)
+        root = Path(*prefix)
+        files = sorted(
+            p for p in map(Path, glob.glob(path, recursive=True)) if p.is_file() or p.is_symlink()
+        )
+    elif Path(path).is_dir():
+        root = Path(path)
+        files = sorted(
+            p
+            for p in root.rglob("*")
+            if (p.is_file() or p.is_symlink()) and _matches(source.format, p.name)
+            and not _is_hidden(str(p.relative_to(root)))
+        )
+    elif Path(path).exists() or Path(path).is_symlink():
+        root = Path(path).parent
+        files = [Path(path)]
+    else:
+        raise ManifestError(f"source {source.name!r}: path {path} does not exist")
+    if not files:
+        raise ManifestError(f"source {source.name!r}: path {path} matches no {source.format} files")
+    tasks = []
+    for file in files:
+        try:
+            size = file.stat().st_size
+        except OSError:
+            size = 0  # unreadable: the reader quarantines it with the reason
+        tasks.append(
+            FileTask(source=source, path=str(file.resolve()), relpath=file.relative_to(root).as_posix(), size=size)
+        )
+    return tasks

@@ -1,0 +1,292 @@
+"""Format readers: one file in, records and quarantine entries out, in file order.
+
+Pure Python and Spark-free, so each bad-input case is unit-testable; Spark runs them on its
+executors (see `ingestion.bronze`). A reader never raises on bad input: it yields a `Bad`
+with the reason and the location, and carries on with the rest of the file where it can.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from dataclasses import dataclass
+from typing import Any, Iterator, NamedTuple
+
+import orjson
+
+from ingestion.manifest import FileTask
+
+
+class Reason:
+    """Why a record went to quarantine (the `reason` column)."""
+
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    INVALID_UTF8 = "invalid_utf8"
+    MISSING_TEXT = "missing_text"
+    EMPTY_TEXT = "empty_text"
+    NON_STRING_TEXT = "non_string_text"
+    MISSING_ID = "missing_id"
+    DUPLICATE_RECORD_ID = "duplicate_record_id"
+    RECORD_TOO_LARGE = "record_too_large"
+    CORRUPT_FILE = "corrupt_file"
+    UNREADABLE_FILE = "unreadable_file"
+    EMPTY_FILE = "empty_file"
+
+
+@dataclass(frozen=True)
+class ReaderParams:
+    """The `[ingest]` settings the readers obey."""
+
+    max_record_bytes: int = 8 * 1024 * 1024
+
+
+class Record(NamedTuple):
+    """A readable record: its text, its own id (if the source names an id field) and its fields."""
+
+    locator: str
+    text: str
+    record_key: str | None
+    fields: dict[str, Any]
+    byte_offset: int | None
+    byte_length: int | None
+
+
+class Bad(NamedTuple):
+    """A record or file that could not be read, and where it is."""
+
+    reason: str
+    detail: str
+    locator: str
+    byte_offset: int | None
+    byte_length: int | None
+
+
+Item = Record | Bad
+
+
+def _open_stream(path: str) -> io.BufferedIOBase:
+    lower = path.lower()
+    raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through the wrapper
+    if lower.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if lower.endswith(".zst"):
+        import zstandard
+
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+    return raw  # type: ignore[return-value]
+
+
+def _corruption_errors() -> tuple[type[BaseException], ...]:
+    import zstandard
+
+    return (EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError, OSError)
+
+
+def _lookup(obj: dict[str, Any], field: str) -> tuple[bool, Any]:
+    """A field by exact name, else by dotted path into nested objects."""
+    if field in obj:
+        return True, obj[field]
+    current: Any = obj
+    for part in field.split("."):
+        if not isinstance(current, dict) or part not in current:
+            return False, None
+        current = current[part]
+    return True, current
+
+
+def record_from_object(
+    task: FileTask, obj: Any, locator: str, byte_offset: int | None, byte_length: int | None
+) -> Item:
+    """Check one parsed object (a JSON line, a Parquet row) and turn it into a Record or a Bad."""
+    source = task.source
+    if not isinstance(obj, dict):
+        return Bad(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}", locator, byte_offset, byte_length)
+    found, text = _lookup(obj, source.text_field)
+    if not found or text is None:
+        return Bad(Reason.MISSING_TEXT, f"no {source.text_field!r} field", locator, byte_offset, byte_length)
+    if not isinstance(text, str):
+        return Bad(Reason.NON_STRING_TEXT, f"{source.text_field!r} is {type(text).__name__}, not a string", locator, byte_offset, byte_length)
+    if not text.strip():
+        return Bad(Reason.EMPTY_TEXT, f"{source.text_field!r} is empty", locator, byte_offset, byte_length)
+    record_key = None
+    if source.id_field:
+        found, value = _lookup(obj, source.id_field)
+        if not found or value is None or value == "":
+            return Bad(Reason.MISSING_ID, f"no {source.id_field!r} field", locator, byte_offset, byte_length)
+        record_key = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return Record(locator, text, record_key, obj, byte_offset, byte_length)
+
+
+def read_jsonl(task: FileTask, params: ReaderParams) -> Iterator[Item]:
+    """JSON Lines, plain or gzip/zstd compressed; locators are `relpath:line`."""
+    limit = params.max_record_bytes
+    try:
+        stream = _open_stream(task.path)
+    except OSError as err:
+        yield Bad(Reason.UNREADABLE_FILE, f"{type(err).__name__}: {err.strerror or err}", task.relpath, None, None)
+        return
+    line_no = 0
+    offset = 0  # byte offset in the (decompressed) stream
+    records = 0
+    with stream:
+        try:
+            while True:
+                raw = stream.readline(limit + 2)
+                if not raw:
+                    break
+                line_no += 1
+                start = offset
+                locator = f"{task.relpath}:{line_no}"
+                if not raw.endswith(b"\n") and len(raw) > limit:
+                    total = len(raw)
+                    while True:  # skip the rest of an oversized line without holding it
+                        chunk = stream.readline(1 << 20)
+                        total += len(chunk)
+                        if not chunk or chunk.endswith(b"\n"):
+                            break
+                    offset += total
+                    records += 1
+                    yield Bad(Reason.RECORD_TOO_LARGE, f"line of {total} bytes exceeds max_record_bytes={limit}", locator, start, total)
+                    continue
+                offset += len(raw)
+                content = raw.rstrip(b"\r\n")
+                if line_no == 1 and content.startswith(b"\xef\xbb\xbf"):
+                    content = content[3:]
+                if not content.strip():
+                    continue  # blank lines separate records; they are not records
+                records += 1
+                if len(content) > limit:
+                    yield Bad(Reason.RECORD_TOO_LARGE, f"line of {len(content)} bytes exceeds max_record_bytes={limit}", locator, start, len(content))
+                    continue
+                try:
+                    decoded = content.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    yield Bad(Reason.INVALID_UTF8, f"byte {err.start}: {err.reason}", locator, start, len(content))
+                    continue
+                try:
+                    obj = orjson.loads(decoded)
+                except orjson.JSONDecodeError as err:
+                    yield Bad(Reason.MALFORMED_JSON, str(err), locator, start, len(content))
+                    continue
+                yield record_from_object(task, obj, locator, start, len(content))
+        except _corruption_errors() as err:
+            records += 1
+            yield Bad(
+                Reason.CORRUPT_FILE,
+                f"{type(err).__name__}: {err} (the file is cut or damaged after line {line_no}; "
+                f"{line_no} lines before it were read)",
+                f"{task.relpath}:{line_no + 1}",
+                offset,
+                None,
+            )
+    if records == 0:
+        detail = "0 bytes" if offset == 0 else "no records, only blank lines"
+        yield Bad(Reason.EMPTY_FILE, detail, task.relpath, 0, offset)
+
+
+def read_parquet(task: FileTask, params: ReaderParams, batch_rows: int = 4096) -> Iterator[Item]:
+    """Parquet files; locators are `relpath#row=N` (0-based)."""
+    import pyarrow.parquet as pq
+
+    try:
+        handle = open(task.path, "rb")  # noqa: SIM115 - closed below
+    except OSError as err:
+        yield Bad(Reason.UNREADABLE_FILE, f"{type(err).__name__}: {err.strerror or err}", task.relpath, None, None)
+        return
+    if task.size == 0:
+        handle.close()
+        yield Bad(Reason.EMPTY_FILE, "0 bytes", task.relpath, 0, 0)
+        return
+    try:
+        parquet = pq.ParquetFile(handle)
+    except Exception as err:  # pyarrow raises ArrowInvalid for a damaged or foreign file
+        handle.close()
+        yield Bad(Reason.CORRUPT_FILE, f"{type(err).__name__}: {err}", task.relpath, None, None)
+        return
+    if parquet.metadata.num_rows == 0:
+        handle.close()
+        yield Bad(Reason.EMPTY_FILE, "0 rows", task.relpath, None, None)
+        return
+    row = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=batch_rows):
+            for obj in batch.to_pylist():
+                locator = f"{task.relpath}#row={row}"
+                item = record_from_object(task, obj, locator, None, None)
+                if isinstance(item, Record) and len(item.text.encode("utf-8")) > params.max_record_bytes:
+                    item = Bad(Reason.RECORD_TOO_LARGE, f"text exceeds max_record_bytes={params.max_record_bytes}", locator, None, None)
+                row += 1
+                yield item
+    except Exception as err:
+        yield Bad(Reason.CORRUPT_FILE, f"{type(err).__name__}: {err} (after row {row})", f"{task.relpath}#row={row}", None, None)
+    finally:
+        handle.close()
+
+
+def _read_whole_file(task: FileTask, params: ReaderParams) -> bytes | Bad:
+    try:
+        with open(task.path, "rb") as handle:
+            data = handle.read(params.max_record_bytes + 1)
+    except OSError as err:
+        return Bad(Reason.UNREADABLE_FILE, f"{type(err).__name__}: {err.strerror or err}", task.relpath, None, None)
+    if len(data) > params.max_record_bytes:
+        return Bad(Reason.RECORD_TOO_LARGE, f"file exceeds max_record_bytes={params.max_record_bytes}", task.relpath, 0, task.size)
+    if not data:
+        return Bad(Reason.EMPTY_FILE, "0 bytes", task.relpath, 0, 0)
+    return data
+
+
+def read_text(task: FileTask, params: ReaderParams) -> Iterator[Item]:
+    """One document per file, strict UTF-8; the locator is the relative path."""
+    data = _read_whole_file(task, params)
+    if isinstance(data, Bad):
+        yield data
+        return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        yield Bad(Reason.INVALID_UTF8, f"byte {err.start}: {err.reason}", task.relpath, 0, len(data))
+        return
+    text = text.removeprefix("\ufeff")
+    if not text.strip():
+        yield Bad(Reason.EMPTY_TEXT, "only whitespace", task.relpath, 0, len(data))
+        return
+    yield Record(task.relpath, text, None, {}, 0, len(data))
+
+
+def read_html(task: FileTask, params: ReaderParams) -> Iterator[Item]:
+    """One document per HTML file: the main text, without navigation and boilerplate (trafilatura)."""
+    import trafilatura
+
+    data = _read_whole_file(task, params)
+    if isinstance(data, Bad):
+        yield data
+        return
+    try:
+        extracted = trafilatura.bare_extraction(data, with_metadata=True, include_comments=False)
+    except Exception as err:  # the extractor's parser failing is a property of this file
+        yield Bad(Reason.CORRUPT_FILE, f"HTML extraction failed: {type(err).__name__}: {err}", task.relpath, 0, len(data))
+        return
+    text = getattr(extracted, "text", None) if extracted is not None else None
+    if not text or not text.strip():
+        yield Bad(Reason.EMPTY_TEXT, "no main text found in the HTML", task.relpath, 0, len(data))
+        return
+    fields = {k: v for k in ("title", "url", "date", "language") if (v := getattr(extracted, k, None))}
+    yield Record(task.relpath, text, None, fields, 0, len(data))
+
+
+READERS = {
+    "jsonl": read_jsonl,
+    "parquet": read_parquet,
+    "text": read_text,
+    "html": read_html,
+    "python-env": read_text,
+}
+
+
+def read_file(task: FileTask, params: ReaderParams) -> Iterator[Item]:
+    """Every record and quarantine entry of one file, in file order."""
+    return READERS[task.source.format](task, params)

@@ -1,0 +1,1 @@
+"""Entry points: the `millpond` CLI, the Spark session, config loading and one file per job."""

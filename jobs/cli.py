@@ -1,0 +1,173 @@
+"""The `millpond` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ingestion.manifest import ManifestError
+from jobs.config import ConfigError, load_config
+from jobs.context import effective_config, lakehouse_options, spark_settings
+from jobs.ingest import ReconciliationError, ingest_command
+from jobs.spark import SparkStartError
+from lineage.catalog import LINEAGE_RUNS, QUARANTINE_RECORDS
+from lineage.tables import inspect_tables, read_table
+
+# Errors a user can fix; shown as one line, without a traceback.
+USER_ERRORS = (ConfigError, ManifestError, SparkStartError, ReconciliationError)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--lakehouse", default=None, help="Lakehouse root folder (env MILLPOND_LAKEHOUSE; default ./lakehouse).")
+@click.option(
+    "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+    help="Config file (env MILLPOND_CONFIG; default ./millpond.toml if present).",
+)
+@click.version_option(package_name="millpond")
+@click.pass_context
+def cli(ctx: click.Context, lakehouse: str | None, config_file: str | None) -> None:
+    """millpond: a lakehouse for LLM training data, on Spark and Delta."""
+    ctx.obj = {"lakehouse": lakehouse, "config_file": config_file}
+
+
+@cli.command("config")
+@lakehouse_options
+def config_command(lakehouse: str | None, config_file: str | None) -> None:
+    """Print the effective configuration (defaults, file, environment and flags) as TOML."""
+    config = effective_config(lakehouse, config_file)
+    click.echo(f"# config file: {config.file or 'none (built-in defaults)'}")
+    click.echo(f"# digest: {config.digest()}")
+    click.echo(config.to_toml(), nl=False)
+
+
+@cli.command("tables")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@lakehouse_options
+def tables_command(as_json: bool, lakehouse: str | None, config_file: str | None) -> None:
+    """List every table of the lakehouse: name, path, Delta version and row count."""
+    config = effective_config(lakehouse, config_file)
+    infos = inspect_tables(config.lakehouse)
+    if as_json:
+        click.echo(json.dumps([info.__dict__ for info in infos], sort_keys=True))
+        return
+    click.echo(f"lakehouse: {config.lakehouse}")
+    width = max(len(i.name) for i in infos)
+    click.echo(f"  {'table':<{width}}  {'version':>7}  {'rows':>10}  path")
+    for info in infos:
+        version = "-" if info.version is None else str(info.version)
+        rows = "-" if info.rows is None else str(info.rows)
+        click.echo(f"  {info.name:<{width}}  {version:>7}  {rows:>10}  {info.path}")
+
+
+@cli.command("quarantine")
+@click.option("--source", default=None, help="Only this source.")
+@click.option("--reason", default=None, help="Only this reason, e.g. malformed_json.")
+@click.option("--run", "run_id", default=None, help="Only records last seen by this ingest run.")
+@click.option("--limit", default=50, show_default=True, help="At most this many rows (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@lakehouse_options
+def quarantine_command(
+    source: str | None, reason: str | None, run_id: str | None, limit: int, as_json: bool,
+    lakehouse: str | None, config_file: str | None,
+) -> None:
+    """List what ingestion could not read: reason, detail and where the raw bytes are."""
+    config = effective_config(lakehouse, config_file)
+    table = read_table(QUARANTINE_RECORDS, config.lakehouse)
+    rows = [] if table is None else table.to_pylist()
+    rows = [
+        r for r in rows
+        if (source is None or r["source"] == source)
+        and (reason is None or r["reason"] == reason)
+        and (run_id is None or run_id in (r["ingest_run_id"], r["last_seen_run_id"]))
+    ]
+    rows.sort(key=lambda r: (r["source"], r["source_uri"], r["locator"]))
+    shown = rows if limit == 0 else rows[:limit]
+    if as_json:
+        for row in shown:
+            click.echo(json.dumps(row, default=str, sort_keys=True))
+        return
+    click.echo(f"{len(rows)} quarantined record(s)" + (f", showing {len(shown)}" if len(shown) < len(rows) else ""))
+    for row in shown:
+        click.echo(f"{row['source']}  {row['locator']}  {row['reason']}: {row['detail']}")
+
+
+@cli.command("runs")
+@click.option("--limit", default=20, show_default=True, help="The most recent runs only (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@lakehouse_options
+def runs_command(limit: int, as_json: bool, lakehouse: str | None, config_file: str | None) -> None:
+    """List job runs from lineage.runs: status, times, table versions and counts."""
+    config = effective_config(lakehouse, config_file)
+    table = read_table(LINEAGE_RUNS, config.lakehouse)
+    rows = [] if table is None else sorted(table.to_pylist(), key=lambda r: r["started_at"], reverse=True)
+    rows = rows if limit == 0 else rows[:limit]
+    for row in rows:
+        if as_json:
+            row = {**row, **{k: dict(row[k] or []) for k in ("input_versions", "output_versions", "counts")}}
+            click.echo(json.dumps(row, default=str, sort_keys=True))
+            continue
+        counts = dict(row["counts"] or [])
+        summary = " ".join(f"{k}={counts[k]}" for k in ("read", "ingested", "unchanged", "quarantined") if k in counts)
+        click.echo(f"{row['run_id']}  {row['status']:<9}  {row['started_at']:%Y-%m-%d %H:%M:%S}  {summary}")
+
+
+@cli.command(
+    "submit",
+    context_settings={"ignore_unknown_options": True},
+    epilog="Example: millpond submit ingest --master spark://127.0.0.1:7077 -- --manifest sources.toml",
+)
+@click.argument("job")
+@click.option("--master", required=True, help="Cluster master URL, e.g. spark://host:7077, yarn, k8s://...")
+@click.option("--deploy-mode", type=click.Choice(["client", "cluster"]), default="client", show_default=True)
+@click.option("--python", default=None, help="Python on the executors (default: PYSPARK_PYTHON or this one).")
+@click.option("--conf", "confs", multiple=True, metavar="KEY=VALUE", help="Extra Spark setting (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the spark-submit command and stop.")
+@click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
+@lakehouse_options
+def submit_command(
+    job: str, master: str, deploy_mode: str, python: str | None, confs: tuple[str, ...], dry_run: bool,
+    job_args: tuple[str, ...], lakehouse: str | None, config_file: str | None,
+) -> None:
+    """Run a job on a Spark cluster through spark-submit, shipping the project and the Delta jars."""
+    from jobs.submit import run_submit, submit_command_line
+
+    config = effective_config(lakehouse, config_file)
+    settings = spark_settings(config, master, app_name=f"millpond-{job}")
+    extra = {}
+    for item in confs:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--conf")
+        extra[key] = value
+    args = list(job_args)
+    if dry_run:
+        click.echo(" ".join(submit_command_line(job, settings, args, deploy_mode=deploy_mode, python=python, extra_conf=extra)))
+        return
+    code = run_submit(job, config, settings, args, deploy_mode=deploy_mode, python=python, extra_conf=extra)
+    sys.exit(code)
+
+
+cli.add_command(ingest_command)
+
+
+@cli.command("demo")
+@lakehouse_options
+def demo_command(lakehouse: str | None, config_file: str | None) -> None:
+    """Run the whole loop on bundled data: ingest a real, license-tagged corpus and list the tables."""
+    from jobs.demo import run_demo
+
+    run_demo(effective_config(lakehouse, config_file))
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="millpond")
+    except USER_ERRORS as err:
+        click.echo(f"millpond: error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""What every command shares: the global options, the effective config and the Spark session."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from typing import Any, Callable
+
+import click
+from pyspark.sql import SparkSession
+
+from jobs.config import Config, cache_dir, load_config
+from jobs.spark import SparkSettings, get_spark
+
+
+def lakehouse_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--lakehouse` and `--config` on a command as well as on the group, so that job files
+    run under spark-submit take the same arguments as `millpond <job>`."""
+    command = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Config file (env MILLPOND_CONFIG; default ./millpond.toml if present).",
+    )(command)
+    return click.option(
+        "--lakehouse",
+        default=None,
+        help="Lakehouse root folder (env MILLPOND_LAKEHOUSE; default ./lakehouse).",
+    )(command)
+
+
+def spark_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--master", default=None, help="Spark master for this run (default: [spark] master, local[*])."
+    )(command)
+
+
+def effective_config(lakehouse: str | None, config_file: str | None) -> Config:
+    """The config from this command's flags, falling back to the group's flags."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root().obj if ctx is not None else None
+    root = root if isinstance(root, dict) else {}
+    return load_config(config_file or root.get("config_file"), lakehouse or root.get("lakehouse"))
+
+
+def spark_settings(config: Config, master: str | None = None, app_name: str | None = None) -> SparkSettings:
+    settings = SparkSettings(**config.section("spark"))
+    if master:
+        settings = replace(settings, master=master)
+    if app_name:
+        settings = replace(settings, app_name=app_name)
+    return settings
+
+
+def open_spark(config: Config, master: str | None = None, app_name: str | None = None) -> SparkSession:
+    """The job's Spark session; the start-up phase is announced because it takes seconds."""
+    settings = spark_settings(config, master, app_name)
+    progress(f"starting Spark ({settings.master})")
+    return get_spark(settings, cache_dir())
+
+
+def progress(message: str) -> None:
+    """A phase line on stderr, so stdout stays clean for --json."""
+    click.echo(f"millpond: {message}", err=True)
+    sys.stderr.flush()

@@ -1,0 +1,248 @@
+"""Ingest the sources of a manifest into `bronze.documents`, bad records into `quarantine.records`.
+
+Runs in-process (`millpond ingest --manifest sources.toml`) or as a spark-submit application
+(`spark-submit jobs/ingest.py --manifest sources.toml`, or `millpond submit ingest -- ...`).
+Every run reconciles: read = ingested + unchanged + quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from ingestion.bronze import DOCUMENT, QUARANTINE, IngestParams, change_digest, mark_duplicate_ids, read_sources
+from ingestion.manifest import FileTask, ManifestError, Source, expand_files, load_manifest
+from ingestion.python_env import python_env_files
+from jobs.config import Config
+from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
+from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
+from lineage.runs import Run, finish_run, start_run
+from lineage.tables import ensure_table, merge_rows, table_version
+
+class ReconciliationError(RuntimeError):
+    """The counts of a run do not add up: something would have been lost."""
+
+
+@dataclass
+class SourceCounts:
+    read: int = 0
+    documents: int = 0
+    quarantined: int = 0
+    files: int = 0
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run read, wrote and quarantined."""
+
+    run_id: str
+    read: int
+    ingested: int
+    unchanged: int
+    quarantined: int
+    new: int
+    updated: int
+    sources: dict[str, SourceCounts] = field(default_factory=dict)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int | None] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def select_sources(sources: list[Source], names: tuple[str, ...]) -> list[Source]:
+    if not names:
+        return sources
+    known = {s.name for s in sources}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ManifestError(f"no source named {', '.join(missing)} in the manifest; sources: {', '.join(sorted(known))}")
+    return [s for s in sources if s.name in names]
+
+
+def plan_files(sources: list[Source]) -> list[FileTask]:
+    """Every file to read, in a stable order (source, then path)."""
+    tasks: list[FileTask] = []
+    for source in sources:
+        tasks.extend(python_env_files(source) if source.format == "python-env" else expand_files(source))
+    return tasks
+
+
+def run_ingest(
+    spark: SparkSession, config: Config, manifest: str | Path, source_names: tuple[str, ...] = ()
+) -> IngestReport:
+    """Read, quarantine, MERGE and reconcile; the run is recorded in `lineage.runs` either way."""
+    lakehouse = config.lakehouse
+    params = IngestParams(**config.section("ingest"))
+    sources = select_sources(load_manifest(manifest), source_names)
+    tasks = plan_files(sources)
+    run = Run(
+        job="ingest",
+        config_digest=config.digest(),
+        params={"manifest": str(Path(manifest).resolve()), "sources": [s.name for s in sources]},
+    )
+    start_run(spark, lakehouse, run)
+    try:
+        report = _ingest(spark, lakehouse, params, sources, tasks, run)
+    except BaseException as err:
+        finish_run(spark, lakehouse, run, error=err)
+        raise
+    run.counts = {
+        k: v for k, v in report.as_json().items() if isinstance(v, int)
+    } | {f"quarantined:{k}": v for k, v in report.quarantine_reasons.items()}
+    run.output_versions = {k: v for k, v in report.versions.items() if v is not None}
+    finish_run(spark, lakehouse, run)
+    return report
+
+
+def _ingest(
+    spark: SparkSession,
+    lakehouse: Path,
+    params: IngestParams,
+    sources: list[Source],
+    tasks: list[FileTask],
+    run: Run,
+) -> IngestReport:
+    now = datetime.now(timezone.utc)
+    progress(f"reading {len(tasks)} files from {len(sources)} source(s)")
+    rows = read_sources(spark, tasks, params)
+    if any(s.id_field for s in sources):
+        rows = mark_duplicate_ids(rows)
+    # Each document is classified against bronze as new, updated or unchanged, so only real
+    # changes are merged and a re-run with nothing new commits nothing.
+    bronze = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse).toDF()
+    known = bronze.select("doc_id", change_digest().alias("_known_digest"))
+    change = (
+        F.when(F.col("kind") != DOCUMENT, F.lit(None))
+        .when(F.col("_known_digest").isNull(), F.lit("new"))
+        .when(F.col("_known_digest") != change_digest(), F.lit("updated"))
+        .otherwise(F.lit("unchanged"))
+    )
+    classified = (
+        rows.join(known, "doc_id", "left").withColumn("_change", change).persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        tally = classified.groupBy("source", "kind", "reason", "_change").count().collect()
+        per_source = {s.name: SourceCounts() for s in sources}
+        for task in tasks:
+            per_source[task.source.name].files += 1
+        reasons: dict[str, int] = {}
+        changes = {"new": 0, "updated": 0, "unchanged": 0}
+        for row in tally:
+            counts = per_source[row["source"]]
+            counts.read += row["count"]
+            if row["kind"] == DOCUMENT:
+                counts.documents += row["count"]
+                changes[row["_change"]] += row["count"]
+            else:
+                counts.quarantined += row["count"]
+                reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
+        quarantined = sum(reasons.values())
+
+        version = table_version(spark, BRONZE_DOCUMENTS, lakehouse)
+        if changes["new"] or changes["updated"]:
+            progress(f"merging {changes['new']} new and {changes['updated']} updated documents into {BRONZE_DOCUMENTS.name}")
+            docs = classified.where((F.col("kind") == DOCUMENT) & (F.col("_change") != "unchanged")).select(
+                *[
+                    F.lit(now).alias(c) if c == "ingested_at"
+                    else F.lit(run.run_id).alias(c) if c == "ingest_run_id"
+                    else F.col(c)
+                    for c in BRONZE_DOCUMENTS.schema.fieldNames()
+                ]
+            )
+            merged = merge_rows(spark, BRONZE_DOCUMENTS, lakehouse, docs, changed_when="true")
+            if (merged.inserted, merged.updated) != (changes["new"], changes["updated"]):
+                raise ReconciliationError(
+                    f"{BRONZE_DOCUMENTS.name} changed while ingesting: expected {changes['new']} inserts and "
+                    f"{changes['updated']} updates, the MERGE did {merged.inserted} and {merged.updated}"
+                )
+            version = merged.version
+
+        quarantine_table = ensure_table(spark, QUARANTINE_RECORDS, lakehouse).toDF()
+        if quarantined:
+            bad = classified.where(F.col("kind") == QUARANTINE).join(
+                quarantine_table.select("quarantine_id"), "quarantine_id", "left_anti"
+            ).select(
+                *[
+                    F.lit(now).alias(c) if c == "quarantined_at"
+                    else F.lit(run.run_id).alias(c) if c == "ingest_run_id"
+                    else F.col(c)
+                    for c in QUARANTINE_RECORDS.schema.fieldNames()
+                ]
+            )
+            if not bad.isEmpty():
+                progress(f"quarantining records in {QUARANTINE_RECORDS.name}")
+                merge_rows(spark, QUARANTINE_RECORDS, lakehouse, bad)
+    finally:
+        classified.unpersist()
+
+    documents = sum(changes.values())
+    report = IngestReport(
+        run_id=run.run_id,
+        read=documents + quarantined,
+        ingested=changes["new"] + changes["updated"],
+        unchanged=changes["unchanged"],
+        quarantined=quarantined,
+        new=changes["new"],
+        updated=changes["updated"],
+        sources=per_source,
+        quarantine_reasons=dict(sorted(reasons.items())),
+        versions={
+            BRONZE_DOCUMENTS.name: version,
+            QUARANTINE_RECORDS.name: table_version(spark, QUARANTINE_RECORDS, lakehouse),
+        },
+    )
+    if report.read != sum(c.read for c in per_source.values()):
+        raise ReconciliationError(f"counts do not reconcile: {report.as_json()}")
+    return report
+
+
+def print_report(report: IngestReport) -> None:
+    click.echo(f"ingest run {report.run_id}")
+    width = max([len("source")] + [len(n) for n in report.sources])
+    click.echo(f"  {'source':<{width}}  {'files':>7}  {'read':>9}  {'documents':>9}  {'quarantined':>11}")
+    for name, c in report.sources.items():
+        click.echo(f"  {name:<{width}}  {c.files:>7}  {c.read:>9}  {c.documents:>9}  {c.quarantined:>11}")
+    click.echo(
+        f"read {report.read} = ingested {report.ingested} (new {report.new}, updated {report.updated})"
+        f" + unchanged {report.unchanged} + quarantined {report.quarantined}"
+    )
+    if report.quarantine_reasons:
+        reasons = ", ".join(f"{k} {v}" for k, v in report.quarantine_reasons.items())
+        click.echo(f"quarantined by reason: {reasons}  (see `millpond quarantine`)")
+    versions = ", ".join(f"{k} v{v}" for k, v in report.versions.items() if v is not None)
+    click.echo(f"tables: {versions}")
+
+
+@click.command("ingest")
+@click.option("--manifest", required=True, type=click.Path(dir_okay=False), help="Source manifest (TOML).")
+@click.option("--source", "source_names", multiple=True, help="Only this source (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the reconciliation as JSON.")
+@spark_options
+@lakehouse_options
+def ingest_command(
+    manifest: str, source_names: tuple[str, ...], as_json: bool, master: str | None, lakehouse: str | None, config_file: str | None
+) -> None:
+    """Ingest a manifest's sources into bronze.documents; bad records go to quarantine.records."""
+    config = effective_config(lakehouse, config_file)
+    spark = open_spark(config, master, app_name="millpond-ingest")
+    report = run_ingest(spark, config, manifest, source_names)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), sort_keys=True))
+    else:
+        print_report(report)
+
+
+if __name__ == "__main__":  # spark-submit jobs/ingest.py --manifest ... [--lakehouse ...]
+    from jobs.cli import main
+
+    main(["ingest", *sys.argv[1:]])

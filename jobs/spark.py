@@ -1,0 +1,162 @@
+"""The Spark session: Delta configured, Ivy cache inside the project, a clear error when jars are missing.
+
+Locally the driver JVM is launched here with its output sent to a log file: Ivy's resolution
+report and Spark's log lines stay out of the terminal, and when the JVM cannot start (the
+Delta jars cannot be resolved on an offline machine) the user gets one clear message with
+the fix instead of a Java stack trace. Under `spark-submit` the session already exists and is
+only picked up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from subprocess import STDOUT
+from typing import Any, Mapping
+
+import py4j.java_gateway
+from delta import configure_spark_with_delta_pip
+from pyspark import SparkConf, SparkContext
+from pyspark.errors import PySparkRuntimeError
+from pyspark.java_gateway import launch_gateway
+from pyspark.sql import SparkSession
+
+DELTA_SQL_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+class SparkStartError(RuntimeError):
+    """Spark could not start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """The `[spark]` section of the config."""
+
+    master: str = "local[*]"
+    app_name: str = "millpond"
+    shuffle_partitions: int = 8
+    driver_memory: str = "4g"
+    ui: bool = False
+    ivy_dir: str = ""
+    jars_dir: str = ""
+    log_dir: str = ""
+    fast_jvm_start: bool = False
+    conf: Mapping[str, str] = field(default_factory=dict)
+
+
+def delta_packages() -> str:
+    """The Maven coordinates of the Delta jars matching the installed delta-spark and pyspark."""
+    builder = configure_spark_with_delta_pip(SparkSession.Builder())
+    return builder._options["spark.jars.packages"]  # type: ignore[attr-defined]
+
+
+def _jar_confs(settings: SparkSettings, cache: Path) -> dict[str, str]:
+    if settings.jars_dir:
+        folder = Path(settings.jars_dir).expanduser().resolve()
+        jars = sorted(str(p) for p in folder.glob("*.jar"))
+        if not jars:
+            raise SparkStartError(f"spark.jars_dir {folder} holds no .jar files")
+        return {"spark.jars": ",".join(jars)}
+    ivy = Path(settings.ivy_dir).expanduser().resolve() if settings.ivy_dir else cache / "ivy"
+    return {"spark.jars.packages": delta_packages(), "spark.jars.ivy": str(ivy)}
+
+
+def spark_conf(settings: SparkSettings, cache: Path) -> dict[str, str]:
+    """Every Spark setting millpond starts a session with (also handed to spark-submit)."""
+    conf: dict[str, str] = {
+        "spark.app.name": settings.app_name,
+        "spark.master": settings.master,
+        "spark.driver.memory": settings.driver_memory,
+        "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        "spark.ui.enabled": str(settings.ui).lower(),
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.session.timeZone": "UTC",
+        # Arrow moves rows between the Python readers and the JVM.
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Delta: no stats on columns a table does not list (see lineage.catalog).
+        "spark.databricks.delta.schema.autoMerge.enabled": "false",
+        **DELTA_SQL_CONF,
+        **_jar_confs(settings, cache),
+    }
+    if settings.fast_jvm_start:
+        opts = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+        conf["spark.driver.extraJavaOptions"] = opts
+        conf["spark.executor.extraJavaOptions"] = opts
+    conf.update({str(k): str(v) for k, v in settings.conf.items()})
+    return conf
+
+
+def prepare_environment(master: str) -> None:
+    """Bind local servers to loopback and run Python workers with this interpreter."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def _explain_failed_start(log_path: Path, conf: Mapping[str, str]) -> str:
+    output = log_path.read_text(errors="replace") if log_path.exists() else ""
+    if "unresolved dependency" in output or "UNRESOLVED DEPENDENCIES" in output:
+        missing = [
+            line.strip(" :\t")
+            for line in output.splitlines()
+            if line.strip().startswith(":: ") and "not found" in line
+        ]
+        return (
+            "Spark could not resolve the Delta Lake jars "
+            f"({', '.join(missing) or conf.get('spark.jars.packages', 'io.delta')}).\n"
+            "This machine cannot download them from Maven Central (offline, or behind a proxy).\n"
+            "Fix it in millpond.toml with one of:\n"
+            '  [spark.conf]\n  "spark.jars.repositories" = "https://your.maven.mirror/maven2"\n'
+            "or, with the jars copied to a folder (e.g. `mvn dependency:copy-dependencies`):\n"
+            '  [spark]\n  jars_dir = "/path/to/delta-jars"\n'
+            f"Ivy's full report: {log_path}"
+        )
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    return f"the Spark driver JVM exited while starting. Its output ({log_path}) ends with:\n{tail}"
+
+
+def _delta_loaded(spark: SparkSession) -> bool:
+    try:
+        cls = spark._jvm.io.delta.tables.DeltaTable  # type: ignore[union-attr]
+    except Exception:
+        return False
+    return isinstance(cls, py4j.java_gateway.JavaClass)
+
+
+def get_spark(settings: SparkSettings, cache: Path) -> SparkSession:
+    """The Spark session for a job: an existing one (spark-submit, tests) or a new local driver."""
+    prepare_environment(settings.master)
+    conf = spark_conf(settings, cache)
+    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
+    if SparkContext._active_spark_context is None and not under_submit:
+        log_dir = Path(settings.log_dir).expanduser() if settings.log_dir else cache / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"spark-driver-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        spark_conf_obj = SparkConf(loadDefaults=False)
+        for key, value in conf.items():
+            spark_conf_obj.set(key, value)
+        with open(log_path, "ab") as log:
+            try:
+                gateway = launch_gateway(spark_conf_obj, popen_kwargs={"stdout": log, "stderr": STDOUT})
+            except PySparkRuntimeError:
+                raise SparkStartError(_explain_failed_start(log_path, conf)) from None
+        SparkContext._ensure_initialized(gateway=gateway, conf=spark_conf_obj)
+    builder = SparkSession.builder
+    if under_submit:
+        builder = builder.config(map=DELTA_SQL_CONF)
+    else:
+        builder = builder.config(map=conf)
+    spark = builder.getOrCreate()
+    if not _delta_loaded(spark):
+        raise SparkStartError(
+            "Delta Lake is not on this Spark session's classpath. Submit jobs with "
+            f"`millpond submit`, or pass `--packages {delta_packages()}` "
+            "(or `--jars` with the Delta jars) to spark-submit."
+        )
+    return spark

@@ -1,0 +1,87 @@
+"""`lineage.runs`: one row per job run, written when it starts and again when it ends.
+
+A run killed half way stays `running` in the table: its start is on record even though it
+never reached its end.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from lineage.catalog import LINEAGE_RUNS
+from lineage.tables import merge_rows
+
+
+def new_run_id(job: str) -> str:
+    """A unique, time-ordered run id, e.g. `ingest-20261128T101500-3f9a1c2b`."""
+    return f"{job}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Run:
+    """A job run as recorded in `lineage.runs`."""
+
+    job: str
+    config_digest: str
+    params: dict[str, Any]
+    run_id: str = ""
+    status: str = "running"
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    ended_at: datetime | None = None
+    spark_master: str | None = None
+    spark_app_id: str | None = None
+    input_versions: dict[str, int] = field(default_factory=dict)
+    output_versions: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            self.run_id = new_run_id(self.job)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "status": self.status,
+            "config_digest": self.config_digest,
+            "params": json.dumps(self.params, sort_keys=True, default=str),
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "spark_master": self.spark_master,
+            "spark_app_id": self.spark_app_id,
+            "input_versions": self.input_versions,
+            "output_versions": self.output_versions,
+            "counts": self.counts,
+            "error": self.error,
+        }
+
+
+def record_run(spark: SparkSession, lakehouse: str | Path, run: Run) -> None:
+    """Insert or update the run's row (one atomic MERGE on run_id)."""
+    rows = spark.createDataFrame([run.row()], schema=LINEAGE_RUNS.schema)
+    merge_rows(spark, LINEAGE_RUNS, lakehouse, rows, changed_when="true")
+
+
+def start_run(spark: SparkSession, lakehouse: str | Path, run: Run) -> Run:
+    run.spark_master = spark.sparkContext.master
+    run.spark_app_id = spark.sparkContext.applicationId
+    record_run(spark, lakehouse, run)
+    return run
+
+
+def finish_run(
+    spark: SparkSession, lakehouse: str | Path, run: Run, *, error: BaseException | None = None
+) -> Run:
+    run.status = "failed" if error is not None else "succeeded"
+    run.error = f"{type(error).__name__}: {error}"[:4000] if error is not None else None
+    run.ended_at = datetime.now(timezone.utc)
+    record_run(spark, lakehouse, run)
+    return run

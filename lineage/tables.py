@@ -1,0 +1,131 @@
+"""Creating, merging into and inspecting the catalog's Delta tables.
+
+Writes go through MERGE on the table's key, so every write is one atomic Delta commit and a
+re-run does not duplicate rows. Read-only inspection (`millpond tables`, `quarantine`) uses
+delta-rs and needs no JVM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from lineage.catalog import TABLES, TableSpec
+
+
+def _sql_path(path: str) -> str:
+    if "`" in path:
+        raise ValueError(f"table paths may not contain backticks: {path}")
+    return f"delta.`{path}`"
+
+
+def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> DeltaTable:
+    """Create the table with its schema and properties if it does not exist; fix drifted properties."""
+    path = spec.path(lakehouse)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
+    for key, value in spec.delta_properties().items():
+        builder = builder.property(key, value)
+    table = builder.execute()
+    current = table.detail().select("properties").first()[0] or {}
+    drifted = {k: v for k, v in spec.delta_properties().items() if current.get(k) != v}
+    if drifted:
+        assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
+        spark.sql(f"ALTER TABLE {_sql_path(path)} SET TBLPROPERTIES ({assignments})")
+    return table
+
+
+def table_version(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> int | None:
+    """The latest committed version, or None when the table does not exist yet."""
+    path = spec.path(lakehouse)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What one MERGE commit did."""
+
+    version: int
+    inserted: int
+    updated: int
+
+
+def merge_rows(
+    spark: SparkSession,
+    spec: TableSpec,
+    lakehouse: str | Path,
+    rows: DataFrame,
+    *,
+    changed_when: str | None = None,
+    update_columns: dict[str, str] | None = None,
+) -> MergeResult:
+    """MERGE `rows` on the table's key: insert new keys, update matched rows where `changed_when` holds.
+
+    `changed_when` is a SQL condition over `t` (target) and `s` (source); None means matched
+    rows are left alone. `update_columns` maps target columns to source expressions; None
+    updates every column.
+    """
+    table = ensure_table(spark, spec, lakehouse)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
+    merge = table.alias("t").merge(rows.alias("s"), on)
+    if changed_when is not None:
+        if update_columns is None:
+            merge = merge.whenMatchedUpdateAll(condition=changed_when)
+        else:
+            merge = merge.whenMatchedUpdate(condition=changed_when, set=update_columns)
+    metrics = merge.whenNotMatchedInsertAll().execute().first()
+    values: dict[str, Any] = metrics.asDict() if metrics is not None else {}
+    version = table_version(spark, spec, lakehouse)
+    assert version is not None
+    return MergeResult(
+        version=version,
+        inserted=int(values.get("num_inserted_rows") or 0),
+        updated=int(values.get("num_updated_rows") or 0),
+    )
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A row of `millpond tables`."""
+
+    name: str
+    path: str
+    version: int | None
+    rows: int | None
+    description: str
+
+
+def inspect_tables(lakehouse: str | Path) -> list[TableInfo]:
+    """Name, path, Delta version and row count of every catalog table, read with delta-rs (no JVM)."""
+    from deltalake import DeltaTable as RsDeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    infos = []
+    for spec in TABLES.values():
+        path = spec.path(lakehouse)
+        try:
+            table = RsDeltaTable(path)
+        except TableNotFoundError:
+            infos.append(TableInfo(spec.name, path, None, None, spec.description))
+            continue
+        rows = table.to_pyarrow_dataset().count_rows()
+        infos.append(TableInfo(spec.name, path, table.version(), rows, spec.description))
+    return infos
+
+
+def read_table(spec: TableSpec, lakehouse: str | Path, columns: list[str] | None = None, version: int | None = None):
+    """A whole (small) table as a pyarrow Table via delta-rs, or None when it does not exist."""
+    from deltalake import DeltaTable as RsDeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = RsDeltaTable(spec.path(lakehouse), version=version)
+    except TableNotFoundError:
+        return None
+    # Single-threaded: pyarrow's threaded scan of a delta-rs dataset aborts the process at exit.
+    return table.to_pyarrow_dataset().to_table(columns=columns, use_threads=False)

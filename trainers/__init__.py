@@ -1,0 +1,1 @@
+"""Tokenizer, token shards from a snapshot, model config, DeepSpeed pretraining and DPO, MLflow tracking."""
