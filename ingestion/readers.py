@@ -66,16 +66,61 @@ class Bad(NamedTuple):
 Item = Record | Bad
 
 
+class _ZstdReader(io.RawIOBase):
+    """Decompresses zstd frames one after another and, unlike zstandard's stream_reader,
+    raises on a stream that ends inside a frame (a cut file), so it cannot pass for a short one."""
+
+    def __init__(self, raw: io.BufferedIOBase) -> None:
+        import zstandard
+
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._in_frame = False
+        self._out = bytearray()
+        self._pos = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._pos >= len(self._out) and not self._done:
+            self._out, self._pos = bytearray(), 0
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if self._in_frame:
+                    raise EOFError("zstd stream ends inside a frame: the file is truncated")
+                self._done = True
+                break
+            self._feed(chunk)
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def _feed(self, data: bytes) -> None:
+        while data:
+            self._in_frame = True
+            self._out += self._frame.decompress(data)
+            if not self._frame.eof:
+                return
+            data = self._frame.unused_data
+            self._frame = self._dctx.decompressobj()
+            self._in_frame = False
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 def _open_stream(path: str) -> io.BufferedIOBase:
     lower = path.lower()
     raw = open(path, "rb")  # noqa: SIM115 - closed by the caller through the wrapper
     if lower.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if lower.endswith(".zst"):
-        import zstandard
-
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
+        return io.BufferedReader(_ZstdReader(raw), buffer_size=1 << 20)  # type: ignore[return-value]
     return raw  # type: ignore[return-value]
 
 

@@ -74,6 +74,9 @@ def spark_conf(settings: SparkSettings, cache: Path) -> dict[str, str]:
         "spark.master": settings.master,
         "spark.driver.memory": settings.driver_memory,
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
+        # Delta rebuilds a table's state with 50 tasks by default: pure overhead for the
+        # transaction logs of a lakehouse on a few cores.
+        "spark.databricks.delta.snapshotPartitions": str(settings.shuffle_partitions),
         "spark.ui.enabled": str(settings.ui).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
@@ -130,33 +133,37 @@ def _delta_loaded(spark: SparkSession) -> bool:
 
 
 def get_spark(settings: SparkSettings, cache: Path) -> SparkSession:
-    """The Spark session for a job: an existing one (spark-submit, tests) or a new local driver."""
+    """The Spark session for a job: the one already running (spark-submit, tests) or a new local driver."""
     prepare_environment(settings.master)
-    conf = spark_conf(settings, cache)
-    under_submit = "PYSPARK_GATEWAY_PORT" in os.environ
-    if SparkContext._active_spark_context is None and not under_submit:
-        log_dir = Path(settings.log_dir).expanduser() if settings.log_dir else cache / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"spark-driver-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
-        spark_conf_obj = SparkConf(loadDefaults=False)
-        for key, value in conf.items():
-            spark_conf_obj.set(key, value)
-        with open(log_path, "ab") as log:
-            try:
-                gateway = launch_gateway(spark_conf_obj, popen_kwargs={"stdout": log, "stderr": STDOUT})
-            except PySparkRuntimeError:
-                raise SparkStartError(_explain_failed_start(log_path, conf)) from None
-        SparkContext._ensure_initialized(gateway=gateway, conf=spark_conf_obj)
-    builder = SparkSession.builder
-    if under_submit:
-        builder = builder.config(map=DELTA_SQL_CONF)
-    else:
-        builder = builder.config(map=conf)
-    spark = builder.getOrCreate()
-    if not _delta_loaded(spark):
+    active = SparkSession.getActiveSession()
+    if active is None and SparkContext._active_spark_context is not None:
+        active = SparkSession.builder.getOrCreate()
+    if active is None and "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Under spark-submit: the JVM and its jars exist; only the SQL extensions are ours to set.
+        active = SparkSession.builder.config(map=DELTA_SQL_CONF).getOrCreate()
+    if active is None:
+        active = _start_local_driver(spark_conf(settings, cache), settings, cache)
+    if not _delta_loaded(active):
         raise SparkStartError(
             "Delta Lake is not on this Spark session's classpath. Submit jobs with "
             f"`millpond submit`, or pass `--packages {delta_packages()}` "
             "(or `--jars` with the Delta jars) to spark-submit."
         )
-    return spark
+    return active
+
+
+def _start_local_driver(conf: dict[str, str], settings: SparkSettings, cache: Path) -> SparkSession:
+    """Launch the driver JVM with its output in a log file, then build the session on it."""
+    log_dir = Path(settings.log_dir).expanduser() if settings.log_dir else cache / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"spark-driver-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    spark_conf_obj = SparkConf(loadDefaults=False)
+    for key, value in conf.items():
+        spark_conf_obj.set(key, value)
+    with open(log_path, "ab") as log:
+        try:
+            gateway = launch_gateway(spark_conf_obj, popen_kwargs={"stdout": log, "stderr": STDOUT})
+        except PySparkRuntimeError:
+            raise SparkStartError(_explain_failed_start(log_path, conf)) from None
+    SparkContext._ensure_initialized(gateway=gateway, conf=spark_conf_obj)
+    return SparkSession.builder.config(map=conf).getOrCreate()

@@ -26,16 +26,18 @@ def _sql_path(path: str) -> str:
 def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> DeltaTable:
     """Create the table with its schema and properties if it does not exist; fix drifted properties."""
     path = spec.path(lakehouse)
-    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
-    for key, value in spec.delta_properties().items():
-        builder = builder.property(key, value)
-    table = builder.execute()
-    current = table.detail().select("properties").first()[0] or {}
-    drifted = {k: v for k, v in spec.delta_properties().items() if current.get(k) != v}
+    wanted = spec.delta_properties()
+    if not DeltaTable.isDeltaTable(spark, path):
+        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
+        for key, value in wanted.items():
+            builder = builder.property(key, value)
+        return builder.execute()
+    current = {row["key"]: row["value"] for row in spark.sql(f"SHOW TBLPROPERTIES {_sql_path(path)}").collect()}
+    drifted = {k: v for k, v in wanted.items() if current.get(k) != v}
     if drifted:
         assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
         spark.sql(f"ALTER TABLE {_sql_path(path)} SET TBLPROPERTIES ({assignments})")
-    return table
+    return DeltaTable.forPath(spark, path)
 
 
 def table_version(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> int | None:

@@ -1,0 +1,68 @@
+"""One real local Spark session with Delta for the whole test run, and small real inputs."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+
+from jobs.config import DEFAULTS, Config, cache_dir  # noqa: E402
+from jobs.spark import SparkSettings, get_spark  # noqa: E402
+
+# Small enough that the oversized line in the nasty corpus trips it.
+TEST_MAX_RECORD_BYTES = 4096
+
+TEST_SPARK = SparkSettings(
+    master="local[2]",
+    app_name="millpond-tests",
+    shuffle_partitions=2,
+    driver_memory="2g",
+    ui=False,
+    fast_jvm_start=True,
+)
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):
+    settings = SparkSettings(**{**TEST_SPARK.__dict__, "log_dir": str(tmp_path_factory.mktemp("spark-logs"))})
+    session = get_spark(settings, cache_dir())
+    yield session
+    session.stop()
+
+
+def make_config(lakehouse: Path, **ingest: Any) -> Config:
+    values = copy.deepcopy(DEFAULTS)
+    values["lakehouse"] = str(lakehouse.resolve())
+    values["ingest"].update({"max_record_bytes": TEST_MAX_RECORD_BYTES, **ingest})
+    return Config(values=values, file=None)
+
+
+@pytest.fixture
+def lakehouse(tmp_path: Path) -> Path:
+    return tmp_path / "lakehouse"
+
+
+def write_jsonl(path: Path, records: list[Any], opener: Callable[..., Any] = open) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with opener(path, "wt", encoding="utf-8") as handle:
+        for record in records:
+            handle.write((record if isinstance(record, str) else json.dumps(record)) + "\n")
+    return path
+
+
+def write_manifest(path: Path, sources: list[dict[str, Any]]) -> Path:
+    import tomli_w
+
+    path.write_text(tomli_w.dumps({"source": sources}), encoding="utf-8")
+    return path
+
+
+def gzip_open(path: Path, mode: str, encoding: str) -> Any:
+    return gzip.open(path, mode, encoding=encoding)

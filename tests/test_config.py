@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from jobs.cli import cli
+from jobs.config import ConfigError, load_config
+
+
+def test_defaults_serve_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MILLPOND_LAKEHOUSE", raising=False)
+    monkeypatch.delenv("MILLPOND_CONFIG", raising=False)
+    config = load_config()
+    assert config.file is None
+    assert config.lakehouse == tmp_path / "lakehouse"
+    assert config.values["spark"]["master"] == "local[*]"
+
+
+def test_file_then_env_then_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "millpond.toml").write_text(
+        'lakehouse = "from-file"\n[spark]\nshuffle_partitions = 3\n[spark.conf]\n"spark.x" = 1\n'
+    )
+    config = load_config()
+    assert config.lakehouse == tmp_path / "from-file"
+    assert config.values["spark"]["shuffle_partitions"] == 3
+    assert config.values["spark"]["conf"] == {"spark.x": "1"}
+    monkeypatch.setenv("MILLPOND_LAKEHOUSE", str(tmp_path / "from-env"))
+    assert load_config().lakehouse == tmp_path / "from-env"
+    assert load_config(lakehouse=tmp_path / "from-flag").lakehouse == tmp_path / "from-flag"
+
+
+def test_unknown_or_mistyped_settings_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[spark]\nmastr = 'local[1]'\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: unknown setting 'spark.mastr'"):
+        load_config(bad)
+    bad.write_text("[ingest]\nmax_record_bytes = 'big'\n")
+    with pytest.raises(ConfigError, match="'ingest.max_record_bytes' must be int"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_config_command_prints_effective_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tomllib
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MILLPOND_LAKEHOUSE", raising=False)
+    monkeypatch.delenv("MILLPOND_CONFIG", raising=False)
+    result = CliRunner().invoke(cli, ["--lakehouse", "lh", "config"])
+    assert result.exit_code == 0, result.output
+    printed = tomllib.loads(result.output)
+    assert printed["lakehouse"] == str(tmp_path / "lh")
+    assert printed["ingest"]["max_record_bytes"] > 0
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    for command in ["config", "tables", "ingest", "quarantine", "runs", "submit", "demo"]:
+        result = runner.invoke(cli, [command, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.output, command
