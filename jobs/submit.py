@@ -72,6 +72,7 @@ def submit_command_line(
     conf.pop("spark.driver.memory", None)
     interpreter = python or os.environ.get("PYSPARK_PYTHON") or sys.executable
     conf["spark.pyspark.python"] = interpreter
+    conf.setdefault("spark.log.level", "WARN")
     if deploy_mode == "client":
         conf["spark.pyspark.driver.python"] = sys.executable
     conf.update(extra_conf or {})
