@@ -83,77 +83,129 @@ def quarantine_id_for(source: str, locator: str, reason: str) -> str:
     return _digest("quarantine", source, locator, reason)[:32]
 
 
-def _subjects(record: Record, task: FileTask) -> list[str]:
-    found: set[str] = set(task.subject_ids)
-    for field in task.source.subject_fields:
-        value = record.fields.get(field)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, (str, int)) and str(item).strip():
-                text = str(item).strip()
-                found.add(text.lower() if "@" in text else text)
-    return sorted(found)
+class _FileRows:
+    """What every row of one file shares, computed once per file rather than once per record."""
+
+    def __init__(self, task: FileTask, file_index: int) -> None:
+        source = task.source
+        self.task = task
+        self.file_index = file_index
+        self.source = source.name
+        self.source_uri = Path(task.path).as_uri()
+        self.consent = list(source.consent)
+        self.domain = task.domain or source.domain
+        self.license_field = source.license_field
+        self.subject_fields = source.subject_fields
+        self.fixed_subjects = set(task.subject_ids)
+        self.reserved = {source.text_field, source.id_field, source.license_field, *source.subject_fields}
+        self.file_metadata = dict(task.metadata)
+        if source.license:
+            self.license: tuple[str | None, str] = (source.license, "declared")
+        elif task.inherited_license:
+            self.license = (task.inherited_license, "inherited")
+        else:
+            self.license = (None, "unknown")
+
+    def license_of(self, record: Record) -> tuple[str | None, str]:
+        if self.license_field:
+            value = record.fields.get(self.license_field)
+            if isinstance(value, str) and value.strip():
+                return value.strip(), "field"
+        return self.license
+
+    def subjects_of(self, record: Record) -> list[str]:
+        if not self.subject_fields:
+            return sorted(self.fixed_subjects)
+        found = set(self.fixed_subjects)
+        for field in self.subject_fields:
+            value = record.fields.get(field)
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, (str, int)) and not isinstance(item, bool) and str(item).strip():
+                    text = str(item).strip()
+                    found.add(text.lower() if "@" in text else text)
+        return sorted(found)
+
+    def metadata_of(self, record: Record) -> list[tuple[str, str]]:
+        if not record.fields:
+            return sorted(self.file_metadata.items())
+        meta = dict(self.file_metadata)
+        for key, value in record.fields.items():
+            if key in self.reserved or value is None:
+                continue
+            meta[key] = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+        return sorted(meta.items())
 
 
-def _license(record: Record, task: FileTask) -> tuple[str | None, str]:
-    source = task.source
-    if source.license_field:
-        value = record.fields.get(source.license_field)
-        if isinstance(value, str) and value.strip():
-            return value.strip(), "field"
-    if source.license:
-        return source.license, "declared"
-    if task.inherited_license:
-        return task.inherited_license, "inherited"
-    return None, "unknown"
+class _Batch:
+    """Readers' items gathered for one Arrow batch; columns are built a list at a time."""
 
+    def __init__(self) -> None:
+        self.documents: list[tuple[_FileRows, Record, int]] = []
+        self.bad: list[tuple[_FileRows, Bad, int]] = []
 
-def _metadata(record: Record, task: FileTask) -> list[tuple[str, str]]:
-    source = task.source
-    reserved = {source.text_field, source.id_field, source.license_field, *source.subject_fields}
-    meta = dict(task.metadata)
-    for key, value in record.fields.items():
-        if key in reserved or value is None:
-            continue
-        meta[key] = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
-    return sorted(meta.items())
+    @property
+    def rows(self) -> int:
+        return len(self.documents) + len(self.bad)
 
+    def add(self, item: Item, file: _FileRows, seq: int) -> None:
+        if isinstance(item, Bad):
+            self.bad.append((file, item, seq))
+        else:
+            self.documents.append((file, item, seq))
 
-def item_row(item: Item, task: FileTask, file_index: int, seq: int) -> dict[str, Any]:
-    """One output row (document or quarantine) for a reader's item."""
-    source = task.source
-    base = {
-        "source": source.name,
-        "source_uri": Path(task.path).as_uri(),
-        "locator": item.locator,
-        "byte_offset": item.byte_offset,
-        "byte_length": item.byte_length,
-        "file_index": file_index,
-        "seq": seq,
-    }
-    if isinstance(item, Bad):
+    @staticmethod
+    def _common(items: list[tuple[_FileRows, Any, int]]) -> dict[str, list[Any]]:
         return {
-            **base,
-            "kind": QUARANTINE,
-            "quarantine_id": quarantine_id_for(source.name, item.locator, item.reason),
-            "reason": item.reason,
-            "detail": item.detail,
+            "source": [f.source for f, _, _ in items],
+            "source_uri": [f.source_uri for f, _, _ in items],
+            "locator": [i.locator for _, i, _ in items],
+            "byte_offset": [i.byte_offset for _, i, _ in items],
+            "byte_length": [i.byte_length for _, i, _ in items],
+            "file_index": [f.file_index for f, _, _ in items],
+            "seq": [seq for _, _, seq in items],
         }
-    record_id = item.record_key if item.record_key is not None else item.locator
-    license_expr, license_source = _license(item, task)
-    return {
-        **base,
-        "kind": DOCUMENT,
-        "doc_id": doc_id_for(source.name, record_id),
-        "record_id": record_id,
-        "text": item.text,
-        "content_sha256": hashlib.sha256(item.text.encode("utf-8")).hexdigest(),
-        "license": license_expr,
-        "license_source": license_source,
-        "subject_ids": _subjects(item, task),
-        "consent": list(source.consent),
-        "domain": task.domain or source.domain,
-        "metadata": _metadata(item, task),
-    }
+
+    def _document_columns(self) -> dict[str, list[Any]]:
+        docs = self.documents
+        record_ids = [r.record_key if r.record_key is not None else r.locator for _, r, _ in docs]
+        licenses = [f.license_of(r) for f, r, _ in docs]
+        return {
+            **self._common(docs),
+            "kind": [DOCUMENT] * len(docs),
+            "doc_id": [doc_id_for(f.source, rid) for (f, _, _), rid in zip(docs, record_ids)],
+            "record_id": record_ids,
+            "text": [r.text for _, r, _ in docs],
+            "content_sha256": [hashlib.sha256(r.text.encode("utf-8")).hexdigest() for _, r, _ in docs],
+            "license": [lic for lic, _ in licenses],
+            "license_source": [src for _, src in licenses],
+            "subject_ids": [f.subjects_of(r) for f, r, _ in docs],
+            "consent": [f.consent for f, _, _ in docs],
+            "domain": [f.domain for f, _, _ in docs],
+            "metadata": [f.metadata_of(r) for f, r, _ in docs],
+        }
+
+    def _quarantine_columns(self) -> dict[str, list[Any]]:
+        bad = self.bad
+        return {
+            **self._common(bad),
+            "kind": [QUARANTINE] * len(bad),
+            "quarantine_id": [quarantine_id_for(f.source, b.locator, b.reason) for f, b, _ in bad],
+            "reason": [b.reason for _, b, _ in bad],
+            "detail": [b.detail for _, b, _ in bad],
+        }
+
+    def to_arrow(self) -> Iterator[pa.RecordBatch]:
+        for items, build in ((self.documents, self._document_columns), (self.bad, self._quarantine_columns)):
+            if not items:
+                continue
+            columns = build()
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(columns[f.name], type=f.type) if f.name in columns else pa.nulls(len(items), f.type)
+                    for f in ARROW_SCHEMA
+                ],
+                schema=ARROW_SCHEMA,
+            )
 
 
 # The columns whose change makes a re-ingested record an update rather than unchanged.
@@ -163,22 +215,26 @@ CHANGE_COLUMNS = (
 )
 
 
-def change_digest() -> Column:
-    """A digest of what a user would call the record's content and provenance."""
-    return F.sha2(F.to_json(F.struct(*CHANGE_COLUMNS)), 256)
+def change_digest(alias: str | None = None) -> Column:
+    """A digest of what a user would call the record's content and provenance.
+
+    `alias` qualifies the columns, e.g. "t" or "s" inside a MERGE condition.
+    """
+    prefix = f"{alias}." if alias else ""
+    return F.sha2(F.to_json(F.struct(*[F.col(prefix + c).alias(c) for c in CHANGE_COLUMNS])), 256)
 
 
 def read_bucket(files: list[tuple[int, FileTask]], params: IngestParams) -> Iterator[pa.RecordBatch]:
     """Read a bucket of files into Arrow batches of at most `params.batch_rows` rows."""
-    rows: list[dict[str, Any]] = []
+    batch = _Batch()
     for file_index, task in files:
+        file = _FileRows(task, file_index)
         for seq, item in enumerate(read_file(task, params.reader)):
-            rows.append(item_row(item, task, file_index, seq))
-            if len(rows) >= params.batch_rows:
-                yield pa.RecordBatch.from_pylist(rows, schema=ARROW_SCHEMA)
-                rows = []
-    if rows:
-        yield pa.RecordBatch.from_pylist(rows, schema=ARROW_SCHEMA)
+            batch.add(item, file, seq)
+            if batch.rows >= params.batch_rows:
+                yield from batch.to_arrow()
+                batch = _Batch()
+    yield from batch.to_arrow()
 
 
 def plan_buckets(tasks: list[FileTask], parallelism: int, task_bytes: int) -> list[list[tuple[int, FileTask]]]:

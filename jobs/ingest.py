@@ -16,10 +16,17 @@ from typing import Any
 
 import click
 from pyspark import StorageLevel
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from ingestion.bronze import DOCUMENT, QUARANTINE, IngestParams, change_digest, mark_duplicate_ids, read_sources
+from ingestion.bronze import (
+    DOCUMENT,
+    QUARANTINE,
+    IngestParams,
+    change_digest,
+    mark_duplicate_ids,
+    read_sources,
+)
 from ingestion.manifest import FileTask, ManifestError, Source, expand_files, load_manifest
 from ingestion.python_env import python_env_files
 from jobs.config import Config
@@ -34,10 +41,13 @@ class ReconciliationError(RuntimeError):
 
 @dataclass
 class SourceCounts:
+    files: int = 0
     read: int = 0
     documents: int = 0
     quarantined: int = 0
-    files: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
 
 
 @dataclass
@@ -104,6 +114,26 @@ def run_ingest(
     return report
 
 
+def _with_run(rows: DataFrame, spec_columns: list[str], stamps: dict[str, Any]) -> DataFrame:
+    """The table's columns in order, with the run's own values (time, run id) filled in."""
+    return rows.select(*[F.lit(stamps[c]).alias(c) if c in stamps else F.col(c) for c in spec_columns])
+
+
+def _classify(docs: DataFrame, bronze: DataFrame) -> list[Row]:
+    """Count each source's documents as new, updated or unchanged against bronze.
+
+    Only ids and digests cross the join, never the text, so the shuffle stays small.
+    """
+    incoming = docs.select("doc_id", "source", change_digest().alias("_digest"))
+    known = bronze.select("doc_id", change_digest().alias("_known"))
+    change = (
+        F.when(F.col("_known").isNull(), "new")
+        .when(F.col("_known") != F.col("_digest"), "updated")
+        .otherwise("unchanged")
+    )
+    return incoming.join(known, "doc_id", "left").groupBy("source", change.alias("change")).count().collect()
+
+
 def _ingest(
     spark: SparkSession,
     lakehouse: Path,
@@ -112,88 +142,86 @@ def _ingest(
     tasks: list[FileTask],
     run: Run,
 ) -> IngestReport:
-    now = datetime.now(timezone.utc)
+    stamps = {"ingested_at": datetime.now(timezone.utc), "ingest_run_id": run.run_id}
+    stamps["quarantined_at"] = stamps["ingested_at"]
+    per_source = {s.name: SourceCounts() for s in sources}
+    for task in tasks:
+        per_source[task.source.name].files += 1
+    reasons: dict[str, int] = {}
+
     progress(f"reading {len(tasks)} files from {len(sources)} source(s)")
     rows = read_sources(spark, tasks, params)
     if any(s.id_field for s in sources):
         rows = mark_duplicate_ids(rows)
-    # Each document is classified against bronze as new, updated or unchanged, so only real
-    # changes are merged and a re-run with nothing new commits nothing.
-    bronze = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse).toDF()
-    known = bronze.select("doc_id", change_digest().alias("_known_digest"))
-    change = (
-        F.when(F.col("kind") != DOCUMENT, F.lit(None))
-        .when(F.col("_known_digest").isNull(), F.lit("new"))
-        .when(F.col("_known_digest") != change_digest(), F.lit("updated"))
-        .otherwise(F.lit("unchanged"))
-    )
-    classified = (
-        rows.join(known, "doc_id", "left").withColumn("_change", change).persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    # The files are read once: everything after works from this persisted copy.
+    staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        tally = classified.groupBy("source", "kind", "reason", "_change").count().collect()
-        per_source = {s.name: SourceCounts() for s in sources}
-        for task in tasks:
-            per_source[task.source.name].files += 1
-        reasons: dict[str, int] = {}
-        changes = {"new": 0, "updated": 0, "unchanged": 0}
-        for row in tally:
+        for row in staged.groupBy("source", "kind", "reason").count().collect():
             counts = per_source[row["source"]]
             counts.read += row["count"]
             if row["kind"] == DOCUMENT:
                 counts.documents += row["count"]
-                changes[row["_change"]] += row["count"]
             else:
                 counts.quarantined += row["count"]
                 reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
-        quarantined = sum(reasons.values())
+        docs = staged.where(F.col("kind") == DOCUMENT)
+
+        # Only real changes are merged, so a re-run with nothing new commits nothing.
+        bronze = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse).toDF()
+        if bronze.isEmpty():
+            for counts in per_source.values():
+                counts.new = counts.documents
+        else:
+            for row in _classify(docs, bronze):
+                setattr(per_source[row["source"]], row["change"], row["count"])
+        new = sum(c.new for c in per_source.values())
+        updated = sum(c.updated for c in per_source.values())
 
         version = table_version(spark, BRONZE_DOCUMENTS, lakehouse)
-        if changes["new"] or changes["updated"]:
-            progress(f"merging {changes['new']} new and {changes['updated']} updated documents into {BRONZE_DOCUMENTS.name}")
-            docs = classified.where((F.col("kind") == DOCUMENT) & (F.col("_change") != "unchanged")).select(
-                *[
-                    F.lit(now).alias(c) if c == "ingested_at"
-                    else F.lit(run.run_id).alias(c) if c == "ingest_run_id"
-                    else F.col(c)
-                    for c in BRONZE_DOCUMENTS.schema.fieldNames()
-                ]
+        if new or updated:
+            progress(f"merging {new} new and {updated} updated documents into {BRONZE_DOCUMENTS.name}")
+            merged = merge_rows(
+                spark,
+                BRONZE_DOCUMENTS,
+                lakehouse,
+                _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), stamps),
+                # insert-only when nothing is updated: Delta then runs an anti-join, no rewrite
+                changed_when=change_digest("t") != change_digest("s") if updated else None,
+                # (Delta refuses an unmaterialized cached source when it also rewrites files)
+                source_is_persisted=not updated,
             )
-            merged = merge_rows(spark, BRONZE_DOCUMENTS, lakehouse, docs, changed_when="true")
-            if (merged.inserted, merged.updated) != (changes["new"], changes["updated"]):
+            if (merged.inserted, merged.updated) != (new, updated):
                 raise ReconciliationError(
-                    f"{BRONZE_DOCUMENTS.name} changed while ingesting: expected {changes['new']} inserts and "
-                    f"{changes['updated']} updates, the MERGE did {merged.inserted} and {merged.updated}"
+                    f"{BRONZE_DOCUMENTS.name} changed while ingesting: expected {new} inserts and "
+                    f"{updated} updates, the MERGE did {merged.inserted} and {merged.updated}"
                 )
             version = merged.version
 
-        quarantine_table = ensure_table(spark, QUARANTINE_RECORDS, lakehouse).toDF()
-        if quarantined:
-            bad = classified.where(F.col("kind") == QUARANTINE).join(
-                quarantine_table.select("quarantine_id"), "quarantine_id", "left_anti"
-            ).select(
-                *[
-                    F.lit(now).alias(c) if c == "quarantined_at"
-                    else F.lit(run.run_id).alias(c) if c == "ingest_run_id"
-                    else F.col(c)
-                    for c in QUARANTINE_RECORDS.schema.fieldNames()
-                ]
+        quarantine = ensure_table(spark, QUARANTINE_RECORDS, lakehouse).toDF()
+        if reasons:
+            bad = staged.where(F.col("kind") == QUARANTINE).join(
+                quarantine.select("quarantine_id"), "quarantine_id", "left_anti"
             )
             if not bad.isEmpty():
                 progress(f"quarantining records in {QUARANTINE_RECORDS.name}")
-                merge_rows(spark, QUARANTINE_RECORDS, lakehouse, bad)
+                merge_rows(
+                    spark, QUARANTINE_RECORDS, lakehouse,
+                    _with_run(bad, QUARANTINE_RECORDS.schema.fieldNames(), stamps),
+                    source_is_persisted=True,
+                )
     finally:
-        classified.unpersist()
+        staged.unpersist()
 
-    documents = sum(changes.values())
+    documents = sum(c.documents for c in per_source.values())
+    quarantined = sum(reasons.values())
     report = IngestReport(
         run_id=run.run_id,
         read=documents + quarantined,
-        ingested=changes["new"] + changes["updated"],
-        unchanged=changes["unchanged"],
+        ingested=new + updated,
+        unchanged=documents - new - updated,
         quarantined=quarantined,
-        new=changes["new"],
-        updated=changes["updated"],
+        new=new,
+        updated=updated,
         sources=per_source,
         quarantine_reasons=dict(sorted(reasons.items())),
         versions={
@@ -201,7 +229,8 @@ def _ingest(
             QUARANTINE_RECORDS.name: table_version(spark, QUARANTINE_RECORDS, lakehouse),
         },
     )
-    if report.read != sum(c.read for c in per_source.values()):
+    unchanged = sum(c.unchanged for c in per_source.values())
+    if report.read != sum(c.read for c in per_source.values()) or report.unchanged != unchanged:
         raise ReconciliationError(f"counts do not reconcile: {report.as_json()}")
     return report
 

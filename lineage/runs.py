@@ -64,16 +64,16 @@ class Run:
         }
 
 
-def record_run(spark: SparkSession, lakehouse: str | Path, run: Run) -> None:
-    """Insert or update the run's row (one atomic MERGE on run_id)."""
+def record_run(spark: SparkSession, lakehouse: str | Path, run: Run, *, first: bool = False) -> None:
+    """Insert (at the start) or update (at the end) the run's row: one atomic MERGE on run_id."""
     rows = spark.createDataFrame([run.row()], schema=LINEAGE_RUNS.schema)
-    merge_rows(spark, LINEAGE_RUNS, lakehouse, rows, changed_when="true")
+    merge_rows(spark, LINEAGE_RUNS, lakehouse, rows, changed_when=None if first else "true")
 
 
 def start_run(spark: SparkSession, lakehouse: str | Path, run: Run) -> Run:
     run.spark_master = spark.sparkContext.master
     run.spark_app_id = spark.sparkContext.applicationId
-    record_run(spark, lakehouse, run)
+    record_run(spark, lakehouse, run, first=True)
     return run
 
 

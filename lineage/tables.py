@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from lineage.catalog import TABLES, TableSpec
 
@@ -63,24 +63,33 @@ def merge_rows(
     lakehouse: str | Path,
     rows: DataFrame,
     *,
-    changed_when: str | None = None,
-    update_columns: dict[str, str] | None = None,
+    changed_when: str | Column | None = None,
+    source_is_persisted: bool = False,
 ) -> MergeResult:
     """MERGE `rows` on the table's key: insert new keys, update matched rows where `changed_when` holds.
 
-    `changed_when` is a SQL condition over `t` (target) and `s` (source); None means matched
-    rows are left alone. `update_columns` maps target columns to source expressions; None
-    updates every column.
+    `changed_when` is a condition over `t` (target) and `s` (source); None makes the MERGE
+    insert-only. With `source_is_persisted`, Delta does not copy the source again before
+    merging (it does so by default to guard against a source that changes between reads).
     """
     table = ensure_table(spark, spec, lakehouse)
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
     merge = table.alias("t").merge(rows.alias("s"), on)
     if changed_when is not None:
-        if update_columns is None:
-            merge = merge.whenMatchedUpdateAll(condition=changed_when)
-        else:
-            merge = merge.whenMatchedUpdate(condition=changed_when, set=update_columns)
-    metrics = merge.whenNotMatchedInsertAll().execute().first()
+        merge = merge.whenMatchedUpdateAll(condition=changed_when)
+    merge = merge.whenNotMatchedInsertAll()
+    materialize = "spark.databricks.delta.merge.materializeSource"
+    previous = spark.conf.get(materialize, None)
+    if source_is_persisted:
+        spark.conf.set(materialize, "none")
+    try:
+        metrics = merge.execute().first()
+    finally:
+        if source_is_persisted:
+            if previous is None:
+                spark.conf.unset(materialize)
+            else:
+                spark.conf.set(materialize, previous)
     values: dict[str, Any] = metrics.asDict() if metrics is not None else {}
     version = table_version(spark, spec, lakehouse)
     assert version is not None
