@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 from pyspark.sql import SparkSession
+from tqdm import tqdm
 
 from jobs.config import Config, cache_dir, load_config
 from jobs.spark import SparkSettings, get_spark
@@ -58,6 +61,37 @@ def open_spark(config: Config, master: str | None = None, app_name: str | None =
     settings = spark_settings(config, master, app_name)
     progress(f"starting Spark ({settings.master})")
     return get_spark(settings, cache_dir())
+
+
+@contextmanager
+def spark_progress(spark: SparkSession, description: str) -> Iterator[None]:
+    """A progress bar of Spark tasks done while the block runs (only on a terminal)."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    tracker = spark.sparkContext.statusTracker()
+    done = threading.Event()
+
+    def poll() -> None:
+        with tqdm(desc=f"millpond: {description}", unit="task", leave=False, file=sys.stderr) as bar:
+            while not done.wait(0.5):
+                total = finished = 0
+                for stage_id in tracker.getActiveStageIds():
+                    info = tracker.getStageInfo(stage_id)
+                    if info is not None:
+                        total += info.numTasks
+                        finished += info.numCompletedTasks
+                bar.total = max(total, 1)
+                bar.n = finished
+                bar.refresh()
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2)
 
 
 def progress(message: str) -> None:

@@ -30,7 +30,7 @@ from ingestion.bronze import (
 from ingestion.manifest import FileTask, ManifestError, Source, expand_files, load_manifest
 from ingestion.python_env import python_env_files
 from jobs.config import Config
-from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
+from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
 from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
 from lineage.runs import Run, finish_run, start_run
 from lineage.tables import ensure_table, merge_rows, table_version
@@ -156,7 +156,9 @@ def _ingest(
     # The files are read once: everything after works from this persisted copy.
     staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        for row in staged.groupBy("source", "kind", "reason").count().collect():
+        with spark_progress(spark, "reading"):
+            tally = staged.groupBy("source", "kind", "reason").count().collect()
+        for row in tally:
             counts = per_source[row["source"]]
             counts.read += row["count"]
             if row["kind"] == DOCUMENT:
@@ -180,16 +182,17 @@ def _ingest(
         version = table_version(spark, BRONZE_DOCUMENTS, lakehouse)
         if new or updated:
             progress(f"merging {new} new and {updated} updated documents into {BRONZE_DOCUMENTS.name}")
-            merged = merge_rows(
-                spark,
-                BRONZE_DOCUMENTS,
-                lakehouse,
-                _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), stamps),
-                # insert-only when nothing is updated: Delta then runs an anti-join, no rewrite
-                changed_when=change_digest("t") != change_digest("s") if updated else None,
-                # (Delta refuses an unmaterialized cached source when it also rewrites files)
-                source_is_persisted=not updated,
-            )
+            with spark_progress(spark, "merging"):
+                merged = merge_rows(
+                    spark,
+                    BRONZE_DOCUMENTS,
+                    lakehouse,
+                    _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), stamps),
+                    # insert-only when nothing is updated: Delta then runs an anti-join, no rewrite
+                    changed_when=change_digest("t") != change_digest("s") if updated else None,
+                    # (Delta refuses an unmaterialized cached source when it also rewrites files)
+                    source_is_persisted=not updated,
+                )
             if (merged.inserted, merged.updated) != (new, updated):
                 raise ReconciliationError(
                     f"{BRONZE_DOCUMENTS.name} changed while ingesting: expected {new} inserts and "
