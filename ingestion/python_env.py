@@ -12,7 +12,7 @@ import re
 from email.utils import getaddresses
 from pathlib import Path
 
-from ingestion.manifest import FileTask, Source
+from ingestion.manifest import FileTask, ManifestError, Source
 
 # Common free-text `License:` values and trove classifiers, as SPDX identifiers.
 _ALIASES = {
@@ -150,5 +150,5 @@ def python_env_files(source: Source) -> list[FileTask]:
                 )
             )
     if not tasks:
-        raise ValueError(f"source {source.name!r}: no installed distribution matches include={list(source.include)}")
+        raise ManifestError(f"source {source.name!r}: no installed distribution matches include={list(source.include)}")
     return tasks
