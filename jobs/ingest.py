@@ -7,6 +7,7 @@ Every run reconciles: read = ingested + unchanged + quarantined.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -104,7 +105,8 @@ def run_ingest(
     try:
         report = _ingest(spark, lakehouse, params, sources, tasks, run)
     except BaseException as err:
-        finish_run(spark, lakehouse, run, error=err)
+        with contextlib.suppress(Exception):  # recording the failure must not hide its cause
+            finish_run(spark, lakehouse, run, error=err)
         raise
     run.counts = {
         k: v for k, v in report.as_json().items() if isinstance(v, int)
