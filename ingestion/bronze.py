@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from ingestion.manifest import FileTask
-from ingestion.readers import Bad, Item, Reason, ReaderParams, Record, read_file
+from ingestion.readers import Bad, Item, Reason, ReaderParams, Record, count_newlines, first_line_numbers, read_file
 
 DOCUMENT = "document"
 QUARANTINE = "quarantine"
@@ -239,20 +239,54 @@ def read_bucket(files: list[tuple[int, FileTask]], params: IngestParams) -> Iter
 
 def plan_buckets(tasks: list[FileTask], parallelism: int, task_bytes: int) -> list[list[tuple[int, FileTask]]]:
     """Spread files over Spark tasks, biggest first onto the least loaded bucket (LPT)."""
-    total = sum(t.size for t in tasks)
+    total = sum(t.bytes_to_read for t in tasks)
     count = max(1, min(len(tasks), max(parallelism, -(-total // max(task_bytes, 1)))))
     heap = [(0, i) for i in range(count)]
     buckets: list[list[tuple[int, FileTask]]] = [[] for _ in range(count)]
-    order = sorted(range(len(tasks)), key=lambda i: (-tasks[i].size, i))
+    order = sorted(range(len(tasks)), key=lambda i: (-tasks[i].bytes_to_read, i))
     for index in order:
         load, bucket = heapq.heappop(heap)
         buckets[bucket].append((index, tasks[index]))
-        heapq.heappush(heap, (load + max(tasks[index].size, 1), bucket))
+        heapq.heappush(heap, (load + max(tasks[index].bytes_to_read, 1), bucket))
     return [sorted(b, key=lambda pair: pair[0]) for b in buckets]
+
+
+def _splittable(task: FileTask, task_bytes: int) -> bool:
+    plain = not task.path.lower().endswith((".gz", ".zst"))
+    return task.source.format == "jsonl" and plain and task.end is None and task.size > task_bytes
+
+
+def split_large_files(spark: SparkSession, tasks: list[FileTask], task_bytes: int) -> list[FileTask]:
+    """Cut large uncompressed JSON Lines files into byte ranges that Spark reads in parallel.
+
+    A first, cheap Spark pass counts the line ends in every range, so each range knows the
+    number of its first line and locators stay `file:line` whatever the split.
+    """
+    ranges: list[tuple[int, FileTask]] = []
+    for index, task in enumerate(tasks):
+        if _splittable(task, task_bytes):
+            for start in range(0, task.size, task_bytes):
+                ranges.append((index, replace(task, start=start, end=min(start + task_bytes, task.size))))
+    if not ranges:
+        return tasks
+    counts = (
+        spark.sparkContext.parallelize([t for _, t in ranges], len(ranges))
+        .map(lambda t: count_newlines(t.path, t.start, t.end))
+        .collect()
+    )
+    by_file: dict[int, list[tuple[FileTask, int]]] = {}
+    for (index, task), newlines in zip(ranges, counts):
+        by_file.setdefault(index, []).append((task, newlines))
+    split: dict[int, list[FileTask]] = {}
+    for index, pieces in by_file.items():
+        numbers = first_line_numbers([t.start for t, _ in pieces], [n for _, n in pieces])
+        split[index] = [replace(t, first_line=n) for (t, _), n in zip(pieces, numbers)]
+    return [piece for index, task in enumerate(tasks) for piece in split.get(index, [task])]
 
 
 def read_sources(spark: SparkSession, tasks: list[FileTask], params: IngestParams) -> DataFrame:
     """Every record and quarantine entry of `tasks` as one lazy DataFrame (see `SPARK_SCHEMA`)."""
+    tasks = split_large_files(spark, tasks, params.task_bytes)
     buckets = plan_buckets(tasks, spark.sparkContext.defaultParallelism * 2, params.task_bytes)
 
     def read_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

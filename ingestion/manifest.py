@@ -71,6 +71,15 @@ class FileTask:
     metadata: tuple[tuple[str, str], ...] = ()
     subject_ids: tuple[str, ...] = ()
     domain: str | None = None
+    # A byte range of a large uncompressed JSON Lines file: the lines that start in
+    # [start, end), the first of them being line `first_line` of the file.
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1
+
+    @property
+    def bytes_to_read(self) -> int:
+        return self.size if self.end is None else self.end - self.start
 
 
 def _tuple(value: Any, key: str, where: str) -> tuple[str, ...]:

@@ -165,20 +165,70 @@ def record_from_object(
     return Record(locator, text, record_key, obj, byte_offset, byte_length)
 
 
+def _skip_to_line_start(stream: io.BufferedIOBase, start: int) -> int:
+    """Position `stream` at the first line that starts at or after `start`; bytes skipped past it."""
+    stream.seek(start - 1)
+    if stream.read(1) == b"\n":
+        return 0
+    skipped = 0
+    while True:  # the rest of a line that belongs to the previous range
+        chunk = stream.readline(1 << 20)
+        skipped += len(chunk)
+        if not chunk or chunk.endswith(b"\n"):
+            return skipped
+
+
+def count_newlines(path: str, start: int, end: int) -> int:
+    """Line ends in bytes [start - 1, end - 1) of a file (from 0 for the first range).
+
+    Summed over the ranges before a range, they number its first line: see `first_line_numbers`.
+    """
+    count = 0
+    with open(path, "rb") as handle:
+        handle.seek(max(start - 1, 0))
+        remaining = end - 1 - max(start - 1, 0)
+        while remaining > 0:
+            chunk = handle.read(min(remaining, 8 << 20))
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return count
+
+
+def first_line_numbers(starts: list[int], newline_counts: list[int]) -> list[int]:
+    """The number of the first line that starts in each consecutive byte range of one file.
+
+    A range that does not start the file begins at the line after the first line end at or
+    after `start - 1`; that line end is the only one past the counted prefix, hence the 2.
+    """
+    numbers, seen = [], 0
+    for start, count in zip(starts, newline_counts):
+        numbers.append(1 if start == 0 else seen + 2)
+        seen += count
+    return numbers
+
+
 def read_jsonl(task: FileTask, params: ReaderParams) -> Iterator[Item]:
-    """JSON Lines, plain or gzip/zstd compressed; locators are `relpath:line`."""
+    """JSON Lines, plain or gzip/zstd compressed; locators are `relpath:line`.
+
+    A task with a byte range reads the lines that start inside it (the last one to its end).
+    """
     limit = params.max_record_bytes
     try:
         stream = _open_stream(task.path)
     except OSError as err:
         yield Bad(Reason.UNREADABLE_FILE, f"{type(err).__name__}: {err.strerror or err}", task.relpath, None, None)
         return
-    line_no = 0
-    offset = 0  # byte offset in the (decompressed) stream
+    ranged = task.end is not None
+    line_no = task.first_line - 1
+    offset = task.start  # byte offset in the (decompressed) stream
     records = 0
     with stream:
         try:
-            while True:
+            if task.start > 0:
+                offset += _skip_to_line_start(stream, task.start)
+            while not ranged or offset < task.end:  # type: ignore[operator]
                 raw = stream.readline(limit + 2)
                 if not raw:
                     break
@@ -227,7 +277,7 @@ def read_jsonl(task: FileTask, params: ReaderParams) -> Iterator[Item]:
                 offset,
                 None,
             )
-    if records == 0:
+    if records == 0 and not ranged:
         detail = "0 bytes" if offset == 0 else "no records, only blank lines"
         yield Bad(Reason.EMPTY_FILE, detail, task.relpath, 0, offset)
 

@@ -210,13 +210,19 @@ def test_reingest_adds_nothing_and_a_changed_record_is_updated(spark, lakehouse:
 
 def test_doc_ids_do_not_depend_on_partitioning(spark, lakehouse: Path, tmp_path: Path) -> None:
     files = [write_jsonl(tmp_path / "in" / f"part-{i}.jsonl", _random_lines(50, i)) for i in range(6)]
+    big: list[Any] = _random_lines(400, 99)
+    big[123] = "{broken"
+    files.append(write_jsonl(tmp_path / "in" / "big.jsonl", big))
     manifest = write_manifest(tmp_path / "m.toml", [{"name": "p", "path": str(tmp_path / "in"), "format": "jsonl"}])
     one_task = run_ingest(spark, make_config(lakehouse, task_bytes=1 << 40, batch_rows=7), manifest)
+    # ~4 KB byte ranges: every file is cut into several ranges read by separate Spark tasks
     many = tmp_path / "lakehouse-many"
-    many_tasks = run_ingest(spark, make_config(many, task_bytes=1, batch_rows=1000), manifest)
-    assert one_task.ingested == many_tasks.ingested == 300 and len(files) == 6
+    many_tasks = run_ingest(spark, make_config(many, task_bytes=4096, batch_rows=1000), manifest)
+    assert one_task.ingested == many_tasks.ingested == 699 and len(files) == 7
+    assert one_task.quarantined == many_tasks.quarantined == 1
     key = lambda rows: sorted((r["doc_id"], r["locator"], r["content_sha256"]) for r in rows)  # noqa: E731
     assert key(_bronze(lakehouse)) == key(_bronze(many))
+    assert ("p", "big.jsonl:124") in {(r["source"], r["locator"]) for r in read_table(QUARANTINE_RECORDS, many).to_pylist()}
 
 
 def test_no_personal_data_in_the_delta_log(spark, lakehouse: Path, tmp_path: Path) -> None:

@@ -176,3 +176,28 @@ def test_concatenated_zstd_frames_read_whole(tmp_path: Path) -> None:
     path = tmp_path / "frames.jsonl.zst"
     path.write_bytes(b"".join(compressor.compress(json.dumps({"text": f"t{i}"}).encode() + b"\n") for i in range(5)))
     assert [i.text for i in read_file(task(path), PARAMS)] == [f"t{i}" for i in range(5)]  # type: ignore[union-attr]
+
+
+def test_byte_ranges_of_a_large_file_read_like_the_whole_file(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from ingestion.readers import count_newlines, first_line_numbers
+
+    rng = random.Random(5)
+    lines = [json.dumps({"text": "r" * rng.randint(1, 300)}) for _ in range(500)]
+    lines[37] = "{broken"
+    lines[200] = ""
+    lines[201] = json.dumps({"text": "z" * 900})  # longer than the range size below
+    path = tmp_path / "big.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    whole = task(path)
+    expected = [(type(i).__name__, i.locator, i.byte_offset) for i in read_file(whole, ReaderParams(2000))]
+    for step in (1, 7, 256, 999, 5000):
+        starts = list(range(0, whole.size, step))
+        ends = [min(s + step, whole.size) for s in starts]
+        counts = [count_newlines(str(path), s, e) for s, e in zip(starts, ends)]
+        got = []
+        for start, end, first in zip(starts, ends, first_line_numbers(starts, counts)):
+            piece = replace(whole, start=start, end=end, first_line=first)
+            got += [(type(i).__name__, i.locator, i.byte_offset) for i in read_file(piece, ReaderParams(2000))]
+        assert got == expected, step
