@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -12,11 +13,12 @@ from jobs.config import ConfigError, load_config
 from jobs.context import effective_config, lakehouse_options, spark_settings
 from jobs.ingest import ReconciliationError, ingest_command
 from jobs.spark import SparkStartError
+from jobs.submit import UnknownJobError
 from lineage.catalog import LINEAGE_RUNS, QUARANTINE_RECORDS
 from lineage.tables import inspect_tables, read_table
 
 # Errors a user can fix; shown as one line, without a traceback.
-USER_ERRORS = (ConfigError, ManifestError, SparkStartError, ReconciliationError)
+USER_ERRORS = (ConfigError, ManifestError, SparkStartError, ReconciliationError, UnknownJobError)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -131,7 +133,7 @@ def submit_command(
     job_args: tuple[str, ...], lakehouse: str | None, config_file: str | None,
 ) -> None:
     """Run a job on a Spark cluster through spark-submit, shipping the project and the Delta jars."""
-    from jobs.submit import run_submit, submit_command_line
+    from jobs.submit import job_arguments, run_submit, submit_command_line  # noqa: PLC0415
 
     config = effective_config(lakehouse, config_file)
     settings = spark_settings(config, master, app_name=f"millpond-{job}")
@@ -143,7 +145,10 @@ def submit_command(
         extra[key] = value
     args = list(job_args)
     if dry_run:
-        click.echo(" ".join(submit_command_line(job, settings, args, deploy_mode=deploy_mode, python=python, extra_conf=extra)))
+        command = submit_command_line(
+            job, settings, job_arguments(config, args), deploy_mode=deploy_mode, python=python, extra_conf=extra
+        )
+        click.echo(shlex.join(command))
         return
     code = run_submit(job, config, settings, args, deploy_mode=deploy_mode, python=python, extra_conf=extra)
     sys.exit(code)

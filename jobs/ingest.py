@@ -88,18 +88,33 @@ def plan_files(sources: list[Source]) -> list[FileTask]:
     return tasks
 
 
+@dataclass(frozen=True)
+class IngestPlan:
+    """A checked manifest and the files it names: made before Spark starts, so a wrong
+    manifest fails in a second rather than after the session is up."""
+
+    manifest: Path
+    sources: list[Source]
+    tasks: list[FileTask]
+
+
+def plan_ingest(manifest: str | Path, source_names: tuple[str, ...] = ()) -> IngestPlan:
+    sources = select_sources(load_manifest(manifest), source_names)
+    return IngestPlan(Path(manifest).resolve(), sources, plan_files(sources))
+
+
 def run_ingest(
-    spark: SparkSession, config: Config, manifest: str | Path, source_names: tuple[str, ...] = ()
+    spark: SparkSession, config: Config, manifest: str | Path | IngestPlan, source_names: tuple[str, ...] = ()
 ) -> IngestReport:
     """Read, quarantine, MERGE and reconcile; the run is recorded in `lineage.runs` either way."""
     lakehouse = config.lakehouse
     params = IngestParams(**config.section("ingest"))
-    sources = select_sources(load_manifest(manifest), source_names)
-    tasks = plan_files(sources)
+    plan = manifest if isinstance(manifest, IngestPlan) else plan_ingest(manifest, source_names)
+    sources, tasks = plan.sources, plan.tasks
     run = Run(
         job="ingest",
         config_digest=config.digest(),
-        params={"manifest": str(Path(manifest).resolve()), "sources": [s.name for s in sources]},
+        params={"manifest": str(plan.manifest), "sources": [s.name for s in sources], "files": len(tasks)},
     )
     start_run(spark, lakehouse, run)
     try:
@@ -268,8 +283,9 @@ def ingest_command(
 ) -> None:
     """Ingest a manifest's sources into bronze.documents; bad records go to quarantine.records."""
     config = effective_config(lakehouse, config_file)
+    plan = plan_ingest(manifest, source_names)
     spark = open_spark(config, master, app_name="millpond-ingest")
-    report = run_ingest(spark, config, manifest, source_names)
+    report = run_ingest(spark, config, plan)
     if as_json:
         click.echo(json.dumps(report.as_json(), sort_keys=True))
     else:

@@ -22,11 +22,12 @@ PACKAGES = ("ingestion", "curation", "lineage", "trainers", "evals", "jobs")
 JOBS_DIR = Path(__file__).resolve().parent
 
 
-def available_jobs() -> list[str]:
-    """Job files that spark-submit can run: every `jobs/<name>.py` with a `__main__` block."""
-    return sorted(
-        p.stem for p in JOBS_DIR.glob("*.py") if 'if __name__ == "__main__"' in p.read_text(encoding="utf-8")
-    )
+# Job files that spark-submit can run: `jobs/<name>.py`, each a spark-submit application.
+JOBS = ("ingest",)
+
+
+class UnknownJobError(ValueError):
+    """`millpond submit` was asked for a job that does not exist."""
 
 
 def build_py_files(destination: Path) -> Path:
@@ -64,8 +65,8 @@ def submit_command_line(
     extra_conf: dict[str, str] | None = None,
 ) -> list[str]:
     """The full spark-submit command for a job (also handy to print with --dry-run)."""
-    if job not in available_jobs():
-        raise ValueError(f"unknown job {job!r}; jobs: {', '.join(available_jobs())}")
+    if job not in JOBS:
+        raise UnknownJobError(f"unknown job {job!r}; jobs: {', '.join(JOBS)}")
     cache = cache_dir()
     conf = spark_conf(settings, cache)
     conf.pop("spark.master")
@@ -90,6 +91,16 @@ def submit_command_line(
     return command + job_args
 
 
+def job_arguments(config: Config, job_args: list[str]) -> list[str]:
+    """The job gets this lakehouse and config file unless its own arguments name others."""
+    args = list(job_args)
+    if "--lakehouse" not in args:
+        args = ["--lakehouse", str(config.lakehouse), *args]
+    if config.file is not None and "--config" not in args:
+        args = ["--config", str(config.file), *args]
+    return args
+
+
 def run_submit(
     job: str,
     config: Config,
@@ -100,14 +111,9 @@ def run_submit(
     python: str | None = None,
     extra_conf: dict[str, str] | None = None,
 ) -> int:
-    """Run spark-submit; the job gets this lakehouse and config unless its arguments name others."""
-    args = list(job_args)
-    if "--lakehouse" not in args:
-        args = ["--lakehouse", str(config.lakehouse), *args]
-    if config.file is not None and "--config" not in args:
-        args = ["--config", str(config.file), *args]
+    """Run spark-submit and return its exit status."""
     command = submit_command_line(
-        job, settings, args, deploy_mode=deploy_mode, python=python, extra_conf=extra_conf
+        job, settings, job_arguments(config, job_args), deploy_mode=deploy_mode, python=python, extra_conf=extra_conf
     )
     prepare_environment(settings.master)
     env = {**os.environ, "SPARK_HOME": str(spark_home())}

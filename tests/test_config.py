@@ -5,6 +5,7 @@ from click.testing import CliRunner
 
 from jobs.cli import cli
 from jobs.config import ConfigError, load_config
+from jobs.submit import JOBS_DIR
 
 
 def test_defaults_serve_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,3 +62,21 @@ def test_every_command_has_help() -> None:
     for command in ["config", "tables", "ingest", "quarantine", "runs", "submit", "demo"]:
         result = runner.invoke(cli, [command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, command
+
+
+def test_submit_dry_run_ships_project_and_delta(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        ["--lakehouse", str(tmp_path / "lh"), "submit", "ingest", "--master", "spark://127.0.0.1:7077",
+         "--conf", "spark.executor.memory=2g", "--dry-run", "--", "--manifest", "m.toml"],
+    )
+    assert result.exit_code == 0, result.output
+    command = result.output.split()
+    assert command[command.index("--master") + 1] == "spark://127.0.0.1:7077"
+    assert command[command.index("--py-files") + 1].endswith(".zip")
+    assert any(c.startswith("spark.jars.packages=io.delta:delta-spark") for c in command)
+    assert "spark.executor.memory=2g" in command
+    assert command[-5:] == [str(JOBS_DIR / "ingest.py"), "--lakehouse", str(tmp_path / "lh"), "--manifest", "m.toml"]
+    unknown = runner.invoke(cli, ["submit", "nope", "--master", "local[1]", "--dry-run"])
+    assert unknown.exit_code != 0 and "unknown job 'nope'" in str(unknown.exception)
