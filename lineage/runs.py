@@ -16,7 +16,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from lineage.catalog import LINEAGE_RUNS
-from lineage.tables import merge_rows
+from lineage.tables import ensure_table, merge_rows
 
 
 def new_run_id(job: str) -> str:
@@ -65,9 +65,14 @@ class Run:
 
 
 def record_run(spark: SparkSession, lakehouse: str | Path, run: Run, *, first: bool = False) -> None:
-    """Insert (at the start) or update (at the end) the run's row: one atomic MERGE on run_id."""
+    """Write the run's row: appended at the start (a fresh run id cannot collide, and an append
+    commits in a fraction of a MERGE's time), updated by a MERGE on run_id at the end."""
     rows = spark.createDataFrame([run.row()], schema=LINEAGE_RUNS.schema)
-    merge_rows(spark, LINEAGE_RUNS, lakehouse, rows, changed_when=None if first else "true")
+    if first:
+        ensure_table(spark, LINEAGE_RUNS, lakehouse)
+        rows.write.format("delta").mode("append").save(LINEAGE_RUNS.path(lakehouse))
+    else:
+        merge_rows(spark, LINEAGE_RUNS, lakehouse, rows, changed_when="true")
 
 
 def start_run(spark: SparkSession, lakehouse: str | Path, run: Run) -> Run:
