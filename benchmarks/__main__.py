@@ -16,8 +16,7 @@ import platform
 import random
 import shutil
 import time
-from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm import tqdm
@@ -66,7 +65,9 @@ def main() -> None:
     settings = SparkSettings(master=args.master, driver_memory=args.driver_memory, app_name="millpond-bench")
     spark = get_spark(settings, cache_dir())
     manifest = args.work / "sources.toml"
-    manifest.write_text(f'[[source]]\nname = "bench"\nformat = "jsonl"\npath = "{args.work / "input"}"\nlicense = "CC0-1.0"\n')
+    manifest.write_text(
+        f'[[source]]\nname = "bench"\nformat = "jsonl"\npath = "{args.work / "input"}"\nlicense = "CC0-1.0"\n'
+    )
 
     def baseline(target: Path) -> float:
         start = time.perf_counter()
@@ -84,7 +85,7 @@ def main() -> None:
     shutil.rmtree(runs, ignore_errors=True)
     results = {}
     # Alternate the order so neither side is the only one to profit from a warm JVM.
-    for order, name in enumerate(["baseline", "millpond", "baseline-2", "millpond-2"]):
+    for _order, name in enumerate(["baseline", "millpond", "baseline-2", "millpond-2"]):
         if name.startswith("baseline"):
             results[name] = {"seconds": baseline(runs / name)}
         else:
@@ -100,7 +101,7 @@ def main() -> None:
     base = min(results["baseline"]["seconds"], results["baseline-2"]["seconds"])
     mine = min(results["millpond"]["seconds"], results["millpond-2"]["seconds"])
     summary = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.master}",
         "records": args.records,
         "input_mb": round(size / 1e6, 1),

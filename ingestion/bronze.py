@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 import pyarrow as pa
@@ -22,7 +23,7 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from ingestion.manifest import FileTask
-from ingestion.readers import Bad, Item, Reason, ReaderParams, Record, count_newlines, first_line_numbers, read_file
+from ingestion.readers import Bad, Item, ReaderParams, Reason, Record, count_newlines, first_line_numbers, read_file
 
 DOCUMENT = "document"
 QUARANTINE = "quarantine"
@@ -172,7 +173,7 @@ class _Batch:
         return {
             **self._common(docs),
             "kind": [DOCUMENT] * len(docs),
-            "doc_id": [doc_id_for(f.source, rid) for (f, _, _), rid in zip(docs, record_ids)],
+            "doc_id": [doc_id_for(f.source, rid) for (f, _, _), rid in zip(docs, record_ids, strict=True)],
             "record_id": record_ids,
             "text": [r.text for _, r, _ in docs],
             "content_sha256": [hashlib.sha256(r.text.encode("utf-8")).hexdigest() for _, r, _ in docs],
@@ -210,8 +211,16 @@ class _Batch:
 
 # The columns whose change makes a re-ingested record an update rather than unchanged.
 CHANGE_COLUMNS = (
-    "record_id", "source_uri", "locator", "content_sha256", "license", "license_source",
-    "subject_ids", "consent", "domain", "metadata",
+    "record_id",
+    "source_uri",
+    "locator",
+    "content_sha256",
+    "license",
+    "license_source",
+    "subject_ids",
+    "consent",
+    "domain",
+    "metadata",
 )
 
 
@@ -275,12 +284,12 @@ def split_large_files(spark: SparkSession, tasks: list[FileTask], task_bytes: in
         .collect()
     )
     by_file: dict[int, list[tuple[FileTask, int]]] = {}
-    for (index, task), newlines in zip(ranges, counts):
+    for (index, task), newlines in zip(ranges, counts, strict=True):
         by_file.setdefault(index, []).append((task, newlines))
     split: dict[int, list[FileTask]] = {}
     for index, pieces in by_file.items():
         numbers = first_line_numbers([t.start for t, _ in pieces], [n for _, n in pieces])
-        split[index] = [replace(t, first_line=n) for (t, _), n in zip(pieces, numbers)]
+        split[index] = [replace(t, first_line=n) for (t, _), n in zip(pieces, numbers, strict=True)]
     return [piece for index, task in enumerate(tasks) for piece in split.get(index, [task])]
 
 
@@ -304,9 +313,9 @@ def mark_duplicate_ids(rows: DataFrame) -> DataFrame:
     calls this only for them. The first record in file order wins, deterministically.
     """
     by_id = Window.partitionBy("doc_id").orderBy("file_index", "seq")
-    marked = rows.withColumn(
-        "_duplicate", (F.col("kind") == DOCUMENT) & (F.row_number().over(by_id) > 1)
-    ).withColumn("_first", F.first("locator").over(by_id))
+    marked = rows.withColumn("_duplicate", (F.col("kind") == DOCUMENT) & (F.row_number().over(by_id) > 1)).withColumn(
+        "_first", F.first("locator").over(by_id)
+    )
     reason = F.lit(Reason.DUPLICATE_RECORD_ID)
     replaced = {
         "kind": F.lit(QUARANTINE),

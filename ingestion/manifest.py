@@ -19,7 +19,7 @@ from __future__ import annotations
 import glob
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +128,7 @@ def load_manifest(path: str | Path) -> list[Source]:
     entries = parsed.get("source")
     if not isinstance(entries, list) or not entries:
         raise ManifestError(f"{manifest}: no [[source]] entries")
-    sources = [
-        parse_source(entry, f"{manifest}: source #{i + 1}", manifest.parent)
-        for i, entry in enumerate(entries)
-    ]
+    sources = [parse_source(entry, f"{manifest}: source #{i + 1}", manifest.parent) for i, entry in enumerate(entries)]
     names = [s.name for s in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -157,15 +154,14 @@ def expand_files(source: Source) -> list[FileTask]:
                 break
             prefix.append(part)
         root = Path(*prefix)
-        files = sorted(
-            p for p in map(Path, glob.glob(path, recursive=True)) if p.is_file() or p.is_symlink()
-        )
+        files = sorted(p for p in map(Path, glob.glob(path, recursive=True)) if p.is_file() or p.is_symlink())
     elif Path(path).is_dir():
         root = Path(path)
         files = sorted(
             p
             for p in root.rglob("*")
-            if (p.is_file() or p.is_symlink()) and _matches(source.format, p.name)
+            if (p.is_file() or p.is_symlink())
+            and _matches(source.format, p.name)
             and not _is_hidden(str(p.relative_to(root)))
         )
     elif Path(path).exists() or Path(path).is_symlink():

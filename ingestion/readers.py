@@ -10,8 +10,9 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -148,12 +149,20 @@ def record_from_object(
     """Check one parsed object (a JSON line, a Parquet row) and turn it into a Record or a Bad."""
     source = task.source
     if not isinstance(obj, dict):
-        return Bad(Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}", locator, byte_offset, byte_length)
+        return Bad(
+            Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}", locator, byte_offset, byte_length
+        )
     found, text = _lookup(obj, source.text_field)
     if not found or text is None:
         return Bad(Reason.MISSING_TEXT, f"no {source.text_field!r} field", locator, byte_offset, byte_length)
     if not isinstance(text, str):
-        return Bad(Reason.NON_STRING_TEXT, f"{source.text_field!r} is {type(text).__name__}, not a string", locator, byte_offset, byte_length)
+        return Bad(
+            Reason.NON_STRING_TEXT,
+            f"{source.text_field!r} is {type(text).__name__}, not a string",
+            locator,
+            byte_offset,
+            byte_length,
+        )
     if not text.strip():
         return Bad(Reason.EMPTY_TEXT, f"{source.text_field!r} is empty", locator, byte_offset, byte_length)
     record_key = None
@@ -203,7 +212,7 @@ def first_line_numbers(starts: list[int], newline_counts: list[int]) -> list[int
     after `start - 1`; that line end is the only one past the counted prefix, hence the 2.
     """
     numbers, seen = [], 0
-    for start, count in zip(starts, newline_counts):
+    for start, count in zip(starts, newline_counts, strict=True):
         numbers.append(1 if start == 0 else seen + 2)
         seen += count
     return numbers
@@ -244,7 +253,13 @@ def read_jsonl(task: FileTask, params: ReaderParams) -> Iterator[Item]:
                             break
                     offset += total
                     records += 1
-                    yield Bad(Reason.RECORD_TOO_LARGE, f"line of {total} bytes exceeds max_record_bytes={limit}", locator, start, total)
+                    yield Bad(
+                        Reason.RECORD_TOO_LARGE,
+                        f"line of {total} bytes exceeds max_record_bytes={limit}",
+                        locator,
+                        start,
+                        total,
+                    )
                     continue
                 offset += len(raw)
                 content = raw.rstrip(b"\r\n")
@@ -254,7 +269,13 @@ def read_jsonl(task: FileTask, params: ReaderParams) -> Iterator[Item]:
                     continue  # blank lines separate records; they are not records
                 records += 1
                 if len(content) > limit:
-                    yield Bad(Reason.RECORD_TOO_LARGE, f"line of {len(content)} bytes exceeds max_record_bytes={limit}", locator, start, len(content))
+                    yield Bad(
+                        Reason.RECORD_TOO_LARGE,
+                        f"line of {len(content)} bytes exceeds max_record_bytes={limit}",
+                        locator,
+                        start,
+                        len(content),
+                    )
                     continue
                 try:
                     decoded = content.decode("utf-8")
@@ -312,11 +333,23 @@ def read_parquet(task: FileTask, params: ReaderParams, batch_rows: int = 4096) -
                 locator = f"{task.relpath}#row={row}"
                 item = record_from_object(task, obj, locator, None, None)
                 if isinstance(item, Record) and len(item.text.encode("utf-8")) > params.max_record_bytes:
-                    item = Bad(Reason.RECORD_TOO_LARGE, f"text exceeds max_record_bytes={params.max_record_bytes}", locator, None, None)
+                    item = Bad(
+                        Reason.RECORD_TOO_LARGE,
+                        f"text exceeds max_record_bytes={params.max_record_bytes}",
+                        locator,
+                        None,
+                        None,
+                    )
                 row += 1
                 yield item
     except Exception as err:
-        yield Bad(Reason.CORRUPT_FILE, f"{type(err).__name__}: {err} (after row {row})", f"{task.relpath}#row={row}", None, None)
+        yield Bad(
+            Reason.CORRUPT_FILE,
+            f"{type(err).__name__}: {err} (after row {row})",
+            f"{task.relpath}#row={row}",
+            None,
+            None,
+        )
     finally:
         handle.close()
 
@@ -328,7 +361,13 @@ def _read_whole_file(task: FileTask, params: ReaderParams) -> bytes | Bad:
     except OSError as err:
         return Bad(Reason.UNREADABLE_FILE, f"{type(err).__name__}: {err.strerror or err}", task.relpath, None, None)
     if len(data) > params.max_record_bytes:
-        return Bad(Reason.RECORD_TOO_LARGE, f"file exceeds max_record_bytes={params.max_record_bytes}", task.relpath, 0, task.size)
+        return Bad(
+            Reason.RECORD_TOO_LARGE,
+            f"file exceeds max_record_bytes={params.max_record_bytes}",
+            task.relpath,
+            0,
+            task.size,
+        )
     if not data:
         return Bad(Reason.EMPTY_FILE, "0 bytes", task.relpath, 0, 0)
     return data
@@ -363,7 +402,9 @@ def read_html(task: FileTask, params: ReaderParams) -> Iterator[Item]:
     try:
         extracted = trafilatura.bare_extraction(data, with_metadata=True, include_comments=False)
     except Exception as err:  # the extractor's parser failing is a property of this file
-        yield Bad(Reason.CORRUPT_FILE, f"HTML extraction failed: {type(err).__name__}: {err}", task.relpath, 0, len(data))
+        yield Bad(
+            Reason.CORRUPT_FILE, f"HTML extraction failed: {type(err).__name__}: {err}", task.relpath, 0, len(data)
+        )
         return
     text = getattr(extracted, "text", None) if extracted is not None else None
     if not text or not text.strip():

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ingestion.manifest import ManifestError
-from jobs.config import ConfigError, load_config
+from jobs.config import ConfigError
 from jobs.context import effective_config, lakehouse_options, spark_settings
 from jobs.ingest import ReconciliationError, ingest_command
 from jobs.spark import SparkStartError
@@ -24,7 +24,10 @@ USER_ERRORS = (ConfigError, ManifestError, SparkStartError, ReconciliationError,
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--lakehouse", default=None, help="Lakehouse root folder (env MILLPOND_LAKEHOUSE; default ./lakehouse).")
 @click.option(
-    "--config", "config_file", type=click.Path(dir_okay=False), default=None,
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="Config file (env MILLPOND_CONFIG; default ./millpond.toml if present).",
 )
 @click.version_option(package_name="millpond")
@@ -71,15 +74,21 @@ def tables_command(as_json: bool, lakehouse: str | None, config_file: str | None
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
 @lakehouse_options
 def quarantine_command(
-    source: str | None, reason: str | None, run_id: str | None, limit: int, as_json: bool,
-    lakehouse: str | None, config_file: str | None,
+    source: str | None,
+    reason: str | None,
+    run_id: str | None,
+    limit: int,
+    as_json: bool,
+    lakehouse: str | None,
+    config_file: str | None,
 ) -> None:
     """List what ingestion could not read: reason, detail and where the raw bytes are."""
     config = effective_config(lakehouse, config_file)
     table = read_table(QUARANTINE_RECORDS, config.lakehouse)
     rows = [] if table is None else table.to_pylist()
     rows = [
-        r for r in rows
+        r
+        for r in rows
         if (source is None or r["source"] == source)
         and (reason is None or r["reason"] == reason)
         and (run_id is None or run_id in (r["ingest_run_id"], r["last_seen_run_id"]))
@@ -129,8 +138,15 @@ def runs_command(limit: int, as_json: bool, lakehouse: str | None, config_file: 
 @click.argument("job_args", nargs=-1, type=click.UNPROCESSED)
 @lakehouse_options
 def submit_command(
-    job: str, master: str, deploy_mode: str, python: str | None, confs: tuple[str, ...], dry_run: bool,
-    job_args: tuple[str, ...], lakehouse: str | None, config_file: str | None,
+    job: str,
+    master: str,
+    deploy_mode: str,
+    python: str | None,
+    confs: tuple[str, ...],
+    dry_run: bool,
+    job_args: tuple[str, ...],
+    lakehouse: str | None,
+    config_file: str | None,
 ) -> None:
     """Run a job on a Spark cluster through spark-submit, shipping the project and the Delta jars."""
     from jobs.submit import job_arguments, run_submit, submit_command_line  # noqa: PLC0415

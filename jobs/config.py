@@ -87,9 +87,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any], origin: str, path: tu
         else:
             expected = type(base[key])
             if expected is int and isinstance(value, bool) or not isinstance(value, expected):
-                raise ConfigError(
-                    f"{origin}: {'.'.join(where)!r} must be {expected.__name__}, got {value!r}"
-                )
+                raise ConfigError(f"{origin}: {'.'.join(where)!r} must be {expected.__name__}, got {value!r}")
             base[key] = value
 
 

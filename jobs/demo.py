@@ -18,8 +18,19 @@ from jobs.ingest import print_report, run_ingest
 from lineage.tables import inspect_tables
 
 DEMO_DISTRIBUTIONS = [
-    "click", "tqdm", "jinja2", "markupsafe", "orjson", "zstandard", "tomli-w",
-    "ftfy", "trafilatura", "datasketch", "deltalake", "delta-spark", "millpond",
+    "click",
+    "tqdm",
+    "jinja2",
+    "markupsafe",
+    "orjson",
+    "zstandard",
+    "tomli-w",
+    "ftfy",
+    "trafilatura",
+    "datasketch",
+    "deltalake",
+    "delta-spark",
+    "millpond",
 ]
 
 MANIFEST = """\

@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from jobs.context import effective_config, lakehouse_options, open_spark, progre
 from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
 from lineage.runs import Run, finish_run, start_run
 from lineage.tables import ensure_table, merge_rows, table_version
+
 
 class ReconciliationError(RuntimeError):
     """The counts of a run do not add up: something would have been lost."""
@@ -76,7 +77,9 @@ def select_sources(sources: list[Source], names: tuple[str, ...]) -> list[Source
     known = {s.name for s in sources}
     missing = [n for n in names if n not in known]
     if missing:
-        raise ManifestError(f"no source named {', '.join(missing)} in the manifest; sources: {', '.join(sorted(known))}")
+        raise ManifestError(
+            f"no source named {', '.join(missing)} in the manifest; sources: {', '.join(sorted(known))}"
+        )
     return [s for s in sources if s.name in names]
 
 
@@ -123,9 +126,9 @@ def run_ingest(
         with contextlib.suppress(Exception):  # recording the failure must not hide its cause
             finish_run(spark, lakehouse, run, error=err)
         raise
-    run.counts = {
-        k: v for k, v in report.as_json().items() if isinstance(v, int)
-    } | {f"quarantined:{k}": v for k, v in report.quarantine_reasons.items()}
+    run.counts = {k: v for k, v in report.as_json().items() if isinstance(v, int)} | {
+        f"quarantined:{k}": v for k, v in report.quarantine_reasons.items()
+    }
     run.output_versions = {k: v for k, v in report.versions.items() if v is not None}
     finish_run(spark, lakehouse, run)
     return report
@@ -159,7 +162,7 @@ def _ingest(
     tasks: list[FileTask],
     run: Run,
 ) -> IngestReport:
-    stamps = {"ingested_at": datetime.now(timezone.utc), "ingest_run_id": run.run_id}
+    stamps = {"ingested_at": datetime.now(UTC), "ingest_run_id": run.run_id}
     stamps["quarantined_at"] = stamps["ingested_at"]
     per_source = {s.name: SourceCounts() for s in sources}
     for task in tasks:
@@ -225,7 +228,9 @@ def _ingest(
             if not bad.isEmpty():
                 progress(f"quarantining records in {QUARANTINE_RECORDS.name}")
                 merge_rows(
-                    spark, QUARANTINE_RECORDS, lakehouse,
+                    spark,
+                    QUARANTINE_RECORDS,
+                    lakehouse,
                     _with_run(bad, QUARANTINE_RECORDS.schema.fieldNames(), stamps),
                     source_is_persisted=True,
                 )
@@ -279,7 +284,12 @@ def print_report(report: IngestReport) -> None:
 @spark_options
 @lakehouse_options
 def ingest_command(
-    manifest: str, source_names: tuple[str, ...], as_json: bool, master: str | None, lakehouse: str | None, config_file: str | None
+    manifest: str,
+    source_names: tuple[str, ...],
+    as_json: bool,
+    master: str | None,
+    lakehouse: str | None,
+    config_file: str | None,
 ) -> None:
     """Ingest a manifest's sources into bronze.documents; bad records go to quarantine.records."""
     config = effective_config(lakehouse, config_file)

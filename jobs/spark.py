@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import STDOUT
-from typing import Any, Mapping
 
 import py4j.java_gateway
 from delta import configure_spark_with_delta_pip
@@ -106,9 +106,7 @@ def _explain_failed_start(log_path: Path, conf: Mapping[str, str]) -> str:
     output = log_path.read_text(errors="replace") if log_path.exists() else ""
     if "unresolved dependency" in output or "UNRESOLVED DEPENDENCIES" in output:
         missing = [
-            line.strip(" :\t")
-            for line in output.splitlines()
-            if line.strip().startswith(":: ") and "not found" in line
+            line.strip(" :\t") for line in output.splitlines() if line.strip().startswith(":: ") and "not found" in line
         ]
         return (
             "Spark could not resolve the Delta Lake jars "

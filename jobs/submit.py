@@ -33,9 +33,7 @@ class UnknownJobError(ValueError):
 def build_py_files(destination: Path) -> Path:
     """A zip of millpond's packages, named by its content so an unchanged project is not rebuilt."""
     root = JOBS_DIR.parent
-    files = sorted(
-        p for pkg in PACKAGES for p in (root / pkg).rglob("*.py") if "__pycache__" not in p.parts
-    )
+    files = sorted(p for pkg in PACKAGES for p in (root / pkg).rglob("*.py") if "__pycache__" not in p.parts)
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode())
@@ -79,11 +77,16 @@ def submit_command_line(
     conf.update(extra_conf or {})
     command = [
         str(spark_home() / "bin" / "spark-submit"),
-        "--master", settings.master,
-        "--deploy-mode", deploy_mode,
-        "--name", f"millpond-{job}",
-        "--driver-memory", settings.driver_memory,
-        "--py-files", str(build_py_files(cache / "submit")),
+        "--master",
+        settings.master,
+        "--deploy-mode",
+        deploy_mode,
+        "--name",
+        f"millpond-{job}",
+        "--driver-memory",
+        settings.driver_memory,
+        "--py-files",
+        str(build_py_files(cache / "submit")),
     ]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]

@@ -140,9 +140,7 @@ LINEAGE_RUNS = TableSpec(
     stats_columns=("run_id", "job", "status", "started_at", "ended_at"),
 )
 
-TABLES: dict[str, TableSpec] = {
-    spec.name: spec for spec in (BRONZE_DOCUMENTS, QUARANTINE_RECORDS, LINEAGE_RUNS)
-}
+TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (BRONZE_DOCUMENTS, QUARANTINE_RECORDS, LINEAGE_RUNS)}
 
 
 def table(name: str) -> TableSpec:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from lineage.tables import ensure_table, merge_rows
 
 def new_run_id(job: str) -> str:
     """A unique, time-ordered run id, e.g. `ingest-20261128T101500-3f9a1c2b`."""
-    return f"{job}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    return f"{job}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Run:
     params: dict[str, Any]
     run_id: str = ""
     status: str = "running"
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     ended_at: datetime | None = None
     spark_master: str | None = None
     spark_app_id: str | None = None
@@ -82,11 +82,9 @@ def start_run(spark: SparkSession, lakehouse: str | Path, run: Run) -> Run:
     return run
 
 
-def finish_run(
-    spark: SparkSession, lakehouse: str | Path, run: Run, *, error: BaseException | None = None
-) -> Run:
+def finish_run(spark: SparkSession, lakehouse: str | Path, run: Run, *, error: BaseException | None = None) -> Run:
     run.status = "failed" if error is not None else "succeeded"
     run.error = f"{type(error).__name__}: {error}"[:4000] if error is not None else None
-    run.ended_at = datetime.now(timezone.utc)
+    run.ended_at = datetime.now(UTC)
     record_run(spark, lakehouse, run)
     return run

@@ -10,8 +10,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -55,13 +56,30 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     url = f"spark://127.0.0.1:{port}"
     subprocess.run(
         [daemon, "start", MASTER, "1", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
-        env=env, check=True, capture_output=True,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     try:
         subprocess.run(
-            [daemon, "start", WORKER, "1", "--host", "127.0.0.1", "--cores", "2", "--memory", "2g",
-             "--webui-port", str(worker_ui), url],
-            env=env, check=True, capture_output=True,
+            [
+                daemon,
+                "start",
+                WORKER,
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "2",
+                "--memory",
+                "2g",
+                "--webui-port",
+                str(worker_ui),
+                url,
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
         )
         deadline = time.time() + 60
         while True:
@@ -88,10 +106,29 @@ def test_submit_ingest_to_a_standalone_cluster(standalone_cluster: dict[str, Any
     config = tmp_path / "millpond.toml"
     config.write_text("[spark]\nshuffle_partitions = 2\nfast_jvm_start = true\n")
     result = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "--lakehouse", str(lakehouse), "--config", str(config),
-         "submit", "ingest", "--master", standalone_cluster["url"], "--conf", "spark.executor.memory=1g",
-         "--", "--manifest", str(manifest), "--json"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "--lakehouse",
+            str(lakehouse),
+            "--config",
+            str(config),
+            "submit",
+            "ingest",
+            "--master",
+            standalone_cluster["url"],
+            "--conf",
+            "spark.executor.memory=1g",
+            "--",
+            "--manifest",
+            str(manifest),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
     )
     assert result.returncode == 0, result.stderr[-5000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])

@@ -68,8 +68,20 @@ def test_submit_dry_run_ships_project_and_delta(tmp_path: Path) -> None:
     runner = CliRunner()
     result = runner.invoke(
         cli,
-        ["--lakehouse", str(tmp_path / "lh"), "submit", "ingest", "--master", "spark://127.0.0.1:7077",
-         "--conf", "spark.executor.memory=2g", "--dry-run", "--", "--manifest", "m.toml"],
+        [
+            "--lakehouse",
+            str(tmp_path / "lh"),
+            "submit",
+            "ingest",
+            "--master",
+            "spark://127.0.0.1:7077",
+            "--conf",
+            "spark.executor.memory=2g",
+            "--dry-run",
+            "--",
+            "--manifest",
+            "m.toml",
+        ],
     )
     assert result.exit_code == 0, result.output
     command = result.output.split()

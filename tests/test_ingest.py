@@ -52,7 +52,11 @@ def nasty(tmp_path: Path) -> dict[str, Any]:
     """A directory of every kind of bad input, beside good records in the same files."""
     raw = tmp_path / "raw"
     web = raw / "web"
-    write_jsonl(web / "good.jsonl", [{"text": f"good record {i}", "url": f"https://e.x/{i}", "author": "Alice@Example.com"} for i in range(5)] + [""])
+    write_jsonl(
+        web / "good.jsonl",
+        [{"text": f"good record {i}", "url": f"https://e.x/{i}", "author": "Alice@Example.com"} for i in range(5)]
+        + [""],
+    )
     (web / "mixed.jsonl").write_bytes(
         b"\n".join(
             [
@@ -94,7 +98,9 @@ def nasty(tmp_path: Path) -> dict[str, Any]:
 
     table = raw / "table"
     table.mkdir()
-    pq.write_table(pa.table({"content": ["row zero", None, "row two"], "lic": ["MIT", "MIT", None]}), table / "rows.parquet")
+    pq.write_table(
+        pa.table({"content": ["row zero", None, "row two"], "lic": ["MIT", "MIT", None]}), table / "rows.parquet"
+    )
     (table / "junk.parquet").write_bytes(b"PAR1 not really parquet")
 
     forum = raw / "forum"
@@ -109,14 +115,33 @@ def nasty(tmp_path: Path) -> dict[str, Any]:
     manifest = write_manifest(
         tmp_path / "sources.toml",
         [
-            {"name": "web", "path": "raw/web", "format": "jsonl", "license": "CC-BY-4.0",
-             "subject_fields": ["author"], "consent": ["pretraining"], "domain": "web"},
+            {
+                "name": "web",
+                "path": "raw/web",
+                "format": "jsonl",
+                "license": "CC-BY-4.0",
+                "subject_fields": ["author"],
+                "consent": ["pretraining"],
+                "domain": "web",
+            },
             {"name": "docs", "path": "raw/docs", "format": "text", "license": "MIT"},
             {"name": "pages", "path": "raw/pages/*.html", "format": "html"},
-            {"name": "table", "path": "raw/table", "format": "parquet", "text_field": "content",
-             "license_field": "lic", "license": "Apache-2.0"},
-            {"name": "forum", "path": "raw/forum/posts.jsonl", "format": "jsonl", "text_field": "body",
-             "id_field": "post_id", "subject_fields": ["email"]},
+            {
+                "name": "table",
+                "path": "raw/table",
+                "format": "parquet",
+                "text_field": "content",
+                "license_field": "lic",
+                "license": "Apache-2.0",
+            },
+            {
+                "name": "forum",
+                "path": "raw/forum/posts.jsonl",
+                "format": "jsonl",
+                "text_field": "body",
+                "id_field": "post_id",
+                "subject_fields": ["email"],
+            },
         ],
     )
     return {"manifest": manifest, "raw": raw, "payload_lines": 3000}
@@ -183,7 +208,9 @@ def test_nasty_input_is_quarantined_by_reason_and_good_records_kept(spark, lakeh
 def test_reingest_adds_nothing_and_a_changed_record_is_updated(spark, lakehouse: Path, tmp_path: Path) -> None:
     config = make_config(lakehouse)
     data = write_jsonl(tmp_path / "in" / "a.jsonl", [{"id": i, "text": f"text {i}"} for i in range(20)])
-    manifest = write_manifest(tmp_path / "m.toml", [{"name": "a", "path": str(data), "format": "jsonl", "id_field": "id"}])
+    manifest = write_manifest(
+        tmp_path / "m.toml", [{"name": "a", "path": str(data), "format": "jsonl", "id_field": "id"}]
+    )
     first = run_ingest(spark, config, manifest)
     assert (first.new, first.updated, first.unchanged) == (20, 0, 0)
     version = first.versions["bronze.documents"]
@@ -222,7 +249,9 @@ def test_doc_ids_do_not_depend_on_partitioning(spark, lakehouse: Path, tmp_path:
     assert one_task.quarantined == many_tasks.quarantined == 1
     key = lambda rows: sorted((r["doc_id"], r["locator"], r["content_sha256"]) for r in rows)  # noqa: E731
     assert key(_bronze(lakehouse)) == key(_bronze(many))
-    assert ("p", "big.jsonl:124") in {(r["source"], r["locator"]) for r in read_table(QUARANTINE_RECORDS, many).to_pylist()}
+    assert ("p", "big.jsonl:124") in {
+        (r["source"], r["locator"]) for r in read_table(QUARANTINE_RECORDS, many).to_pylist()
+    }
 
 
 def test_no_personal_data_in_the_delta_log(spark, lakehouse: Path, tmp_path: Path) -> None:
@@ -261,7 +290,16 @@ def test_cli_ingest_json_tables_and_quarantine(spark, lakehouse: Path, nasty) ->
     config.write_text(f"[ingest]\nmax_record_bytes = {TEST_MAX_RECORD_BYTES}\n")
     result = runner.invoke(
         cli,
-        ["--lakehouse", str(lakehouse), "--config", str(config), "ingest", "--manifest", str(nasty["manifest"]), "--json"],
+        [
+            "--lakehouse",
+            str(lakehouse),
+            "--config",
+            str(config),
+            "ingest",
+            "--manifest",
+            str(nasty["manifest"]),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -278,5 +316,7 @@ def test_cli_ingest_json_tables_and_quarantine(spark, lakehouse: Path, nasty) ->
     lines = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["locator"], r["reason"]) for r in lines] == [("mixed.jsonl:2", "malformed_json")]
 
-    bad = runner.invoke(cli, ["--lakehouse", str(lakehouse), "ingest", "--manifest", str(nasty["manifest"]), "--source", "nope"])
+    bad = runner.invoke(
+        cli, ["--lakehouse", str(lakehouse), "ingest", "--manifest", str(nasty["manifest"]), "--source", "nope"]
+    )
     assert bad.exit_code != 0

@@ -1,8 +1,8 @@
 """Each reader on bad input: the reason, the location, and the good records around it kept."""
 
 import gzip
-import random
 import json
+import random
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +12,7 @@ import zstandard
 
 from ingestion.manifest import FileTask, Source
 from ingestion.python_env import distribution_license, python_env_files
-from ingestion.readers import Bad, Reason, ReaderParams, Record, read_file
+from ingestion.readers import Bad, ReaderParams, Reason, Record, read_file
 
 PARAMS = ReaderParams(max_record_bytes=200)
 
@@ -136,7 +136,9 @@ def test_text_and_html_files(tmp_path: Path) -> None:
     page = tmp_path / "page.html"
     page.write_text(
         "<html><head><title>T</title></head><body><nav>Home | About</nav><article><h1>Heading</h1>"
-        + "<p>" + "The main story of this page is told in this paragraph. " * 6 + "</p></article>"
+        + "<p>"
+        + "The main story of this page is told in this paragraph. " * 6
+        + "</p></article>"
         + "<footer>Copyright</footer></body></html>"
     )
     items = list(read_file(task(page, "html"), ReaderParams()))
@@ -195,9 +197,9 @@ def test_byte_ranges_of_a_large_file_read_like_the_whole_file(tmp_path: Path) ->
     for step in (1, 7, 256, 999, 5000):
         starts = list(range(0, whole.size, step))
         ends = [min(s + step, whole.size) for s in starts]
-        counts = [count_newlines(str(path), s, e) for s, e in zip(starts, ends)]
+        counts = [count_newlines(str(path), s, e) for s, e in zip(starts, ends, strict=True)]
         got = []
-        for start, end, first in zip(starts, ends, first_line_numbers(starts, counts)):
+        for start, end, first in zip(starts, ends, first_line_numbers(starts, counts), strict=True):
             piece = replace(whole, start=start, end=end, first_line=first)
             got += [(type(i).__name__, i.locator, i.byte_offset) for i in read_file(piece, ReaderParams(2000))]
         assert got == expected, step

@@ -29,8 +29,12 @@ SUBPROCESS_CONFIG = "[spark]\nmaster = 'local[2]'\nshuffle_partitions = 2\nfast_
 def _millpond(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}, **kwargs,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
+        **kwargs,
     )
 
 
@@ -51,8 +55,8 @@ def _kill_when(process: subprocess.Popen[str], marker: str, delay: float) -> lis
 def _state(lakehouse: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
     bronze = read_table(BRONZE_DOCUMENTS, lakehouse)
     quarantine = read_table(QUARANTINE_RECORDS, lakehouse)
-    docs = [] if bronze is None else sorted(
-        (r["doc_id"], r["locator"], r["content_sha256"]) for r in bronze.to_pylist()
+    docs = (
+        [] if bronze is None else sorted((r["doc_id"], r["locator"], r["content_sha256"]) for r in bronze.to_pylist())
     )
     bad = [] if quarantine is None else sorted((r["quarantine_id"], r["reason"]) for r in quarantine.to_pylist())
     return docs, bad
@@ -61,9 +65,7 @@ def _state(lakehouse: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str,
 def test_sigkill_mid_ingest_then_rerun_gives_the_clean_result(spark, tmp_path: Path) -> None:
     rng = random.Random(3)
     for f in range(8):
-        records: list[Any] = [
-            {"text": " ".join(str(rng.random()) for _ in range(30))} for _ in range(2500)
-        ]
+        records: list[Any] = [{"text": " ".join(str(rng.random()) for _ in range(30))} for _ in range(2500)]
         records.insert(100, "{broken")
         write_jsonl(tmp_path / "raw" / f"part-{f}.jsonl", records)
     manifest = write_manifest(tmp_path / "sources.toml", [{"name": "k", "path": "raw", "format": "jsonl"}])
@@ -112,8 +114,7 @@ def test_offline_machine_gets_one_clear_message_and_the_jar_folder_fix_works(tmp
     manifest = write_manifest(tmp_path / "sources.toml", [{"name": "o", "path": str(data), "format": "jsonl"}])
     offline = tmp_path / "offline.toml"
     offline.write_text(
-        SUBPROCESS_CONFIG
-        + f"ivy_dir = '{tmp_path / 'ivy'}'\n[spark.conf]\n'spark.jars.ivySettings' = '{settings}'\n"
+        SUBPROCESS_CONFIG + f"ivy_dir = '{tmp_path / 'ivy'}'\n[spark.conf]\n'spark.jars.ivySettings' = '{settings}'\n"
     )
     args = ["--lakehouse", str(tmp_path / "lh"), "ingest", "--manifest", str(manifest)]
     process = _millpond(["--config", str(offline), *args])
@@ -127,7 +128,9 @@ def test_offline_machine_gets_one_clear_message_and_the_jar_folder_fix_works(tmp
     if not any(jars.glob("io.delta_delta-spark*.jar")):
         pytest.skip("no resolved Delta jars in the project cache to build a jar folder from")
     fixed = tmp_path / "fixed.toml"
-    fixed.write_text(SUBPROCESS_CONFIG + f"jars_dir = '{jars}'\n[spark.conf]\n'spark.jars.ivySettings' = '{settings}'\n")
+    fixed.write_text(
+        SUBPROCESS_CONFIG + f"jars_dir = '{jars}'\n[spark.conf]\n'spark.jars.ivySettings' = '{settings}'\n"
+    )
     process = _millpond(["--config", str(fixed), *args, "--json"])
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-3000:]
