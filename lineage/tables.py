@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -129,7 +130,9 @@ def inspect_tables(lakehouse: str | Path) -> list[TableInfo]:
     return infos
 
 
-def read_table(spec: TableSpec, lakehouse: str | Path, columns: list[str] | None = None, version: int | None = None):
+def read_table(
+    spec: TableSpec, lakehouse: str | Path, columns: list[str] | None = None, version: int | None = None
+) -> pa.Table | None:
     """A whole (small) table as a pyarrow Table via delta-rs, or None when it does not exist."""
     from deltalake import DeltaTable as RsDeltaTable
     from deltalake.exceptions import TableNotFoundError
