@@ -310,7 +310,7 @@ def mark_duplicate_ids(rows: DataFrame) -> DataFrame:
     """Within one batch, a second record with an id already seen goes to quarantine.
 
     Only sources with an `id_field` can repeat a doc_id (locator ids are unique), so the job
-    calls this only for them. The first record in file order wins, deterministically.
+    calls this only when a source has one. The first record in file order wins, deterministically.
     """
     by_id = Window.partitionBy("doc_id").orderBy("file_index", "seq")
     marked = rows.withColumn("_duplicate", (F.col("kind") == DOCUMENT) & (F.row_number().over(by_id) > 1)).withColumn(

@@ -95,7 +95,7 @@ def spark_conf(settings: SparkSettings, cache: Path) -> dict[str, str]:
     return conf
 
 
-def prepare_environment(master: str) -> None:
+def prepare_environment() -> None:
     """Bind local servers to loopback and run Python workers with this interpreter."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -132,7 +132,7 @@ def _delta_loaded(spark: SparkSession) -> bool:
 
 def get_spark(settings: SparkSettings, cache: Path) -> SparkSession:
     """The Spark session for a job: the one already running (spark-submit, tests) or a new local driver."""
-    prepare_environment(settings.master)
+    prepare_environment()
     active = SparkSession.getActiveSession()
     if active is None and SparkContext._active_spark_context is not None:
         active = SparkSession.builder.getOrCreate()

@@ -118,6 +118,6 @@ def run_submit(
     command = submit_command_line(
         job, settings, job_arguments(config, job_args), deploy_mode=deploy_mode, python=python, extra_conf=extra_conf
     )
-    prepare_environment(settings.master)
+    prepare_environment()
     env = {**os.environ, "SPARK_HOME": str(spark_home())}
     return subprocess.call(command, env=env)
