@@ -98,6 +98,7 @@ class _FileRows:
         self.license_field = source.license_field
         self.subject_fields = source.subject_fields
         self.fixed_subjects = set(task.subject_ids)
+        self.sorted_fixed_subjects = sorted(self.fixed_subjects)
         self.reserved = {source.text_field, source.id_field, source.license_field, *source.subject_fields}
         self.file_metadata = dict(task.metadata)
         if source.license:
@@ -116,7 +117,7 @@ class _FileRows:
 
     def subjects_of(self, record: Record) -> list[str]:
         if not self.subject_fields:
-            return sorted(self.fixed_subjects)
+            return self.sorted_fixed_subjects
         found = set(self.fixed_subjects)
         for field in self.subject_fields:
             value = record.fields.get(field)
