@@ -2,9 +2,11 @@
 
 Pure Python, one text at a time, so the same function serves the Spark stage (inside an
 Arrow UDF) and the single-process baseline, and is tested on known answers. Definitions
-follow the Gopher paper (Rae et al. 2021, appendix A1) as datatrove implements them: words
-are whitespace tokens, duplicates are counted after their first occurrence, and n-gram
-character fractions are taken over the document's characters.
+follow the Gopher paper (Rae et al. 2021, appendix A1): words are whitespace tokens; a line,
+paragraph or n-gram is a duplicate from its second occurrence on; the duplicated n-gram
+fraction counts the characters of every word covered by a repeated n-gram once ("not counting
+characters in overlapping n-grams more than once"); fractions are over the text's characters.
+The n-gram signals are computed on 64-bit rolling hashes with numpy.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+
+import numpy as np
 
 GOPHER_STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 BULLETS = ("•", "‣", "◦", "⁃", "-", "*", "–", "—", "·")
@@ -34,29 +38,42 @@ def _duplicates(elements: list[str]) -> tuple[int, int]:
     return count, chars
 
 
-def _top_ngram_chars(words: list[str], n: int) -> int:
-    """Characters covered by the most frequent word n-gram (its length times its count)."""
-    grams = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
-    if not grams:
-        return 0
-    gram, count = grams.most_common(1)[0]
-    return len(gram) * count if count > 1 else 0
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit multiplier for rolling n-gram hashes
 
 
-def _duplicated_ngram_chars(words: list[str], n: int) -> int:
-    """Characters of words inside n-grams that repeat an earlier n-gram (each word once)."""
-    seen: set[tuple[str, ...]] = set()
-    chars = 0
-    i = 0
-    while i <= len(words) - n:
-        gram = tuple(words[i : i + n])
-        if gram in seen:
-            chars += sum(len(w) for w in gram)
-            i += n
-        else:
-            seen.add(gram)
-            i += 1
-    return chars
+def _ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
+    """A 64-bit hash per word n-gram (position i covers words i..i+n-1); collisions ~ W**2 / 2**64."""
+    hashes = ids[: len(ids) - n + 1].copy()
+    with np.errstate(over="ignore"):
+        for k in range(1, n):
+            hashes = hashes * _MIX + ids[k : len(ids) - n + 1 + k]
+    return hashes
+
+
+def _ngram_signals(words: list[str], ns: range) -> dict[int, tuple[int, int]]:
+    """For each n: (characters of the most frequent repeated n-gram times its count,
+    characters of the words covered by n-grams that repeat an earlier occurrence, each word once)."""
+    vocabulary: dict[str, int] = {}
+    ids = np.fromiter((vocabulary.setdefault(w, len(vocabulary)) for w in words), dtype=np.uint64, count=len(words))
+    lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
+    results: dict[int, tuple[int, int]] = {}
+    for n in ns:
+        if len(words) < n:
+            results[n] = (0, 0)
+            continue
+        hashes = _ngram_hashes(ids, n)
+        _, first, inverse, counts = np.unique(hashes, return_index=True, return_inverse=True, return_counts=True)
+        top = 0
+        if counts.max() > 1:
+            best = np.flatnonzero(counts == counts.max())
+            start = int(first[best[np.argmin(first[best])]])  # the earliest of the most frequent
+            top = (int(lengths[start : start + n].sum()) + n - 1) * int(counts.max())
+        repeat = first[inverse] < np.arange(len(hashes))
+        covered = np.zeros(len(words), dtype=bool)
+        for k in range(n):
+            covered[k : k + len(repeat)] |= repeat
+        results[n] = (top, int(lengths[covered].sum()))
+    return results
 
 
 def char_entropy(text: str) -> float:
@@ -106,8 +123,9 @@ def quality_signals(text: str, stop_words: frozenset[str] = GOPHER_STOP_WORDS) -
         "has_curly_brace": float("{" in text),
         "char_entropy": char_entropy(text),
     }
+    ngrams = _ngram_signals(words, range(2, 11))
     for n in (2, 3, 4):
-        signals[f"top_{n}gram_char_fraction"] = frac(_top_ngram_chars(words, n), chars)
+        signals[f"top_{n}gram_char_fraction"] = frac(ngrams[n][0], chars)
     for n in range(5, 11):
-        signals[f"dup_{n}gram_char_fraction"] = frac(_duplicated_ngram_chars(words, n), chars)
+        signals[f"dup_{n}gram_char_fraction"] = frac(ngrams[n][1], chars)
     return signals

@@ -56,3 +56,40 @@ def test_char_entropy() -> None:
     assert char_entropy("aaaa") == 0.0
     assert char_entropy("abab") == pytest.approx(1.0)
     assert char_entropy("abcd") == pytest.approx(2.0)
+
+
+def _reference_top(words: list[str], n: int) -> int:
+    from collections import Counter
+
+    grams = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+    if not grams or grams.most_common(1)[0][1] < 2:
+        return 0
+    best = max(grams.values())
+    first = next(g for g in (" ".join(words[i : i + n]) for i in range(len(words) - n + 1)) if grams[g] == best)
+    return len(first) * best
+
+
+def _reference_covered(words: list[str], n: int) -> int:
+    seen: set[tuple[str, ...]] = set()
+    covered = [False] * len(words)
+    for i in range(len(words) - n + 1):
+        gram = tuple(words[i : i + n])
+        if gram in seen:
+            for k in range(i, i + n):
+                covered[k] = True
+        seen.add(gram)
+    return sum(len(w) for w, c in zip(words, covered, strict=True) if c)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_numpy_ngram_signals_match_a_plain_python_reference(seed: int) -> None:
+    import random
+
+    from curation.signals import _ngram_signals
+
+    rng = random.Random(seed)
+    vocabulary = [rng.choice(["a", "bb", "ccc", "dddd", "e"]) + str(i % 7) for i in range(12)]
+    words = [rng.choice(vocabulary) for _ in range(rng.randint(0, 400))]
+    got = _ngram_signals(words, range(2, 11))
+    for n in range(2, 11):
+        assert got[n] == (_reference_top(words, n), _reference_covered(words, n)), n
