@@ -34,7 +34,7 @@ from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
 from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
 from lineage.runs import Run, finish_run, start_run
-from lineage.tables import ensure_table, merge_rows, table_version
+from lineage.tables import ensure_table, latest_version, merge_rows
 
 
 class ReconciliationError(RuntimeError):
@@ -189,7 +189,8 @@ def _ingest(
         docs = staged.where(F.col("kind") == DOCUMENT)
 
         # Only real changes are merged, so a re-run with nothing new commits nothing.
-        bronze = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse).toDF()
+        bronze_table = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
+        bronze = bronze_table.toDF()
         if bronze.isEmpty():
             for counts in per_source.values():
                 counts.new = counts.documents
@@ -199,14 +200,13 @@ def _ingest(
         new = sum(c.new for c in per_source.values())
         updated = sum(c.updated for c in per_source.values())
 
-        version = table_version(spark, BRONZE_DOCUMENTS, lakehouse)
         if new or updated:
             progress(f"merging {new} new and {updated} updated documents into {BRONZE_DOCUMENTS.name}")
             with spark_progress(spark, "merging"):
                 merged = merge_rows(
                     spark,
-                    BRONZE_DOCUMENTS,
-                    lakehouse,
+                    bronze_table,
+                    BRONZE_DOCUMENTS.key,
                     _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), stamps),
                     # insert-only when nothing is updated: Delta then runs an anti-join, no rewrite
                     changed_when=change_digest("t") != change_digest("s") if updated else None,
@@ -219,18 +219,20 @@ def _ingest(
                     f"{updated} updates, the MERGE did {merged.inserted} and {merged.updated}"
                 )
             version = merged.version
+        else:
+            version = latest_version(bronze_table)
 
-        quarantine = ensure_table(spark, QUARANTINE_RECORDS, lakehouse).toDF()
+        quarantine_table = ensure_table(spark, QUARANTINE_RECORDS, lakehouse)
         if reasons:
             bad = staged.where(F.col("kind") == QUARANTINE).join(
-                quarantine.select("quarantine_id"), "quarantine_id", "left_anti"
+                quarantine_table.toDF().select("quarantine_id"), "quarantine_id", "left_anti"
             )
             if not bad.isEmpty():
                 progress(f"quarantining records in {QUARANTINE_RECORDS.name}")
                 merge_rows(
                     spark,
-                    QUARANTINE_RECORDS,
-                    lakehouse,
+                    quarantine_table,
+                    QUARANTINE_RECORDS.key,
                     _with_run(bad, QUARANTINE_RECORDS.schema.fieldNames(), stamps),
                     source_is_persisted=True,
                 )
@@ -251,7 +253,7 @@ def _ingest(
         quarantine_reasons=dict(sorted(reasons.items())),
         versions={
             BRONZE_DOCUMENTS.name: version,
-            QUARANTINE_RECORDS.name: table_version(spark, QUARANTINE_RECORDS, lakehouse),
+            QUARANTINE_RECORDS.name: latest_version(quarantine_table),
         },
     )
     unchanged = sum(c.unchanged for c in per_source.values())

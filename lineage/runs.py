@@ -68,11 +68,11 @@ def record_run(spark: SparkSession, lakehouse: str | Path, run: Run, *, first: b
     """Write the run's row: appended at the start (a fresh run id cannot collide, and an append
     commits in a fraction of a MERGE's time), updated by a MERGE on run_id at the end."""
     rows = spark.createDataFrame([run.row()], schema=LINEAGE_RUNS.schema)
+    table = ensure_table(spark, LINEAGE_RUNS, lakehouse)
     if first:
-        ensure_table(spark, LINEAGE_RUNS, lakehouse)
         rows.write.format("delta").mode("append").save(LINEAGE_RUNS.path(lakehouse))
     else:
-        merge_rows(spark, LINEAGE_RUNS, lakehouse, rows, changed_when="true")
+        merge_rows(spark, table, LINEAGE_RUNS.key, rows, changed_when="true")
 
 
 def start_run(spark: SparkSession, lakehouse: str | Path, run: Run) -> Run:

@@ -41,12 +41,17 @@ def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) ->
     return DeltaTable.forPath(spark, path)
 
 
+def latest_version(table: DeltaTable) -> int:
+    """The table's latest committed version."""
+    return int(table.history(1).select("version").first()[0])
+
+
 def table_version(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> int | None:
     """The latest committed version, or None when the table does not exist yet."""
     path = spec.path(lakehouse)
     if not DeltaTable.isDeltaTable(spark, path):
         return None
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    return latest_version(DeltaTable.forPath(spark, path))
 
 
 @dataclass(frozen=True)
@@ -60,21 +65,21 @@ class MergeResult:
 
 def merge_rows(
     spark: SparkSession,
-    spec: TableSpec,
-    lakehouse: str | Path,
+    table: DeltaTable,
+    key: tuple[str, ...],
     rows: DataFrame,
     *,
     changed_when: str | Column | None = None,
     source_is_persisted: bool = False,
 ) -> MergeResult:
-    """MERGE `rows` on the table's key: insert new keys, update matched rows where `changed_when` holds.
+    """MERGE `rows` into a table (see `ensure_table`) on `key`: insert new keys, update matched
+    rows where `changed_when` holds.
 
     `changed_when` is a condition over `t` (target) and `s` (source); None makes the MERGE
     insert-only. With `source_is_persisted`, Delta does not copy the source again before
     merging (it does so by default to guard against a source that changes between reads).
     """
-    table = ensure_table(spark, spec, lakehouse)
-    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
+    on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in key)
     merge = table.alias("t").merge(rows.alias("s"), on)
     if changed_when is not None:
         merge = merge.whenMatchedUpdateAll(condition=changed_when)
@@ -92,10 +97,8 @@ def merge_rows(
             else:
                 spark.conf.set(materialize, previous)
     values: dict[str, Any] = metrics.asDict() if metrics is not None else {}
-    version = table_version(spark, spec, lakehouse)
-    assert version is not None
     return MergeResult(
-        version=version,
+        version=latest_version(table),
         inserted=int(values.get("num_inserted_rows") or 0),
         updated=int(values.get("num_updated_rows") or 0),
     )
