@@ -23,7 +23,17 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from ingestion.manifest import FileTask
-from ingestion.readers import Bad, Item, ReaderParams, Reason, Record, count_newlines, first_line_numbers, read_file
+from ingestion.readers import (
+    MAX_RECORD_BYTES,
+    Bad,
+    Item,
+    ReaderParams,
+    Reason,
+    Record,
+    count_newlines,
+    first_line_numbers,
+    read_file,
+)
 
 DOCUMENT = "document"
 QUARANTINE = "quarantine"
@@ -33,8 +43,11 @@ QUARANTINE = "quarantine"
 class IngestParams:
     """The `[ingest]` section of the config."""
 
-    max_record_bytes: int = 8 * 1024 * 1024
+    # A record (JSONL line, file, Parquet text value) larger than this is quarantined.
+    max_record_bytes: int = MAX_RECORD_BYTES
+    # Rows per Arrow batch handed from the Python readers to Spark.
     batch_rows: int = 4096
+    # Aim for about this many bytes of input per Spark task; larger plain JSONL files are split.
     task_bytes: int = 128 * 1024 * 1024
 
     @property

@@ -36,11 +36,14 @@ class Reason:
     EMPTY_FILE = "empty_file"
 
 
+MAX_RECORD_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ReaderParams:
     """The `[ingest]` settings the readers obey."""
 
-    max_record_bytes: int = 8 * 1024 * 1024
+    max_record_bytes: int = MAX_RECORD_BYTES
 
 
 class Record(NamedTuple):

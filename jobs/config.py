@@ -11,40 +11,20 @@ import hashlib
 import json
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
+from ingestion.bronze import IngestParams
+from jobs.spark import SparkSettings
+
+# The dataclasses that consume each section hold its defaults (and say what each key means).
 DEFAULTS: dict[str, Any] = {
     "lakehouse": "./lakehouse",
-    "spark": {
-        # Any Spark master: local[*], spark://host:7077, yarn, k8s://...
-        "master": "local[*]",
-        "app_name": "millpond",
-        "shuffle_partitions": 8,
-        "driver_memory": "4g",
-        "ui": False,
-        # Where Ivy caches the Delta jars; empty: <project>/.cache/ivy.
-        "ivy_dir": "",
-        # Offline machines: a folder of jars (Delta and its dependencies) used instead of Maven.
-        "jars_dir": "",
-        # Where the driver JVM's own output goes; empty: <project>/.cache/logs.
-        "log_dir": "",
-        # Quicker JVM start (C1 only, serial GC): good for tests and small jobs.
-        "fast_jvm_start": False,
-        # Any other Spark setting, e.g. "spark.jars.repositories" = "https://my.mirror/maven2".
-        "conf": {},
-    },
-    "ingest": {
-        # A record (JSONL line, file, Parquet text value) larger than this is quarantined.
-        "max_record_bytes": 8 * 1024 * 1024,
-        # Rows per Arrow batch handed from the Python readers to Spark.
-        "batch_rows": 4096,
-        # Aim for about this many bytes of input per Spark task.
-        "task_bytes": 128 * 1024 * 1024,
-    },
+    "spark": asdict(SparkSettings()),
+    "ingest": asdict(IngestParams()),
 }
 
 # Sections whose keys are free-form (no validation against the defaults).

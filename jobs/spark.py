@@ -38,15 +38,22 @@ class SparkStartError(RuntimeError):
 class SparkSettings:
     """The `[spark]` section of the config."""
 
+    # Any Spark master: local[*], spark://host:7077, yarn, k8s://...
     master: str = "local[*]"
     app_name: str = "millpond"
+    # Also the task count Delta uses to rebuild a table's state.
     shuffle_partitions: int = 8
     driver_memory: str = "4g"
     ui: bool = False
+    # Where Ivy caches the Delta jars; empty: <project>/.cache/ivy.
     ivy_dir: str = ""
+    # Offline machines: a folder of jars (Delta and its dependencies) used instead of Maven.
     jars_dir: str = ""
+    # Where the driver JVM's own output goes; empty: <project>/.cache/logs.
     log_dir: str = ""
+    # Quicker JVM start (C1 only, serial GC): good for tests and small jobs.
     fast_jvm_start: bool = False
+    # Any other Spark setting, e.g. "spark.jars.repositories" = "https://my.mirror/maven2".
     conf: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -80,10 +87,6 @@ def spark_conf(settings: SparkSettings, cache: Path) -> dict[str, str]:
         "spark.ui.enabled": str(settings.ui).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
-        # Arrow moves rows between the Python readers and the JVM.
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        # Delta: no stats on columns a table does not list (see lineage.catalog).
-        "spark.databricks.delta.schema.autoMerge.enabled": "false",
         **DELTA_SQL_CONF,
         **_jar_confs(settings, cache),
     }
