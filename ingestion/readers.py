@@ -311,50 +311,36 @@ def read_parquet(task: FileTask, params: ReaderParams, batch_rows: int = 4096) -
     import pyarrow.parquet as pq
 
     try:
-        handle = open(task.path, "rb")  # noqa: SIM115 - closed below
+        handle = open(task.path, "rb")  # noqa: SIM115 - closed by the with block below
     except OSError as err:
         yield Bad(Reason.UNREADABLE_FILE, f"{type(err).__name__}: {err.strerror or err}", task.relpath, None, None)
         return
-    if task.size == 0:
-        handle.close()
-        yield Bad(Reason.EMPTY_FILE, "0 bytes", task.relpath, 0, 0)
-        return
-    try:
-        parquet = pq.ParquetFile(handle)
-    except Exception as err:  # pyarrow raises ArrowInvalid for a damaged or foreign file
-        handle.close()
-        yield Bad(Reason.CORRUPT_FILE, f"{type(err).__name__}: {err}", task.relpath, None, None)
-        return
-    if parquet.metadata.num_rows == 0:
-        handle.close()
-        yield Bad(Reason.EMPTY_FILE, "0 rows", task.relpath, None, None)
-        return
-    row = 0
-    try:
-        for batch in parquet.iter_batches(batch_size=batch_rows):
-            for obj in batch.to_pylist():
-                locator = f"{task.relpath}#row={row}"
-                item = record_from_object(task, obj, locator, None, None)
-                if isinstance(item, Record) and len(item.text.encode("utf-8")) > params.max_record_bytes:
-                    item = Bad(
-                        Reason.RECORD_TOO_LARGE,
-                        f"text exceeds max_record_bytes={params.max_record_bytes}",
-                        locator,
-                        None,
-                        None,
-                    )
-                row += 1
-                yield item
-    except Exception as err:
-        yield Bad(
-            Reason.CORRUPT_FILE,
-            f"{type(err).__name__}: {err} (after row {row})",
-            f"{task.relpath}#row={row}",
-            None,
-            None,
-        )
-    finally:
-        handle.close()
+    with handle:
+        if task.size == 0:
+            yield Bad(Reason.EMPTY_FILE, "0 bytes", task.relpath, 0, 0)
+            return
+        try:
+            parquet = pq.ParquetFile(handle)
+        except Exception as err:  # pyarrow raises ArrowInvalid for a damaged or foreign file
+            yield Bad(Reason.CORRUPT_FILE, f"{type(err).__name__}: {err}", task.relpath, None, None)
+            return
+        if parquet.metadata.num_rows == 0:
+            yield Bad(Reason.EMPTY_FILE, "0 rows", task.relpath, None, None)
+            return
+        row = 0
+        try:
+            for batch in parquet.iter_batches(batch_size=batch_rows):
+                for obj in batch.to_pylist():
+                    locator = f"{task.relpath}#row={row}"
+                    item = record_from_object(task, obj, locator, None, None)
+                    if isinstance(item, Record) and len(item.text.encode("utf-8")) > params.max_record_bytes:
+                        detail = f"text exceeds max_record_bytes={params.max_record_bytes}"
+                        item = Bad(Reason.RECORD_TOO_LARGE, detail, locator, None, None)
+                    row += 1
+                    yield item
+        except Exception as err:
+            detail = f"{type(err).__name__}: {err} (after row {row})"
+            yield Bad(Reason.CORRUPT_FILE, detail, f"{task.relpath}#row={row}", None, None)
 
 
 def _read_whole_file(task: FileTask, params: ReaderParams) -> bytes | Bad:
