@@ -8,17 +8,32 @@ import sys
 
 import click
 
+from curation.pipeline import FunnelMismatchError
 from ingestion.manifest import ManifestError
+from jobs.classifier import classifier_group
 from jobs.config import ConfigError
 from jobs.context import effective_config, lakehouse_options, spark_settings
+from jobs.curate import CURATE_ERRORS, curate_command
+from jobs.evalset import evalset_group
 from jobs.ingest import ReconciliationError, ingest_command
 from jobs.spark import SparkStartError
 from jobs.submit import UnknownJobError
+from jobs.text_specs import TextSpecError
+from jobs.why import why_command
 from lineage.catalog import LINEAGE_RUNS, QUARANTINE_RECORDS
 from lineage.tables import inspect_tables, read_table
 
 # Errors a user can fix; shown as one line, without a traceback.
-USER_ERRORS = (ConfigError, ManifestError, SparkStartError, ReconciliationError, UnknownJobError)
+USER_ERRORS = (
+    ConfigError,
+    ManifestError,
+    SparkStartError,
+    ReconciliationError,
+    UnknownJobError,
+    TextSpecError,
+    FunnelMismatchError,
+    *CURATE_ERRORS,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -171,6 +186,10 @@ def submit_command(
 
 
 cli.add_command(ingest_command)
+cli.add_command(curate_command)
+cli.add_command(why_command)
+cli.add_command(evalset_group)
+cli.add_command(classifier_group)
 
 
 @cli.command("demo")

@@ -11,24 +11,83 @@ import hashlib
 import json
 import os
 import tomllib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import tomli_w
 
+from curation.classifier import ClassifierParams
+from curation.decontaminate import DecontaminateParams
+from curation.exact_dedup import ExactDedupParams
+from curation.gate import GateParams
+from curation.language import LanguageParams
+from curation.licensing import LicenseParams
+from curation.normalize import NormalizeParams
+from curation.quality import QualityParams
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
+
+Params = TypeVar("Params")
+
+
+def section_defaults(params: Any) -> dict[str, Any]:
+    """A dataclass of settings as a config section (tuples become TOML arrays)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(asdict(params))
+
+
+def params_from(cls: type[Params], values: dict[str, Any]) -> Params:
+    """The frozen dataclass of a config section (arrays become tuples where the field is one)."""
+    kinds = {f.name: f.default for f in fields(cls)}  # type: ignore[arg-type]
+    converted = {k: tuple(v) if isinstance(kinds.get(k), tuple) else v for k, v in values.items()}
+    try:
+        return cls(**converted)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+CURATE_PARAMS: dict[str, type] = {
+    "normalize": NormalizeParams,
+    "language": LanguageParams,
+    "quality": QualityParams,
+    "classifier": ClassifierParams,
+    "license": LicenseParams,
+    "exact_dedup": ExactDedupParams,
+    "decontaminate": DecontaminateParams,
+    "gate": GateParams,
+}
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """The `[mlflow]` section."""
+
+    # Empty: MLFLOW_TRACKING_URI if set, else a SQLite store inside the lakehouse (`_mlflow/`).
+    tracking_uri: str = ""
+    experiment_prefix: str = "millpond"
+
 
 # The dataclasses that consume each section hold its defaults (and say what each key means).
 DEFAULTS: dict[str, Any] = {
     "lakehouse": "./lakehouse",
-    "spark": asdict(SparkSettings()),
-    "ingest": asdict(IngestParams()),
+    "spark": section_defaults(SparkSettings()),
+    "ingest": section_defaults(IngestParams()),
+    "curate": {name: section_defaults(cls()) for name, cls in CURATE_PARAMS.items()},
+    "mlflow": section_defaults(MlflowSettings()),
 }
 
 # Sections whose keys are free-form (no validation against the defaults).
 FREE_FORM = {("spark", "conf")}
+# Tables that may gain keys (a rule set for a new domain, a new purpose); their dataclass checks them.
+OPEN_TABLES = {("curate", "quality", "rules"), ("curate", "license", "purposes")}
 
 
 class ConfigError(ValueError):
@@ -58,6 +117,11 @@ def _merge(base: dict[str, Any], override: dict[str, Any], origin: str, path: tu
                 raise ConfigError(f"{origin}: {'.'.join(where)!r} must be a table")
             base[key] = {**base[key], **{str(k): str(v) for k, v in value.items()}}
             continue
+        if key not in base and path in OPEN_TABLES:
+            if not isinstance(value, dict | list):
+                raise ConfigError(f"{origin}: {'.'.join(where)!r} must be a table or an array")
+            base[key] = copy.deepcopy(value)
+            continue
         if key not in base:
             raise ConfigError(f"{origin}: unknown setting {'.'.join(where)!r}")
         if isinstance(base[key], dict):
@@ -66,6 +130,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any], origin: str, path: tu
             _merge(base[key], value, origin, where)
         else:
             expected = type(base[key])
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
             if expected is int and isinstance(value, bool) or not isinstance(value, expected):
                 raise ConfigError(f"{origin}: {'.'.join(where)!r} must be {expected.__name__}, got {value!r}")
             base[key] = value

@@ -65,6 +65,14 @@ def _strings(name: str) -> T.StructField:
     return T.StructField(name, T.ArrayType(T.StringType(), True), True)
 
 
+def _double(name: str, nullable: bool = True) -> T.StructField:
+    return T.StructField(name, T.DoubleType(), nullable)
+
+
+def _double_map(name: str) -> T.StructField:
+    return T.StructField(name, T.MapType(T.StringType(), T.DoubleType(), True), True)
+
+
 def _str_map(name: str) -> T.StructField:
     return T.StructField(name, T.MapType(T.StringType(), T.StringType(), True), True)
 
@@ -134,13 +142,135 @@ LINEAGE_RUNS = TableSpec(
         _long_map("output_versions"),
         _long_map("counts"),
         _str("error"),
+        # JSON documents kept with the run: the curation funnel, the quality gate's result, ...
+        _str_map("reports"),
     ),
     key=("run_id",),
     description="One row per job run: what it read and wrote, at which versions, with its counts.",
     stats_columns=("run_id", "job", "status", "started_at", "ended_at"),
 )
 
-TABLES: dict[str, TableSpec] = {spec.name: spec for spec in (BRONZE_DOCUMENTS, QUARANTINE_RECORDS, LINEAGE_RUNS)}
+# The quality signals of a document (Gopher quality and repetition rules, C4 rules, character
+# entropy), computed by `curation.signals` and stored as the `signals` struct of silver.documents.
+QUALITY_SIGNALS = (
+    "word_count",
+    "mean_word_length",
+    "symbol_to_word_ratio",
+    "bullet_lines_fraction",
+    "ellipsis_lines_fraction",
+    "alpha_words_fraction",
+    "stop_word_count",
+    "dup_line_fraction",
+    "dup_line_char_fraction",
+    "dup_paragraph_fraction",
+    "dup_paragraph_char_fraction",
+    "terminal_punctuation_lines_fraction",
+    "has_javascript",
+    "has_lorem_ipsum",
+    "has_curly_brace",
+    "char_entropy",
+    "top_2gram_char_fraction",
+    "top_3gram_char_fraction",
+    "top_4gram_char_fraction",
+    "dup_5gram_char_fraction",
+    "dup_6gram_char_fraction",
+    "dup_7gram_char_fraction",
+    "dup_8gram_char_fraction",
+    "dup_9gram_char_fraction",
+    "dup_10gram_char_fraction",
+)
+
+SILVER_DOCUMENTS = TableSpec(
+    name="silver.documents",
+    schema=_fields(
+        _str("doc_id", False),
+        _str("text", False),  # cleaned (and, once the pii stage runs, scrubbed) text
+        _str("text_sha256", False),  # of the cleaned text: the exact-duplicate key
+        _str("source", False),
+        _str("source_uri", False),
+        _str("locator", False),
+        _ts("ingested_at", False),
+        _str("ingest_run_id", False),
+        _str("content_sha256", False),  # of the raw bronze text
+        _str("license"),
+        _str("license_source"),
+        _str_map("license_policy"),  # purpose -> allowed | not_allowed | unknown
+        _strings("subject_ids"),
+        _strings("consent"),
+        _str("domain"),
+        _str_map("metadata"),
+        _str("lang"),
+        _double("lang_score"),
+        T.StructField("signals", T.StructType([_double(n) for n in QUALITY_SIGNALS]), True),
+        _double("quality_score"),
+        _long_map("pii_counts"),
+        _long("bronze_version", False),
+        _str("curate_run_id", False),
+        _ts("curated_at", False),
+    ),
+    key=("doc_id",),
+    description="Cleaned, scored, license-checked, deduplicated documents: what snapshots are cut from.",
+    subject_columns=("subject_ids",),
+    stats_columns=(
+        "ingested_at",
+        "ingest_run_id",
+        "source",
+        "license_source",
+        "domain",
+        "lang",
+        "lang_score",
+        "quality_score",
+        "bronze_version",
+        "curate_run_id",
+        "curated_at",
+    ),
+    properties={"delta.enableChangeDataFeed": "true"},
+)
+
+SILVER_DECISIONS = TableSpec(
+    name="silver.decisions",
+    schema=_fields(
+        _str("doc_id", False),
+        _str("stage", False),
+        _str("action", False),  # kept, dropped, modified
+        _str("reason"),
+        _double("score"),
+        _str("cluster_id"),
+        _str("duplicate_of"),
+        _str("run_id", False),
+        _ts("decided_at", False),
+    ),
+    key=("doc_id", "stage", "run_id"),
+    description="One row per (document, stage, curate run): kept, dropped or modified, and why.",
+    stats_columns=("stage", "action", "reason", "score", "run_id", "decided_at"),
+)
+
+GOVERNANCE_EVAL_ITEMS = TableSpec(
+    name="governance.eval_items",
+    schema=_fields(
+        _str("item_id", False),  # sha256(eval set, text)
+        _str("eval_set", False),
+        _str("text", False),
+        _str("source_uri", False),
+        _str("locator", False),
+        _ts("added_at", False),
+    ),
+    key=("item_id",),
+    description="Evaluation items that training data must not contain (decontamination).",
+    stats_columns=("eval_set", "added_at"),
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        BRONZE_DOCUMENTS,
+        QUARANTINE_RECORDS,
+        LINEAGE_RUNS,
+        SILVER_DOCUMENTS,
+        SILVER_DECISIONS,
+        GOVERNANCE_EVAL_ITEMS,
+    )
+}
 
 
 def table(name: str) -> TableSpec:

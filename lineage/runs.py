@@ -41,6 +41,7 @@ class Run:
     output_versions: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    reports: dict[str, str] = field(default_factory=dict)  # name -> JSON
 
     def __post_init__(self) -> None:
         if not self.run_id:
@@ -61,6 +62,7 @@ class Run:
             "output_versions": self.output_versions,
             "counts": self.counts,
             "error": self.error,
+            "reports": self.reports,
         }
 
 

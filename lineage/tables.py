@@ -35,10 +35,17 @@ def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) ->
         return builder.execute()
     current = {row["key"]: row["value"] for row in spark.sql(f"SHOW TBLPROPERTIES {_sql_path(path)}").collect()}
     drifted = {k: v for k, v in wanted.items() if current.get(k) != v}
+    table = DeltaTable.forPath(spark, path)
+    # A column the catalog added since the table was created (always nullable) is added in place.
+    present = set(table.toDF().schema.fieldNames())
+    missing = [f for f in spec.schema.fields if f.name not in present]
+    if missing:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE {_sql_path(path)} ADD COLUMNS ({columns})")
     if drifted:
         assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
         spark.sql(f"ALTER TABLE {_sql_path(path)} SET TBLPROPERTIES ({assignments})")
-    return DeltaTable.forPath(spark, path)
+    return DeltaTable.forPath(spark, path) if missing else table
 
 
 def latest_version(table: DeltaTable) -> int:

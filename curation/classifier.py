@@ -1,0 +1,151 @@
+"""`classifier`: a supervised fastText quality model, trained from examples of good and bad
+text, applied as `quality_score` (the probability of the positive label) with a threshold.
+
+Training is single-node (fastText is fast): `train_quality_model` takes texts, splits off a
+held-out set by a hash of each text (the same split every time), trains with word bigrams
+and a small bucket count (a ~10 MB model instead of fastText's 400 MB default) and returns
+held-out figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from curation.decisions import DECISION, DROPPED, decision, kept
+from curation.language import ModelMissingError, load_fasttext
+
+POSITIVE = "__label__hq"
+NEGATIVE = "__label__lq"
+BELOW_THRESHOLD = "quality_score_below_threshold"
+
+
+@dataclass(frozen=True)
+class ClassifierParams:
+    """The `[curate.classifier]` section: which trained model the stage applies."""
+
+    model: str = ""  # a model file written by `millpond classifier train`; empty: the stage cannot run
+    threshold: float = 0.5
+    max_chars: int = 20_000  # only the start of a long document is scored
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Hyper-parameters of `millpond classifier train`."""
+
+    epoch: int = 10
+    lr: float = 0.5
+    dim: int = 32
+    word_ngrams: int = 2
+    bucket: int = 200_000
+    min_count: int = 1
+    threads: int = 2
+    holdout: float = 0.1  # share of examples held out for evaluation
+    seed: int = 0
+
+
+def model_file(params: ClassifierParams) -> Path:
+    if not params.model:
+        raise ModelMissingError(
+            "the classifier stage needs a model: train one with `millpond classifier train` and set "
+            "[curate.classifier] model to the file it writes"
+        )
+    path = Path(params.model).expanduser()
+    if not path.is_file():
+        raise ModelMissingError(f"[curate.classifier] model: no fastText model at {path}")
+    return path
+
+
+def one_line(text: str, max_chars: int = 20_000) -> str:
+    """fastText reads one example per line."""
+    return " ".join(text[:max_chars].split())
+
+
+def in_holdout(text: str, share: float, seed: int = 0) -> bool:
+    digest = hashlib.sha256(f"{seed}:{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def positive_probability(model: Any, lines: list[str]) -> np.ndarray:
+    labels, probs = model.predict(lines, k=2)
+    out = np.zeros(len(lines))
+    for i, (names, values) in enumerate(zip(labels, probs, strict=True)):
+        for name, value in zip(names, values, strict=True):
+            if name == POSITIVE:
+                out[i] = float(value)
+    return np.clip(out, 0.0, 1.0)
+
+
+def train_quality_model(
+    positive: list[str], negative: list[str], output: Path, settings: TrainSettings = TrainSettings()
+) -> dict[str, float]:
+    """Train, save to `output`, and return held-out precision, recall, F1, accuracy and counts."""
+    import fasttext
+
+    examples = [(POSITIVE, t) for t in positive] + [(NEGATIVE, t) for t in negative]
+    train = [(label, one_line(t)) for label, t in examples if not in_holdout(t, settings.holdout, settings.seed)]
+    test = [(label, one_line(t)) for label, t in examples if in_holdout(t, settings.holdout, settings.seed)]
+    if (
+        not train
+        or not any(label == POSITIVE for label, _ in train)
+        or not any(label == NEGATIVE for label, _ in train)
+    ):
+        raise ValueError("training needs positive and negative examples outside the held-out split")
+    rng = np.random.default_rng(settings.seed)
+    order = rng.permutation(len(train))
+    with tempfile.TemporaryDirectory() as tmp:
+        train_file = Path(tmp) / "train.txt"
+        train_file.write_text("".join(f"{train[i][0]} {train[i][1]}\n" for i in order), encoding="utf-8")
+        model = fasttext.train_supervised(
+            input=str(train_file),
+            epoch=settings.epoch,
+            lr=settings.lr,
+            dim=settings.dim,
+            wordNgrams=settings.word_ngrams,
+            bucket=settings.bucket,
+            minCount=settings.min_count,
+            thread=settings.threads,
+            seed=settings.seed,
+            verbose=0,
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    model.save_model(str(output))
+    figures: dict[str, float] = {"train_examples": float(len(train)), "test_examples": float(len(test))}
+    if test:
+        truth = np.array([label == POSITIVE for label, _ in test])
+        predicted = positive_probability(model, [text for _, text in test]) >= 0.5
+        tp = float(np.sum(predicted & truth))
+        precision = tp / max(float(predicted.sum()), 1.0)
+        recall = tp / max(float(truth.sum()), 1.0)
+        figures.update(
+            precision=precision,
+            recall=recall,
+            f1=2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            accuracy=float(np.mean(predicted == truth)),
+        )
+    return figures
+
+
+def classifier(frame: DataFrame, params: ClassifierParams) -> DataFrame:
+    """Add `quality_score`; drop documents scoring below the threshold."""
+    path = str(model_file(params))
+    max_chars = params.max_chars
+
+    @F.pandas_udf("double")
+    def score(texts: pd.Series) -> pd.Series:
+        model = load_fasttext(Path(path))
+        return pd.Series(positive_probability(model, [one_line(t, max_chars) for t in texts]))
+
+    out = frame.withColumn("quality_score", score(F.col("text")))
+    verdict = F.when(
+        F.col("quality_score") < params.threshold, decision(DROPPED, BELOW_THRESHOLD, F.col("quality_score"))
+    ).otherwise(kept(F.col("quality_score")))
+    return out.withColumn(DECISION, verdict)

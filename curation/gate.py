@@ -1,0 +1,99 @@
+"""`gate`: a Great Expectations 1.x suite run on the batch before it is committed.
+
+The gate drops nothing: either the whole batch passes, or the run commits nothing and says
+which expectations failed on how many rows. The kept result holds counts only, never the
+offending values (they may be personal data).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.sql import DataFrame
+
+PROVENANCE = ("doc_id", "source", "source_uri", "locator", "ingested_at", "ingest_run_id", "content_sha256")
+EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
+IPV4 = r"\b(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\b"
+
+
+@dataclass(frozen=True)
+class GateParams:
+    """The `[curate.gate]` section."""
+
+    # "auto": check for residual e-mail and IP patterns only when the pii stage ran in this pipeline
+    residual_pii: str = "auto"  # auto | on | off
+
+    def __post_init__(self) -> None:
+        if self.residual_pii not in ("auto", "on", "off"):
+            raise ValueError(f"[curate.gate] residual_pii must be auto, on or off, got {self.residual_pii!r}")
+
+
+class GateFailedError(RuntimeError):
+    """The batch failed the quality gate: nothing was committed."""
+
+    def __init__(self, result: GateResult) -> None:
+        failed = [r for r in result.results if not r["success"]]
+        parts = [f"{r['expectation']}({r['column']}) on {r['unexpected_count']} row(s)" for r in failed]
+        super().__init__(f"the quality gate failed, nothing was committed: {'; '.join(parts)}")
+        self.result = result
+
+
+@dataclass(frozen=True)
+class GateResult:
+    success: bool
+    rows: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"success": self.success, "rows": self.rows, "results": self.results}
+
+
+def expectations(columns: list[str], check_lang: bool, check_license: bool, check_pii: bool) -> list[Any]:
+    import great_expectations.expectations as gxe
+
+    suite = [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in PROVENANCE if c in columns]
+    suite.append(gxe.ExpectColumnValuesToBeUnique(column="doc_id"))
+    if check_lang:
+        suite.append(gxe.ExpectColumnValuesToNotBeNull(column="lang"))
+    if check_license:
+        suite.append(gxe.ExpectColumnValuesToNotBeNull(column="license"))
+    if check_pii:
+        suite.append(gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=EMAIL))
+        suite.append(gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=IPV4))
+    return suite
+
+
+def validate(frame: DataFrame, *, check_lang: bool, check_license: bool, check_pii: bool) -> GateResult:
+    """Run the suite on the batch and return its outcome (counts only)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no network from a data job
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    batch_definition = (
+        context.data_sources.add_spark("millpond")
+        .add_dataframe_asset("curated_batch")
+        .add_batch_definition_whole_dataframe("batch")
+    )
+    suite = gx.ExpectationSuite(name="silver_documents_gate")
+    for expectation in expectations(frame.columns, check_lang, check_license, check_pii):
+        suite.add_expectation(expectation)
+    outcome = batch_definition.get_batch(batch_parameters={"dataframe": frame}).validate(
+        suite, result_format={"result_format": "BASIC", "partial_unexpected_count": 0}
+    )
+    results = []
+    rows = 0
+    for item in outcome.results:
+        result = item.result or {}
+        rows = max(rows, int(result.get("element_count") or 0))
+        results.append(
+            {
+                "expectation": item.expectation_config.type,
+                "column": item.expectation_config.kwargs.get("column"),
+                "success": bool(item.success),
+                "unexpected_count": int(result.get("unexpected_count") or 0),
+            }
+        )
+    return GateResult(success=bool(outcome.success), rows=rows, results=results)

@@ -1,0 +1,458 @@
+"""Curate new bronze documents into `silver.documents`, every decision into `silver.decisions`.
+
+Runs in-process (`millpond curate`) or as a spark-submit application (`spark-submit
+jobs/curate.py`, or `millpond submit curate -- ...`). Incremental: the bronze version each
+successful run read is recorded in `lineage.runs`; the next run reads only the documents
+bronze's change data feed shows inserted or updated since. The funnel reconciles exactly:
+rows in = rows out + rows dropped, stage by stage, and is stored with the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from curation.classifier import ClassifierParams, classifier, model_file
+from curation.decisions import DECISION, DROPPED, decision
+from curation.decontaminate import DecontaminateParams, decontaminate, load_index, overlap_report
+from curation.exact_dedup import ExactDedupParams, displaced, exact_dedup
+from curation.gate import GateFailedError, GateParams, GateResult, validate
+from curation.language import LanguageParams, ModelMissingError, language, model_path
+from curation.licensing import LicenseParams, license_stage
+from curation.normalize import NormalizeParams, normalize
+from curation.pipeline import STAGES, PipelineRun, Stage, StageCounts, prepare, run_stages
+from curation.quality import QualityParams, quality
+from jobs.config import Config, params_from
+from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
+from lineage.catalog import (
+    BRONZE_DOCUMENTS,
+    GOVERNANCE_EVAL_ITEMS,
+    LINEAGE_RUNS,
+    SILVER_DECISIONS,
+    SILVER_DOCUMENTS,
+)
+from lineage.runs import Run, finish_run, start_run
+from lineage.tables import ensure_table, latest_version, read_table
+
+# Stages whose issue is still open: refused by name when asked for, skipped by the default run.
+NOT_BUILT = {"fuzzy_dedup": "near-duplicate removal", "pii": "PII scrubbing"}
+UPSTREAM_DELETED = "deleted_from_bronze"
+
+
+class CurateError(ValueError):
+    """A curate request that cannot run as asked (unknown or unbuilt stage, missing model)."""
+
+
+class CurateReconciliationError(RuntimeError):
+    """The rows written do not match the funnel."""
+
+
+@dataclass
+class CurateReport:
+    run_id: str
+    mode: str  # incremental | full | nothing_new
+    bronze_version: int | None
+    rows_in: int
+    rows_out: int
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # stage -> why it did not run
+    silver: dict[str, int] = field(default_factory=dict)  # inserted, updated, deleted
+    superseded: int = 0  # silver documents displaced by a better copy in this batch
+    overlap: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] | None = None
+    versions: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "bronze_version": self.bronze_version,
+            "in": self.rows_in,
+            "out": self.rows_out,
+            "stages": self.stages,
+            "skipped": self.skipped,
+            "silver": self.silver,
+            "superseded": self.superseded,
+            "overlap": self.overlap,
+            "gate": self.gate,
+            "versions": self.versions,
+        }
+
+
+def plan_stages(requested: list[str] | None, config: Config) -> tuple[list[str], dict[str, str]]:
+    """The stages to run and those skipped with why; refuses unknown, unbuilt or unrunnable ones."""
+    section = config.section("curate")
+    if requested:
+        unknown = [s for s in requested if s not in STAGES]
+        if unknown:
+            raise CurateError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        unbuilt = [s for s in requested if s in NOT_BUILT]
+        if unbuilt:
+            raise CurateError(
+                "; ".join(f"stage {s!r} ({NOT_BUILT[s]}) is not built yet" for s in unbuilt)
+                + f"; built stages: {', '.join(s for s in STAGES if s not in NOT_BUILT)}"
+            )
+        chosen = [s for s in STAGES if s in requested]
+        skipped: dict[str, str] = {}
+        if "classifier" in chosen:
+            model_file(params_from(ClassifierParams, section["classifier"]))
+    else:
+        chosen, skipped = [], {}
+        for stage in STAGES:
+            if stage in NOT_BUILT:
+                skipped[stage] = "not built yet"
+            elif stage == "classifier" and not section["classifier"]["model"]:
+                skipped[stage] = "no model: set [curate.classifier] model (see `millpond classifier train`)"
+            else:
+                chosen.append(stage)
+    if "language" in chosen:
+        model_path(params_from(LanguageParams, section["language"]))
+    return chosen, skipped
+
+
+def curated_version(lakehouse: Any) -> int | None:
+    """The bronze version the last successful curate run read (the incremental watermark)."""
+    runs = read_table(LINEAGE_RUNS, lakehouse, columns=["job", "status", "input_versions", "started_at"])
+    if runs is None:
+        return None
+    versions = [
+        dict(r["input_versions"] or []).get(BRONZE_DOCUMENTS.name)
+        for r in sorted(runs.to_pylist(), key=lambda r: r["started_at"])
+        if r["job"] == "curate" and r["status"] == "succeeded"
+    ]
+    versions = [v for v in versions if v is not None]
+    return versions[-1] if versions else None
+
+
+def _abandoned_runs(lakehouse: Any, current: str) -> list[str]:
+    runs = read_table(LINEAGE_RUNS, lakehouse, columns=["run_id", "job", "status"])
+    if runs is None:
+        return []
+    return [
+        r["run_id"]
+        for r in runs.to_pylist()
+        if r["job"] == "curate" and r["status"] != "succeeded" and r["run_id"] != current
+    ]
+
+
+def changed_documents(spark: SparkSession, path: str, since: int, until: int) -> tuple[DataFrame, DataFrame]:
+    """(doc_ids inserted or updated, doc_ids deleted) in bronze after version `since` up to `until`."""
+    changes = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", since + 1)
+        .option("endingVersion", until)
+        .load(path)
+        .select("doc_id", "_change_type", "_commit_version")
+    )
+    last = changes.groupBy("doc_id").agg(F.max_by("_change_type", "_commit_version").alias("change"))
+    upserted = last.where(F.col("change").isin("insert", "update_postimage")).select("doc_id")
+    deleted = last.where(F.col("change") == "delete").select("doc_id")
+    return upserted, deleted
+
+
+def build_stages(
+    spark: SparkSession, config: Config, chosen: list[str], existing: DataFrame | None
+) -> tuple[list[tuple[str, Stage]], Any]:
+    """Each chosen stage bound to its parameters; also the eval index (for the overlap report)."""
+    section = config.section("curate")
+    index = None
+    bound: list[tuple[str, Stage]] = []
+    for name in chosen:
+        if name == "gate":
+            continue  # validated on the survivors, see run_curate
+        if name == "normalize":
+            p_norm = params_from(NormalizeParams, section[name])
+            bound.append((name, lambda df, p=p_norm: normalize(df, p)))
+        elif name == "language":
+            p_lang = params_from(LanguageParams, section[name])
+            bound.append((name, lambda df, p=p_lang: language(df, p)))
+        elif name == "quality":
+            p_qual = params_from(QualityParams, section[name])
+            bound.append((name, lambda df, p=p_qual: quality(df, p)))
+        elif name == "classifier":
+            p_cls = params_from(ClassifierParams, section[name])
+            bound.append((name, lambda df, p=p_cls: classifier(df, p)))
+        elif name == "license":
+            p_lic = params_from(LicenseParams, section[name])
+            bound.append((name, lambda df, p=p_lic: license_stage(df, p)))
+        elif name == "exact_dedup":
+            p_dedup = params_from(ExactDedupParams, section[name])
+            bound.append((name, lambda df, p=p_dedup: exact_dedup(df, p, existing)))
+        elif name == "decontaminate":
+            p_dec = params_from(DecontaminateParams, section[name])
+            eval_table = GOVERNANCE_EVAL_ITEMS.path(config.lakehouse)
+            items = spark.read.format("delta").load(eval_table) if DeltaTable.isDeltaTable(spark, eval_table) else None
+            index = load_index(items, p_dec.ngram)
+            bound.append((name, lambda df, p=p_dec, ix=index: decontaminate(df, p, ix)))
+    return bound, index
+
+
+def _silver_rows(frame: DataFrame, stamps: dict[str, Any]) -> DataFrame:
+    columns = []
+    for f in SILVER_DOCUMENTS.schema.fields:
+        if f.name in stamps:
+            columns.append(F.lit(stamps[f.name]).cast(f.dataType).alias(f.name))
+        elif f.name == "text_sha256":
+            columns.append(F.coalesce(F.col("text_sha256"), F.sha2(F.col("text"), 256)).alias(f.name))
+        else:
+            columns.append(F.col(f.name).cast(f.dataType).alias(f.name))
+    return frame.select(*columns)
+
+
+def run_curate(
+    spark: SparkSession, config: Config, stages: list[str] | None = None, full: bool = False
+) -> CurateReport:
+    """Curate what bronze gained since the last successful run (or everything, with `full`)."""
+    lakehouse = config.lakehouse
+    chosen, skipped = plan_stages(stages, config)
+    run = Run(job="curate", config_digest=config.digest(), params={"stages": chosen, "full": full})
+    start_run(spark, lakehouse, run)
+    try:
+        report = _curate(spark, config, chosen, skipped, full, run)
+    except BaseException as err:
+        with contextlib.suppress(Exception):  # recording the failure must not hide its cause
+            if isinstance(err, GateFailedError):
+                run.reports["gate"] = json.dumps(err.result.as_json())
+            finish_run(spark, lakehouse, run, error=err)
+        raise
+    run.counts = {"in": report.rows_in, "out": report.rows_out, "superseded": report.superseded} | {
+        f"silver_{k}": v for k, v in report.silver.items()
+    }
+    for stage in report.stages:
+        for reason, count in stage["dropped"].items():
+            run.counts[f"{stage['stage']}:{reason}"] = count
+    run.reports["funnel"] = json.dumps(report.as_json(), sort_keys=True)
+    if report.gate is not None:
+        run.reports["gate"] = json.dumps(report.gate)
+    if report.bronze_version is not None:
+        run.input_versions = {BRONZE_DOCUMENTS.name: report.bronze_version}
+    run.output_versions = report.versions
+    finish_run(spark, lakehouse, run)
+    return report
+
+
+def _curate(
+    spark: SparkSession, config: Config, chosen: list[str], skipped: dict[str, str], full: bool, run: Run
+) -> CurateReport:
+    lakehouse = config.lakehouse
+    bronze_table = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
+    silver_table = ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
+    decisions_table = ensure_table(spark, SILVER_DECISIONS, lakehouse)
+    bronze_version = latest_version(bronze_table)
+    bronze_path = BRONZE_DOCUMENTS.path(lakehouse)
+    report = CurateReport(run.run_id, "full" if full else "incremental", bronze_version, 0, 0, skipped=skipped)
+
+    # A run killed half way left decisions without a finished run: they are redone now.
+    abandoned = _abandoned_runs(lakehouse, run.run_id)
+    if abandoned:
+        decisions_table.delete(F.col("run_id").isin(abandoned))
+
+    watermark = None if full else curated_version(lakehouse)
+    if watermark is None:
+        report.mode = "full"
+    bronze = spark.read.format("delta").option("versionAsOf", bronze_version).load(bronze_path)
+    deleted = None
+    if watermark is not None:
+        if watermark >= bronze_version:
+            report.mode = "nothing_new"
+            report.versions = _versions(silver_table, decisions_table)
+            return report
+        upserted, deleted = changed_documents(spark, bronze_path, watermark, bronze_version)
+        bronze = bronze.join(upserted, "doc_id", "left_semi")
+
+    existing = None
+    if not full and "exact_dedup" in chosen:
+        existing = silver_table.toDF().select("doc_id", "text_sha256", "quality_score", "license_policy", "ingested_at")
+    bound, index = build_stages(spark, config, chosen, existing)
+    progress(f"curating with stages {', '.join(chosen) or '(none)'}")
+    with spark_progress(spark, "curating"):
+        pipeline = run_stages(prepare(bronze), bound, progress)
+    try:
+        report.rows_in = pipeline.rows_in
+        report.rows_out = pipeline.rows_out
+        report.stages = [c.as_json() for c in pipeline.funnel]
+        if index is not None and "decontaminate" in pipeline.outputs:
+            report.overlap = overlap_report(index, pipeline.outputs["decontaminate"])
+
+        survivors = pipeline.survivors
+        if "gate" in chosen:
+            gate_params = params_from(GateParams, config.section("curate")["gate"])
+            progress("validating the batch (quality gate)")
+            result = validate(
+                survivors,
+                check_lang="language" in chosen,
+                check_license="license" in chosen,
+                check_pii=gate_params.residual_pii == "on" or (gate_params.residual_pii == "auto" and "pii" in chosen),
+            )
+            report.gate = result.as_json()
+            if not result.success:
+                raise GateFailedError(result)
+            pipeline.funnel.append(StageCounts("gate", pipeline.rows_out, kept=pipeline.rows_out))
+            report.stages = [c.as_json() for c in pipeline.funnel]
+        _commit(spark, lakehouse, run, pipeline, survivors, bronze_version, existing, deleted, full, chosen, report)
+        report.versions = _versions(silver_table, decisions_table)
+    finally:
+        pipeline.release()
+    return report
+
+
+def _versions(silver_table: DeltaTable, decisions_table: DeltaTable) -> dict[str, int]:
+    return {SILVER_DOCUMENTS.name: latest_version(silver_table), SILVER_DECISIONS.name: latest_version(decisions_table)}
+
+
+def _commit(
+    spark: SparkSession,
+    lakehouse: Any,
+    run: Run,
+    pipeline: PipelineRun,
+    survivors: DataFrame,
+    bronze_version: int,
+    existing: DataFrame | None,
+    deleted: DataFrame | None,
+    full: bool,
+    chosen: list[str],
+    report: CurateReport,
+) -> None:
+    """Decisions first (appended under this run's id), then one MERGE into silver.documents."""
+    now = datetime.now(UTC)
+    decisions = pipeline.decisions
+    if "gate" in chosen:
+        gate_rows = survivors.select("doc_id", F.lit("gate").alias("stage"), decision("kept").alias(DECISION))
+        gate_rows = gate_rows.select("doc_id", "stage", f"{DECISION}.*")
+        decisions = gate_rows if decisions is None else decisions.unionByName(gate_rows)
+    extra = []
+    if existing is not None and "exact_dedup" in pipeline.outputs:
+        exact = ExactDedupParams()  # the keep rule has one setting, the same the stage used
+        ousted = displaced(pipeline.outputs["exact_dedup"].drop(DECISION), exact, existing).persist()
+        report.superseded = ousted.count()
+        if report.superseded:
+            extra.append(ousted.select("doc_id", F.lit("exact_dedup").alias("stage"), f"{DECISION}.*"))
+        removed_ids = ousted.select("doc_id")
+    else:
+        removed_ids = None
+    if deleted is not None:
+        upstream = deleted.select(
+            "doc_id", F.lit("bronze").alias("stage"), decision(DROPPED, UPSTREAM_DELETED).alias(DECISION)
+        ).select("doc_id", "stage", f"{DECISION}.*")
+        extra.append(upstream)
+        removed_ids = deleted if removed_ids is None else removed_ids.unionByName(deleted)
+    for more in extra:
+        decisions = more if decisions is None else decisions.unionByName(more)
+    if decisions is not None:
+        rows = decisions.select(
+            *SILVER_DECISIONS.schema.fieldNames()[:-2],
+            F.lit(run.run_id).alias("run_id"),
+            F.lit(now).alias("decided_at"),
+        )
+        progress(f"writing decisions to {SILVER_DECISIONS.name}")
+        rows.write.format("delta").mode("append").save(SILVER_DECISIONS.path(lakehouse))
+
+    # What leaves silver: rows of this batch that were dropped now, displaced copies, deletions upstream.
+    batch_ids = pipeline.batch.select("doc_id")
+    dropped_now = batch_ids.join(survivors.select("doc_id"), "doc_id", "left_anti")
+    removed_ids = dropped_now if removed_ids is None else removed_ids.unionByName(dropped_now)
+    keep = _silver_rows(
+        survivors, {"bronze_version": bronze_version, "curate_run_id": run.run_id, "curated_at": now}
+    ).withColumn("_remove", F.lit(False))
+    remove = removed_ids.distinct().select(
+        *[
+            F.lit(None).cast(f.dataType).alias(f.name) if f.name != "doc_id" else F.col("doc_id")
+            for f in SILVER_DOCUMENTS.schema.fields
+        ],
+        F.lit(True).alias("_remove"),
+    )
+    source = keep.unionByName(remove)
+    columns = SILVER_DOCUMENTS.schema.fieldNames()
+    values = {c: f"s.`{c}`" for c in columns}
+    silver_table = DeltaTable.forPath(spark, SILVER_DOCUMENTS.path(lakehouse))
+    merge = (
+        silver_table.alias("t")
+        .merge(source.alias("s"), "t.doc_id = s.doc_id")
+        .whenMatchedDelete(condition="s._remove")
+        .whenMatchedUpdate(condition="NOT s._remove", set=values)
+        .whenNotMatchedInsert(condition="NOT s._remove", values=values)
+    )
+    if full:
+        merge = merge.whenNotMatchedBySourceDelete()
+    progress(f"merging {report.rows_out} documents into {SILVER_DOCUMENTS.name}")
+    metrics = merge.execute().first()
+    done = metrics.asDict() if metrics is not None else {}
+    report.silver = {
+        "inserted": int(done.get("num_inserted_rows") or 0),
+        "updated": int(done.get("num_updated_rows") or 0),
+        "deleted": int(done.get("num_deleted_rows") or 0),
+    }
+    if report.silver["inserted"] + report.silver["updated"] != report.rows_out:
+        raise CurateReconciliationError(
+            f"{SILVER_DOCUMENTS.name}: the funnel ends with {report.rows_out} documents but the MERGE wrote "
+            f"{report.silver['inserted']} new and {report.silver['updated']} updated"
+        )
+
+
+def print_report(report: CurateReport) -> None:
+    click.echo(f"curate run {report.run_id} ({report.mode}, bronze v{report.bronze_version})")
+    if report.mode == "nothing_new":
+        click.echo("nothing new in bronze since the last curate run: silver unchanged")
+        return
+    click.echo(f"  {'stage':<14} {'in':>9} {'kept':>9} {'modified':>9} {'dropped':>9}  reasons")
+    for stage in report.stages:
+        dropped = sum(stage["dropped"].values())
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(stage["dropped"].items(), key=lambda kv: -kv[1]))
+        click.echo(
+            f"  {stage['stage']:<14} {stage['in']:>9} {stage['kept']:>9} {stage['modified']:>9} {dropped:>9}  {reasons}"
+        )
+    click.echo(f"rows in {report.rows_in} -> rows out {report.rows_out}")
+    for stage, why in report.skipped.items():
+        click.echo(f"  skipped {stage}: {why}")
+    if report.superseded:
+        click.echo(f"  {report.superseded} silver document(s) displaced by a better copy in this batch")
+    for name, figures in report.overlap.items():
+        click.echo(
+            f"  eval set {name}: {figures['items_found']} of {figures['items']} items found in the corpus, "
+            f"{figures['documents_dropped']} documents dropped ({figures['too_short']} items too short to match)"
+        )
+    silver = ", ".join(f"{k} {v}" for k, v in report.silver.items())
+    click.echo(f"{SILVER_DOCUMENTS.name}: {silver}")
+    versions = ", ".join(f"{k} v{v}" for k, v in report.versions.items())
+    click.echo(f"tables: {versions}")
+
+
+@click.command("curate")
+@click.option("--stages", default=None, help=f"Comma-separated subset of: {', '.join(STAGES)} (default: all built).")
+@click.option("--full", is_flag=True, help="Recompute every bronze document, not only the new ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print the funnel as JSON.")
+@spark_options
+@lakehouse_options
+def curate_command(
+    stages: str | None, full: bool, as_json: bool, master: str | None, lakehouse: str | None, config_file: str | None
+) -> None:
+    """Curate new bronze documents into silver.documents; every decision goes to silver.decisions."""
+    config = effective_config(lakehouse, config_file)
+    requested = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    plan_stages(requested, config)  # refuse a wrong request before Spark starts
+    spark = open_spark(config, master, app_name="millpond-curate")
+    report = run_curate(spark, config, requested, full)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), sort_keys=True))
+    else:
+        print_report(report)
+
+
+CURATE_ERRORS = (CurateError, ModelMissingError, GateFailedError, CurateReconciliationError)
+__all__ = ["CURATE_ERRORS", "GateResult", "curate_command", "run_curate"]
+
+
+if __name__ == "__main__":  # spark-submit jobs/curate.py [--stages ...] [--full] [--lakehouse ...]
+    from jobs.cli import main
+
+    main(["curate", *sys.argv[1:]])

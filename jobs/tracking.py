@@ -1,0 +1,43 @@
+"""MLflow tracking for millpond's runs: one place decides the tracking URI and the experiments."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from jobs.config import Config, MlflowSettings, params_from
+
+
+def tracking_uri(config: Config) -> str:
+    """`[mlflow] tracking_uri`, else MLFLOW_TRACKING_URI, else a SQLite store in the lakehouse."""
+    settings = params_from(MlflowSettings, config.section("mlflow"))
+    if settings.tracking_uri:
+        return settings.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    folder = config.lakehouse / "_mlflow"
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def use_experiment(config: Config, name: str) -> str:
+    """Point MLflow at the configured store and experiment `<prefix>-<name>`; returns its id.
+
+    A new experiment on a local store keeps its artifacts next to the store, not in ./mlruns.
+    """
+    import mlflow
+
+    settings = params_from(MlflowSettings, config.section("mlflow"))
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    full_name = f"{settings.experiment_prefix}-{name}"
+    experiment = mlflow.get_experiment_by_name(full_name)
+    if experiment is not None:
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)
+        return experiment.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / full_name).as_uri()
+    experiment_id = mlflow.create_experiment(full_name, artifact_location=artifacts)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
