@@ -39,6 +39,8 @@ class NormalizeParams:
     boilerplate_min_fraction: float = 0.02
     # Repeated lines are structure, not boilerplate, in code (imports, closing braces, licence headers).
     boilerplate_skip_domains: tuple[str, ...] = ("code",)
+    # Longer runs of blank lines are cut to this many (2 keeps PEP 8's spacing of code intact).
+    max_blank_lines: int = 2
 
 
 # Control characters other than tab and newline; the byte-order mark; non-characters.
@@ -46,7 +48,6 @@ _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\ufffe\uffff]")
 _BINARY = re.compile("[\x00-\x08\x0e-\x1f\x7f\ufffd\ue000-\uf8ff]")
 _SPACES = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")  # Unicode spaces other than ' '
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
-_BLANK_RUNS = re.compile(r"\n{3,}")
 _FTFY = ftfy.TextFixerConfig(
     unescape_html=False,
     remove_terminal_escapes=True,
@@ -90,7 +91,8 @@ def clean_text(text: str, params: NormalizeParams = NormalizeParams()) -> tuple[
         changes.append("control_chars")
         text = stripped
     # Edges are left alone (a file's final newline is not worth a "modified"); blank runs collapse.
-    spaced = _BLANK_RUNS.sub("\n\n", _TRAILING.sub("", _SPACES.sub(" ", text)))
+    blank_runs = "\n" * (params.max_blank_lines + 1)
+    spaced = re.sub(blank_runs + "\n+", blank_runs, _TRAILING.sub("", _SPACES.sub(" ", text)))
     if spaced.strip() == "":
         spaced = ""
     if spaced != text:
@@ -155,12 +157,13 @@ def normalize(frame: DataFrame, params: NormalizeParams) -> DataFrame:
     )
     boilerplate = boilerplate_lines(cleaned, params)
     marked = cleaned.join(boilerplate, "doc_id", "left")
+    blank_runs = "\n" * (params.max_blank_lines + 1)
     without = F.regexp_replace(
         F.array_join(
             F.filter(F.split("text", "\n"), lambda line: ~F.array_contains(F.col("boilerplate"), F.trim(line))), "\n"
         ),
-        r"\n{3,}",
-        "\n\n",
+        blank_runs + "\n+",
+        blank_runs,
     )
     has_boilerplate = F.col("boilerplate").isNotNull() & (F.size("boilerplate") > 0)
     marked = marked.withColumn("text", F.when(has_boilerplate, F.trim(without, F.lit("\n"))).otherwise(F.col("text")))

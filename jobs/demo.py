@@ -14,8 +14,12 @@ import click
 
 from jobs.config import Config
 from jobs.context import open_spark, progress
+from jobs.curate import print_report as print_funnel
+from jobs.curate import run_curate
 from jobs.ingest import print_report, run_ingest
-from lineage.tables import inspect_tables
+from jobs.why import explain
+from lineage.catalog import SILVER_DECISIONS
+from lineage.tables import inspect_tables, read_table
 
 DEMO_DISTRIBUTIONS = [
     "click",
@@ -78,12 +82,33 @@ def run_demo(config: Config) -> None:
     spark = open_spark(config, app_name="millpond-demo")
     click.echo("\n== 1. ingest: raw files -> bronze.documents (bad records -> quarantine.records)")
     print_report(run_ingest(spark, config, manifest))
+    click.echo("\n== 2. curate: bronze.documents -> silver.documents (every decision -> silver.decisions)")
+    funnel = run_curate(spark, config)
+    print_funnel(funnel)
     spark.stop()
-    click.echo("\n== 2. the tables")
+    _show_a_dropped_document(config, funnel.run_id)
+    click.echo("\n== 3. the tables")
     for info in inspect_tables(lakehouse):
         state = "not created yet" if info.version is None else f"v{info.version}, {info.rows} rows"
         click.echo(f"  {info.name:<20} {state:<22} {info.path}")
     click.echo(
-        "\nNext: `millpond quarantine`, `millpond runs`, `millpond tables`; run the demo again and "
-        "every record is `unchanged`."
+        "\nNext: `millpond quarantine`, `millpond runs`, `millpond why DOC_ID`, `millpond tables`; run the "
+        "demo again and every record is `unchanged` and curation has nothing new to do."
     )
+
+
+def _show_a_dropped_document(config: Config, run_id: str) -> None:
+    """`millpond why` on one document this run dropped, so the decision log is seen once."""
+    decisions = read_table(SILVER_DECISIONS, config.lakehouse, columns=["doc_id", "action", "run_id", "stage"])
+    dropped = sorted(
+        r["doc_id"]
+        for r in ([] if decisions is None else decisions.to_pylist())
+        if r["run_id"] == run_id and r["action"] == "dropped"
+    )
+    if not dropped:
+        return
+    doc_id = dropped[0]
+    click.echo(f"\n   why was {doc_id} dropped?  (millpond why {doc_id})")
+    for d in explain(config.lakehouse, doc_id)["decisions"]:
+        extra = " ".join(str(x) for x in (d["reason"], d["duplicate_of"]) if x)
+        click.echo(f"     {d['stage']:<14} {d['action']:<9} {extra}")

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import write_jsonl, write_manifest
 from jobs.submit import spark_home
-from lineage.catalog import BRONZE_DOCUMENTS
+from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DOCUMENTS
 from lineage.tables import read_table
 
 pytestmark = pytest.mark.cluster
@@ -142,3 +142,21 @@ def test_submit_ingest_to_a_standalone_cluster(standalone_cluster: dict[str, Any
     assert len(apps) == 1 and apps[0]["state"] == "FINISHED"
     worker = _json(standalone_cluster["worker_ui"] + "/json/")
     assert apps[0]["id"] in {e["appid"] for e in worker["finishedexecutors"]}
+
+    # The curate job file runs on the cluster too, and its funnel reconciles.
+    curated = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "--lakehouse", str(lakehouse), "--config", str(config), "submit", "curate",
+         "--master", standalone_cluster["url"], "--conf", "spark.executor.memory=1g", "--", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},
+    )  # fmt: skip
+    assert curated.returncode == 0, curated.stderr[-5000:]
+    funnel = json.loads(curated.stdout.strip().splitlines()[-1])
+    assert funnel["in"] == 50 and funnel["stages"][0]["stage"] == "normalize"
+    for stage in funnel["stages"]:
+        assert stage["in"] == stage["kept"] + stage["modified"] + sum(stage["dropped"].values())
+    assert len(read_table(SILVER_DOCUMENTS, lakehouse)) == funnel["out"]
+    apps = _json(standalone_cluster["master_ui"] + "/json/")["completedapps"]
+    assert [a["state"] for a in apps if a["name"] == "millpond-curate"] == ["FINISHED"]

@@ -28,7 +28,11 @@ def test_clean_text_repairs_and_reports_each_change() -> None:
     assert clean_text("The caf\u00c3\u00a9 opens at nine.") == ("The café opens at nine.", ["mojibake"])
     assert clean_text("e\u0301te\u0301") == ("été", ["nfc"])
     assert clean_text("bell\x07 and\x00 null") == ("bell and null", ["control_chars"])
-    assert clean_text("a\u00a0b  \r\n\r\n\r\n\r\nc\n") == ("a b\n\nc\n", ["whitespace"])
+    assert clean_text("a\u00a0b  \r\n\r\n\r\n\r\n\r\nc\n") == ("a b\n\n\nc\n", ["whitespace"])
+    assert clean_text("def a():\n    pass\n\n\ndef b():\n    pass\n") == (
+        "def a():\n    pass\n\n\ndef b():\n    pass\n",
+        [],
+    )
     assert clean_text("already clean\n") == ("already clean\n", [])
 
 
