@@ -22,5 +22,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	SPARK_LOCAL_IP=127.0.0.1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
+# e.g. make bench BENCH_ARGS="ingest --records 1000000"
+BENCH_ARGS ?= curate --docs 100000
 bench: $(STAMP)
 	SPARK_LOCAL_IP=127.0.0.1 $(VENV)/bin/python -m benchmarks $(BENCH_ARGS)

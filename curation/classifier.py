@@ -42,7 +42,7 @@ class TrainSettings:
     """Hyper-parameters of `millpond classifier train`."""
 
     epoch: int = 10
-    lr: float = 0.5
+    lr: float = 0.1  # fastText's own default; training is retried at half the rate if it diverges
     dim: int = 32
     word_ngrams: int = 2
     bucket: int = 200_000
@@ -104,18 +104,26 @@ def train_quality_model(
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(f"{train[i][0]} {train[i][1]}\n" for i in order), encoding="utf-8")
-        model = fasttext.train_supervised(
-            input=str(train_file),
-            epoch=settings.epoch,
-            lr=settings.lr,
-            dim=settings.dim,
-            wordNgrams=settings.word_ngrams,
-            bucket=settings.bucket,
-            minCount=settings.min_count,
-            thread=settings.threads,
-            seed=settings.seed,
-            verbose=0,
-        )
+        lr = settings.lr
+        for attempt in range(4):
+            try:
+                model = fasttext.train_supervised(
+                    input=str(train_file),
+                    epoch=settings.epoch,
+                    lr=lr,
+                    dim=settings.dim,
+                    wordNgrams=settings.word_ngrams,
+                    bucket=settings.bucket,
+                    minCount=settings.min_count,
+                    thread=settings.threads,
+                    seed=settings.seed,
+                    verbose=0,
+                )
+                break
+            except RuntimeError as err:  # "Encountered NaN": the learning rate was too high for this data
+                if "NaN" not in str(err) or attempt == 3:
+                    raise
+                lr /= 2
     output.parent.mkdir(parents=True, exist_ok=True)
     model.save_model(str(output))
     figures: dict[str, float] = {"train_examples": float(len(train)), "test_examples": float(len(test))}

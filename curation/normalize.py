@@ -109,13 +109,33 @@ _CLEANED = T.StructType(
 )
 
 
-def _cleaner(params: NormalizeParams):  # noqa: ANN202 - a pandas UDF
+def remove_lines(text: str, boilerplate: frozenset[str], max_blank_lines: int = 2) -> tuple[str, bool]:
+    """The text without the lines whose trimmed form is boilerplate; whether any went."""
+    if not boilerplate:
+        return text, False
+    lines = text.split("\n")
+    kept = [line for line in lines if line.strip() not in boilerplate]
+    if len(kept) == len(lines):
+        return text, False
+    blank_runs = "\n" * (max_blank_lines + 1)
+    return re.sub(blank_runs + "\n+", blank_runs, "\n".join(kept)), True
+
+
+def _cleaner(params: NormalizeParams, boilerplate: dict[str, frozenset[str]]):  # noqa: ANN202 - a pandas UDF
+    skip = set(params.boilerplate_skip_domains)
+
     @F.pandas_udf(_CLEANED)
-    def clean(texts: pd.Series) -> pd.DataFrame:
+    def clean(texts: pd.Series, sources: pd.Series, domains: pd.Series) -> pd.DataFrame:
         out_text, out_changes, out_binary = [], [], []
-        for text in texts:
+        for text, source, domain in zip(texts, sources, domains, strict=True):
             binary = binary_fraction(text)
             cleaned, changes = clean_text(text, params)
+            if domain not in skip:
+                cleaned, removed = remove_lines(cleaned, boilerplate.get(source, frozenset()), params.max_blank_lines)
+                if removed:
+                    changes.append(BOILERPLATE)
+            if not cleaned.strip():
+                cleaned = ""
             out_text.append(cleaned)
             out_changes.append(",".join(changes) or None)
             out_binary.append(binary)
@@ -124,54 +144,48 @@ def _cleaner(params: NormalizeParams):  # noqa: ANN202 - a pandas UDF
     return clean
 
 
-def boilerplate_lines(frame: DataFrame, params: NormalizeParams) -> DataFrame:
-    """(doc_id, boilerplate: array of the document's trimmed lines that are its source's boilerplate)."""
+def boilerplate_lines(frame: DataFrame, params: NormalizeParams) -> dict[str, frozenset[str]]:
+    """Each source's boilerplate: trimmed lines of the raw text found in enough of its documents.
+
+    Counted on Spark (lines grouped by a 64-bit hash, so the shuffle carries one copy of each
+    line); the result is small (a line must recur in a share of a source's documents) and is
+    handed to the cleaning step as a lookup.
+    """
     eligible = frame.where(~F.coalesce(F.col("domain"), F.lit("")).isin(list(params.boilerplate_skip_domains)))
     lines = eligible.select(
-        "doc_id",
         "source",
         F.explode(F.array_distinct(F.transform(F.split("text", "\n"), lambda line: F.trim(line)))).alias("line"),
     ).where(F.length("line") >= params.boilerplate_min_chars)
     source_docs = eligible.groupBy("source").agg(F.count("*").alias("source_docs"))
     common = (
-        lines.groupBy("source", "line")
-        .agg(F.count("*").alias("docs"))
+        lines.groupBy("source", F.xxhash64("line").alias("line_hash"))
+        .agg(F.count("*").alias("docs"), F.min("line").alias("line"))
+        .where(F.col("docs") >= params.boilerplate_min_docs)
         .join(source_docs, "source")
-        .where(
-            (F.col("docs") >= params.boilerplate_min_docs)
-            & (F.col("docs") >= F.col("source_docs") * params.boilerplate_min_fraction)
-        )
+        .where(F.col("docs") >= F.col("source_docs") * params.boilerplate_min_fraction)
         .select("source", "line")
     )
-    return lines.join(common, ["source", "line"]).groupBy("doc_id").agg(F.collect_set("line").alias("boilerplate"))
+    found: dict[str, set[str]] = {}
+    for row in common.collect():
+        found.setdefault(row["source"], set()).add(row["line"])
+    return {source: frozenset(lines) for source, lines in found.items()}
 
 
 def normalize(frame: DataFrame, params: NormalizeParams) -> DataFrame:
     """Clean every document; drop binary and empty ones with a reason; record what changed."""
+    boilerplate = boilerplate_lines(frame, params)
+    cleaner = _cleaner(params, boilerplate)
     cleaned = (
-        frame.withColumn("_clean", _cleaner(params)(F.col("text")))
+        frame.withColumn("_clean", cleaner(F.col("text"), F.col("source"), F.coalesce(F.col("domain"), F.lit(""))))
         .withColumn("text", F.col("_clean.text"))
         .withColumn("_changes", F.col("_clean.changes"))
         .withColumn("_binary", F.col("_clean.binary"))
         .drop("_clean")
     )
-    boilerplate = boilerplate_lines(cleaned, params)
-    marked = cleaned.join(boilerplate, "doc_id", "left")
-    blank_runs = "\n" * (params.max_blank_lines + 1)
-    without = F.regexp_replace(
-        F.array_join(
-            F.filter(F.split("text", "\n"), lambda line: ~F.array_contains(F.col("boilerplate"), F.trim(line))), "\n"
-        ),
-        blank_runs + "\n+",
-        blank_runs,
-    )
-    has_boilerplate = F.col("boilerplate").isNotNull() & (F.size("boilerplate") > 0)
-    marked = marked.withColumn("text", F.when(has_boilerplate, F.trim(without, F.lit("\n"))).otherwise(F.col("text")))
-    reasons = F.concat_ws(",", "_changes", F.when(has_boilerplate, F.lit(BOILERPLATE)))
     verdict = (
         F.when(F.col("_binary") > params.max_binary_fraction, decision(DROPPED, BINARY_TEXT, F.col("_binary")))
-        .when(F.length(F.trim("text")) == 0, decision(DROPPED, EMPTY_AFTER_CLEANING))
-        .when(reasons != "", decision(MODIFIED, reasons))
+        .when(F.length("text") == 0, decision(DROPPED, EMPTY_AFTER_CLEANING))
+        .when(F.col("_changes").isNotNull(), decision(MODIFIED, F.col("_changes")))
         .otherwise(decision(KEPT))
     )
-    return marked.withColumn(DECISION, verdict).drop("_changes", "_binary", "boilerplate")
+    return cleaned.withColumn(DECISION, verdict).drop("_changes", "_binary")

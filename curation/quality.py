@@ -76,6 +76,8 @@ class QualityParams:
     default_rules: str = "prose"
 
     def __post_init__(self) -> None:
+        rules = {domain: {name: float(v) for name, v in r.items()} for domain, r in self.rules.items()}
+        object.__setattr__(self, "rules", rules)  # TOML integers become thresholds like the rest
         if self.default_rules not in self.rules:
             raise ValueError(f"[curate.quality] default_rules = {self.default_rules!r} names no rule set")
         for domain, rules in self.rules.items():

@@ -270,6 +270,12 @@ def _curate(
         upserted, deleted = changed_documents(spark, bronze_path, watermark, bronze_version)
         bronze = bronze.join(upserted, "doc_id", "left_semi")
 
+    # The stages are CPU-bound Python: every core needs a share of the batch, however few
+    # files it sits in.
+    parallelism = spark.sparkContext.defaultParallelism
+    if bronze.rdd.getNumPartitions() < parallelism:
+        bronze = bronze.repartition(parallelism * 2, "doc_id")
+
     existing = None
     if not full and "exact_dedup" in chosen:
         existing = silver_table.toDF().select("doc_id", "text_sha256", "quality_score", "license_policy", "ingested_at")

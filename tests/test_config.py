@@ -92,3 +92,27 @@ def test_submit_dry_run_ships_project_and_delta(tmp_path: Path) -> None:
     assert command[-5:] == [str(JOBS_DIR / "ingest.py"), "--lakehouse", str(tmp_path / "lh"), "--manifest", "m.toml"]
     unknown = runner.invoke(cli, ["submit", "nope", "--master", "local[1]", "--dry-run"])
     assert unknown.exit_code != 0 and "unknown job 'nope'" in str(unknown.exception)
+
+
+def test_curate_sections_are_checked_and_open_tables_take_new_keys(tmp_path) -> None:
+    from curation.quality import QualityParams
+    from jobs.config import params_from
+
+    good = tmp_path / "good.toml"
+    good.write_text(
+        "[curate.quality.rules.chat]\nmin_word_count = 3\n[curate.license.purposes]\nresearch = ['MIT']\n"
+        "[curate.language]\nmin_score = 1\n"
+    )
+    config = load_config(good)
+    quality = params_from(QualityParams, config.section("curate")["quality"])
+    assert quality.rules_for("chat") == {"min_word_count": 3}
+    assert config.section("curate")["license"]["purposes"]["research"] == ["MIT"]
+    assert config.section("curate")["language"]["min_score"] == 1.0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[curate.quality.rules.web]\nmin_wordcount = 3\n")
+    with pytest.raises(ConfigError, match="curate.quality.rules.web.min_wordcount"):
+        load_config(bad)
+    worse = tmp_path / "worse.toml"
+    worse.write_text("[curate.quality.rules.chat]\nmin_wordcount = 3\n")
+    with pytest.raises(ConfigError, match="unknown rule 'min_wordcount'"):
+        params_from(QualityParams, load_config(worse).section("curate")["quality"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,6 +100,52 @@ def test_sigkill_mid_ingest_then_rerun_gives_the_clean_result(spark, tmp_path: P
 
     statuses = sorted(r["status"] for r in read_table(LINEAGE_RUNS, killed).to_pylist())
     assert statuses.count("succeeded") == 1 and set(statuses) <= {"running", "succeeded"}
+
+
+def test_sigkill_mid_curate_then_rerun_gives_the_clean_result(spark, tmp_path: Path) -> None:
+    from curation_data import prose
+
+    from jobs.curate import run_curate
+    from lineage.catalog import SILVER_DECISIONS, SILVER_DOCUMENTS
+
+    docs = [{"text": prose(i % 40) if i % 5 else f"short note {i}"} for i in range(60)]
+    write_jsonl(tmp_path / "raw" / "a.jsonl", docs)
+    manifest = write_manifest(tmp_path / "sources.toml", [{"name": "k", "path": "raw", "format": "jsonl"}])
+    killed = tmp_path / "killed"
+    run_ingest(spark, make_config(killed), manifest)
+    clean = tmp_path / "clean"
+    shutil.copytree(killed, clean)
+    config = tmp_path / "millpond.toml"
+    config.write_text(SUBPROCESS_CONFIG)
+    args = ["--lakehouse", str(killed), "--config", str(config), "curate", "--json"]
+
+    # Killed after its decisions were appended, while silver is being merged.
+    process = _millpond(args)
+    seen = _kill_when(process, "merging", 0.5)
+    assert process.returncode == -signal.SIGKILL, "".join(seen)
+    silver_path = Path(SILVER_DOCUMENTS.path(killed))
+    if (silver_path / "_delta_log").exists():
+        assert RsDeltaTable(str(silver_path)).to_pyarrow_dataset().count_rows() in (0, 32)
+
+    finished = _millpond(args)
+    out, err = finished.communicate(timeout=600)
+    assert finished.returncode == 0, err[-3000:]
+    redone = json.loads(out.strip().splitlines()[-1])
+    straight = run_curate(spark, make_config(clean)).as_json()
+    assert (redone["in"], redone["out"]) == (straight["in"], straight["out"]) == (60, 32)
+
+    def silver(lakehouse: Path) -> list[tuple[str, str, str]]:
+        rows = read_table(SILVER_DOCUMENTS, lakehouse).to_pylist()
+        return sorted((r["doc_id"], r["text_sha256"], r["license"]) for r in rows)
+
+    def decisions(lakehouse: Path) -> list[tuple[str, str, str, str | None]]:
+        rows = read_table(SILVER_DECISIONS, lakehouse).to_pylist()
+        return sorted((r["doc_id"], r["stage"], r["action"], r["reason"]) for r in rows)
+
+    assert silver(killed) == silver(clean)
+    assert decisions(killed) == decisions(clean)
+    runs = [r for r in read_table(LINEAGE_RUNS, killed).to_pylist() if r["job"] == "curate"]
+    assert sorted(r["status"] for r in runs) == ["running", "succeeded"]
 
 
 def test_offline_machine_gets_one_clear_message_and_the_jar_folder_fix_works(tmp_path: Path) -> None:

@@ -339,3 +339,35 @@ def test_pipeline_funnel_reconciles_and_logs_every_decision(spark) -> None:
         assert {r["doc_id"] for r in logged if r["action"] == "dropped"} == {"fr", "short"}
     finally:
         run.release()
+
+
+def test_nasty_documents_get_a_reasoned_decision_from_every_stage(spark) -> None:
+    """Binary, whitespace, emoji, a 10 MB document: each ends with a reason, no stage crashes."""
+    rows = [
+        bronze_row("binary", "\x00\x01\x02\x03PNG\x1a\x00\x00IHDR\x00\x10" * 200),
+        bronze_row("spaces", " \n\t\n \u3000 "),
+        bronze_row("emoji", "🙂🙂🚀✨ 🎉🎉"),
+        bronze_row("huge", " ".join(prose(i) for i in range(3000)) * 5),  # about 10 MB
+        bronze_row("fine", prose(3)),
+    ]
+    index = build_index([("q", "set", QUESTION)], 13)
+    run = run_stages(
+        frame(spark, rows),
+        [
+            ("normalize", lambda df: normalize(df, NormalizeParams())),
+            ("language", lambda df: language(df, LanguageParams())),
+            ("quality", lambda df: quality(df, QualityParams())),
+            ("license", lambda df: license_stage(df, LicenseParams())),
+            ("exact_dedup", lambda df: exact_dedup(df, ExactDedupParams())),
+            ("decontaminate", lambda df: decontaminate(df, DecontaminateParams(), index)),
+        ],
+    )
+    try:
+        dropped = {r["doc_id"]: (r["stage"], r["reason"]) for r in run.decisions.collect() if r["action"] == "dropped"}
+        assert dropped["binary"] == ("normalize", "binary_text")
+        assert dropped["spaces"] == ("normalize", "empty_after_cleaning")
+        assert dropped["emoji"][0] in ("language", "quality") and dropped["emoji"][1]
+        assert dropped["huge"][0] == "quality" and dropped["huge"][1].startswith("max_")
+        assert "fine" not in dropped and run.rows_out == 1
+    finally:
+        run.release()
