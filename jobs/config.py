@@ -20,6 +20,7 @@ import tomli_w
 from curation.classifier import ClassifierParams
 from curation.decontaminate import DecontaminateParams
 from curation.exact_dedup import ExactDedupParams
+from curation.fuzzy_dedup import FuzzyDedupParams
 from curation.gate import GateParams
 from curation.language import LanguageParams
 from curation.licensing import LicenseParams
@@ -61,6 +62,7 @@ CURATE_PARAMS: dict[str, type] = {
     "classifier": ClassifierParams,
     "license": LicenseParams,
     "exact_dedup": ExactDedupParams,
+    "fuzzy_dedup": FuzzyDedupParams,
     "decontaminate": DecontaminateParams,
     "gate": GateParams,
 }

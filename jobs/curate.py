@@ -25,6 +25,7 @@ from curation.classifier import ClassifierParams, classifier, model_file
 from curation.decisions import DECISION, DROPPED, decision
 from curation.decontaminate import DecontaminateParams, decontaminate, load_index, overlap_report
 from curation.exact_dedup import ExactDedupParams, displaced, exact_dedup
+from curation.fuzzy_dedup import FuzzyDedupParams, fuzzy_dedup
 from curation.gate import GateFailedError, GateParams, GateResult, validate
 from curation.language import LanguageParams, ModelMissingError, language, model_path
 from curation.licensing import LicenseParams, license_stage
@@ -39,12 +40,13 @@ from lineage.catalog import (
     LINEAGE_RUNS,
     SILVER_DECISIONS,
     SILVER_DOCUMENTS,
+    SILVER_MINHASH,
 )
 from lineage.runs import Run, finish_run, start_run
 from lineage.tables import ensure_table, latest_version, read_table
 
 # Stages whose issue is still open: refused by name when asked for, skipped by the default run.
-NOT_BUILT = {"fuzzy_dedup": "near-duplicate removal", "pii": "PII scrubbing"}
+NOT_BUILT = {"pii": "PII scrubbing"}
 UPSTREAM_DELETED = "deleted_from_bronze"
 
 
@@ -161,11 +163,11 @@ def changed_documents(spark: SparkSession, path: str, since: int, until: int) ->
 
 
 def build_stages(
-    spark: SparkSession, config: Config, chosen: list[str], existing: DataFrame | None
+    spark: SparkSession, config: Config, chosen: list[str], existing: DataFrame | None, full: bool
 ) -> tuple[list[tuple[str, Stage]], Any]:
     """Each chosen stage bound to its parameters; also the eval index (for the overlap report)."""
     section = config.section("curate")
-    index = None
+    eval_index = None
     bound: list[tuple[str, Stage]] = []
     for name in chosen:
         if name == "gate":
@@ -188,13 +190,40 @@ def build_stages(
         elif name == "exact_dedup":
             p_dedup = params_from(ExactDedupParams, section[name])
             bound.append((name, lambda df, p=p_dedup: exact_dedup(df, p, existing)))
+        elif name == "fuzzy_dedup":
+            p_fuzzy = params_from(FuzzyDedupParams, section[name])
+            index = None if full else near_duplicate_index(spark, config, p_fuzzy)
+            bound.append((name, lambda df, p=p_fuzzy, ix=index: fuzzy_dedup(df, p, ix)))
         elif name == "decontaminate":
             p_dec = params_from(DecontaminateParams, section[name])
             eval_table = GOVERNANCE_EVAL_ITEMS.path(config.lakehouse)
             items = spark.read.format("delta").load(eval_table) if DeltaTable.isDeltaTable(spark, eval_table) else None
-            index = load_index(items, p_dec.ngram)
-            bound.append((name, lambda df, p=p_dec, ix=index: decontaminate(df, p, ix)))
-    return bound, index
+            eval_index = load_index(items, p_dec.ngram)
+            bound.append((name, lambda df, p=p_dec, ix=eval_index: decontaminate(df, p, ix)))
+    return bound, eval_index
+
+
+def near_duplicate_index(spark: SparkSession, config: Config, params: FuzzyDedupParams) -> DataFrame | None:
+    """The stored signatures of earlier runs, with their keep-rule columns and eligibility."""
+    path = SILVER_MINHASH.path(config.lakehouse)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    stored = spark.read.format("delta").load(path)
+    digests = [r[0] for r in stored.select("params_digest").distinct().collect()]
+    if any(d != params.index_digest() for d in digests):
+        raise CurateError(
+            f"{SILVER_MINHASH.name} holds signatures made with other [curate.fuzzy_dedup] settings "
+            "(num_perm, ngram, shingle, seed or the bands changed): run `millpond curate --full` to rebuild it"
+        )
+    return stored.select(
+        "doc_id",
+        F.col("signature").alias("_signature"),
+        F.col("bands").alias("_bands"),
+        "quality_score",
+        "license_policy",
+        "ingested_at",
+        (F.col("status") == "kept").alias("eligible"),
+    )
 
 
 def _silver_rows(frame: DataFrame, stamps: dict[str, Any]) -> DataFrame:
@@ -279,7 +308,7 @@ def _curate(
     existing = None
     if not full and "exact_dedup" in chosen:
         existing = silver_table.toDF().select("doc_id", "text_sha256", "quality_score", "license_policy", "ingested_at")
-    bound, index = build_stages(spark, config, chosen, existing)
+    bound, index = build_stages(spark, config, chosen, existing, full)
     progress(f"curating with stages {', '.join(chosen) or '(none)'}")
     with spark_progress(spark, "curating"):
         pipeline = run_stages(prepare(bronze), bound, progress)
@@ -305,7 +334,11 @@ def _curate(
                 raise GateFailedError(result)
             pipeline.funnel.append(StageCounts("gate", pipeline.rows_out, kept=pipeline.rows_out))
             report.stages = [c.as_json() for c in pipeline.funnel]
-        _commit(spark, lakehouse, run, pipeline, survivors, bronze_version, existing, deleted, full, chosen, report)
+        fuzzy = params_from(FuzzyDedupParams, config.section("curate")["fuzzy_dedup"])
+        _commit(
+            spark, lakehouse, run, pipeline, survivors, bronze_version, existing, deleted, full, chosen, report,
+            fuzzy.index_digest(),
+        )  # fmt: skip
         report.versions = _versions(silver_table, decisions_table)
     finally:
         pipeline.release()
@@ -328,8 +361,10 @@ def _commit(
     full: bool,
     chosen: list[str],
     report: CurateReport,
+    params_digest: str,
 ) -> None:
-    """Decisions first (appended under this run's id), then one MERGE into silver.documents."""
+    """Decisions first (appended under this run's id), then one MERGE into silver.documents, then
+    the near-duplicate index. A run killed between them is redone whole by the next run."""
     now = datetime.now(UTC)
     decisions = pipeline.decisions
     if "gate" in chosen:
@@ -339,13 +374,32 @@ def _commit(
     extra = []
     if existing is not None and "exact_dedup" in pipeline.outputs:
         exact = ExactDedupParams()  # the keep rule has one setting, the same the stage used
-        ousted = displaced(pipeline.outputs["exact_dedup"].drop(DECISION), exact, existing).persist()
+        ousted = displaced(pipeline.outputs["exact_dedup"].drop(DECISION), exact, existing).localCheckpoint(eager=True)
         report.superseded = ousted.count()
         if report.superseded:
             extra.append(ousted.select("doc_id", F.lit("exact_dedup").alias("stage"), f"{DECISION}.*"))
         removed_ids = ousted.select("doc_id")
     else:
         removed_ids = None
+    if "fuzzy_dedup" in pipeline.outputs:
+        near = pipeline.outputs["fuzzy_dedup"].select(F.explode("_displaced").alias("d"))
+        if removed_ids is not None:  # displaced by an exact copy already: recorded once, by exact_dedup
+            near = near.join(
+                removed_ids.withColumnRenamed("doc_id", "_gone"), F.col("d.doc_id") == F.col("_gone"), "left_anti"
+            )
+        near = near.select(
+            F.col("d.doc_id").alias("doc_id"),
+            F.lit("fuzzy_dedup").alias("stage"),
+            decision(DROPPED, "near_duplicate", cluster_id=F.col("d._cluster"), duplicate_of=F.col("d.kept_id")).alias(
+                DECISION
+            ),
+        ).localCheckpoint(eager=True)
+        near_count = near.count()
+        if near_count:
+            report.superseded += near_count
+            extra.append(near.select("doc_id", "stage", f"{DECISION}.*"))
+            near_ids = near.select("doc_id")
+            removed_ids = near_ids if removed_ids is None else removed_ids.unionByName(near_ids)
     if deleted is not None:
         upstream = deleted.select(
             "doc_id", F.lit("bronze").alias("stage"), decision(DROPPED, UPSTREAM_DELETED).alias(DECISION)
@@ -403,6 +457,70 @@ def _commit(
             f"{SILVER_DOCUMENTS.name}: the funnel ends with {report.rows_out} documents but the MERGE wrote "
             f"{report.silver['inserted']} new and {report.silver['updated']} updated"
         )
+    if "fuzzy_dedup" in pipeline.outputs:
+        demoted = removed_ids.distinct()  # displaced silver documents, and this batch's drops
+        _update_index(spark, lakehouse, run, pipeline, survivors, demoted, deleted, full, params_digest)
+
+
+def _update_index(
+    spark: SparkSession,
+    lakehouse: Any,
+    run: Run,
+    pipeline: PipelineRun,
+    survivors: DataFrame,
+    demoted: DataFrame,
+    deleted: DataFrame | None,
+    full: bool,
+    digest: str,
+) -> None:
+    """Bring silver.minhash up to date: every document that reached fuzzy_dedup in this batch with
+    its signature (`kept` if silver now holds it, else `dropped`), silver documents that left
+    silver marked `dropped`, and re-curated documents that no longer reach the stage removed.
+    Old signatures are never recomputed."""
+    table = ensure_table(spark, SILVER_MINHASH, lakehouse)
+    reached = pipeline.outputs["fuzzy_dedup"]
+    in_silver = survivors.select("doc_id", F.lit(True).alias("_in_silver"))
+    upserts = reached.join(in_silver, "doc_id", "left").select(
+        "doc_id",
+        F.col("_signature").alias("signature"),
+        F.col("_bands").alias("bands"),
+        "quality_score",
+        "license_policy",
+        "ingested_at",
+        F.when(F.col("_in_silver"), "kept").otherwise("dropped").alias("status"),
+        F.lit(digest).alias("params_digest"),
+        F.lit(run.run_id).alias("curate_run_id"),
+        F.lit("upsert").alias("_op"),
+    )
+    empty = {f.name: F.lit(None).cast(f.dataType) for f in SILVER_MINHASH.schema.fields}
+    empty["curate_run_id"] = F.lit(run.run_id)
+
+    def ops(ids: DataFrame, op: str) -> DataFrame:
+        return ids.select(
+            "doc_id", *[empty[c].alias(c) for c in SILVER_MINHASH.schema.fieldNames()[1:]], F.lit(op).alias("_op")
+        )
+
+    batch_ids = pipeline.batch.select("doc_id")
+    gone = batch_ids.join(reached.select("doc_id"), "doc_id", "left_anti")  # dropped before the stage now
+    if deleted is not None:
+        gone = gone.unionByName(deleted.select("doc_id"))
+    demote = demoted.join(batch_ids, "doc_id", "left_anti").join(gone, "doc_id", "left_anti")
+    source = upserts.unionByName(ops(demote, "demote")).unionByName(ops(gone, "delete"))
+    values = {c: f"s.`{c}`" for c in SILVER_MINHASH.schema.fieldNames()}
+    merge = (
+        table.alias("t")
+        .merge(source.alias("s"), "t.doc_id = s.doc_id")
+        .whenMatchedDelete(condition="s._op = 'delete'")
+        .whenMatchedUpdate(
+            condition="s._op = 'demote'", set={"status": "'dropped'", "curate_run_id": "s.curate_run_id"}
+        )
+        .whenMatchedUpdate(condition="s._op = 'upsert'", set=values)
+        .whenNotMatchedInsert(condition="s._op = 'upsert'", values=values)
+    )
+    if full:
+        merge = merge.whenNotMatchedBySourceDelete()
+    progress(f"updating the near-duplicate index {SILVER_MINHASH.name}")
+    merge.execute()
 
 
 def print_report(report: CurateReport) -> None:

@@ -245,6 +245,26 @@ SILVER_DECISIONS = TableSpec(
     stats_columns=("stage", "action", "reason", "score", "run_id", "decided_at"),
 )
 
+SILVER_MINHASH = TableSpec(
+    name="silver.minhash",
+    schema=_fields(
+        _str("doc_id", False),
+        T.StructField("signature", T.ArrayType(T.IntegerType(), True), False),  # uint32 values as int32
+        T.StructField("bands", T.ArrayType(T.LongType(), True), False),
+        # the keep rule's inputs, so that a later batch ranks against them without silver
+        _double("quality_score"),
+        _str_map("license_policy"),
+        _ts("ingested_at"),
+        _str("status", False),  # kept (in silver.documents) | dropped (a near duplicate: links its cluster)
+        _str("params_digest", False),  # the settings the signature depends on
+        _str("curate_run_id", False),
+    ),
+    key=("doc_id",),
+    description="MinHash signatures and LSH band hashes of curated documents: the incremental near-duplicate index.",
+    subject_columns=(),
+    stats_columns=("status", "params_digest", "curate_run_id"),
+)
+
 GOVERNANCE_EVAL_ITEMS = TableSpec(
     name="governance.eval_items",
     schema=_fields(
@@ -268,6 +288,7 @@ TABLES: dict[str, TableSpec] = {
         LINEAGE_RUNS,
         SILVER_DOCUMENTS,
         SILVER_DECISIONS,
+        SILVER_MINHASH,
         GOVERNANCE_EVAL_ITEMS,
     )
 }

@@ -18,7 +18,7 @@ from jobs.cli import cli
 from jobs.config import Config
 from jobs.curate import CurateError, plan_stages, run_curate
 from jobs.ingest import run_ingest
-from lineage.catalog import LINEAGE_RUNS, SILVER_DECISIONS, SILVER_DOCUMENTS
+from lineage.catalog import LINEAGE_RUNS, SILVER_DECISIONS, SILVER_DOCUMENTS, SILVER_MINHASH
 from lineage.tables import read_table
 
 QUESTION = (
@@ -101,7 +101,7 @@ def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lak
     assert report["in"] == 12
     stages = report["stages"]
     assert [s["stage"] for s in stages] == ["normalize", "language", "quality", "license", "exact_dedup",
-                                            "decontaminate", "gate"]  # fmt: skip
+                                            "fuzzy_dedup", "decontaminate", "gate"]  # fmt: skip
     for before, after in zip(stages, stages[1:], strict=False):
         assert after["in"] == before["kept"] + before["modified"]
     for stage in stages:
@@ -110,9 +110,10 @@ def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lak
     assert stages[1]["dropped"] == {"language_not_allowed": 1}
     assert stages[2]["dropped"] == {"min_word_count": 1}
     assert stages[4]["dropped"] == {"exact_duplicate": 1}
-    assert stages[5]["dropped"] == {"mill-qa": 1}
+    assert stages[5]["dropped"] == {}
+    assert stages[6]["dropped"] == {"mill-qa": 1}
     assert report["overlap"]["mill-qa"] == {"items": 2, "too_short": 1, "items_found": 1, "documents_dropped": 1}
-    assert set(report["skipped"]) == {"classifier", "fuzzy_dedup", "pii"}
+    assert set(report["skipped"]) == {"classifier", "pii"}
     silver = _silver(lakehouse)
     assert len(silver) == 8 and report["silver"] == {"inserted": 8, "updated": 0, "deleted": 0}
     assert silver[ids["spdx"]][2] == "Apache-2.0"
@@ -141,6 +142,11 @@ def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lak
     assert run_row["status"] == "succeeded"
     assert json.loads(dict(run_row["reports"])["funnel"])["stages"] == stages
 
+    # The near-duplicate index holds every document that reached fuzzy_dedup, kept = in silver.
+    index = read_table(SILVER_MINHASH, lakehouse).to_pylist()
+    assert {r["doc_id"] for r in index if r["status"] == "kept"} == set(silver)
+    assert all(len(r["signature"]) == 128 for r in index)
+
     # Nothing new: nothing changes.
     versions = report["versions"]
     again = run_curate(spark, config).as_json()
@@ -159,6 +165,10 @@ def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lak
     assert ids["p6"] in silver and len(silver) == 9
     ousted = [r for r in _decisions(lakehouse) if r["doc_id"] == ids["g1"] and r["run_id"] == second["run_id"]]
     assert [(r["action"], r["duplicate_of"]) for r in ousted] == [("dropped", ids["g1_permissive"])]
+
+    index = {r["doc_id"]: r["status"] for r in read_table(SILVER_MINHASH, lakehouse).to_pylist()}
+    assert index[ids["g1"]] == "dropped" and index[ids["g1_permissive"]] == "kept"
+    assert {k for k, v in index.items() if v == "kept"} == set(silver)
 
     # Recomputing everything gives the same silver.
     full = run_curate(spark, config, full=True).as_json()
