@@ -92,9 +92,8 @@ def build(docs: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[s
             rows.append((nid, text))
             pairs.append((base_id, nid, jaccard(shingle_hashes(base), shingle_hashes(text))))
         i += 1
-    return rows[:docs], [
-        p for p in pairs if p[0] in {r[0] for r in rows[:docs]} and p[1] in {r[0] for r in rows[:docs]}
-    ]
+    kept = {r[0] for r in rows[:docs]}
+    return rows[:docs], [p for p in pairs if p[0] in kept and p[1] in kept]
 
 
 def datasketch_run(rows: list[tuple[str, str]], threshold: float, num_perm: int, bands: tuple[int, int]) -> float:

@@ -1,8 +1,8 @@
 """`decontaminate`: drop documents that share a word n-gram (13 by default) with an evaluation item.
 
-Words are lower-cased runs of letters and digits; an n-gram is hashed to 64 bits with a
-rolling polynomial over stable per-word hashes (the same value on every worker and every
-run). Evaluation items come from `governance.eval_items` (`millpond evalset add`); their
+Words are lower-cased runs of letters and digits; an n-gram is hashed to 64 bits with the
+rolling polynomial of `curation.minhash` over stable per-word hashes (the same value on
+every worker and every run). Evaluation items come from `governance.eval_items` (`millpond evalset add`); their
 n-grams are few, so they travel with the task, and each document is checked with a binary
 search. An item shorter than n words has no n-gram and cannot be matched: the overlap report
 counts those items.
@@ -10,7 +10,6 @@ counts those items.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -22,9 +21,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from curation.decisions import DECISION, DROPPED, decision, kept
+from curation.minhash import rolling_hashes, token_hashes
 
 _WORD = re.compile(r"\w+")
-_MIX = np.uint64(0x100000001B3)  # FNV-1a prime: odd, so the rolling hash mixes every word
 
 
 @dataclass(frozen=True)
@@ -38,27 +37,9 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _word_hashes(tokens: list[str], cache: dict[str, int]) -> np.ndarray:
-    out = np.empty(len(tokens), dtype=np.uint64)
-    for i, token in enumerate(tokens):
-        value = cache.get(token)
-        if value is None:
-            value = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
-            cache[token] = value
-        out[i] = value
-    return out
-
-
 def ngram_hashes(text: str, n: int, cache: dict[str, int] | None = None) -> np.ndarray:
     """The 64-bit hash of every word n-gram of the text (empty when it has fewer than n words)."""
-    ids = _word_hashes(words(text), {} if cache is None else cache)
-    if len(ids) < n:
-        return np.empty(0, dtype=np.uint64)
-    hashes = ids[: len(ids) - n + 1].copy()
-    with np.errstate(over="ignore"):
-        for k in range(1, n):
-            hashes = hashes * _MIX + ids[k : len(ids) - n + 1 + k]
-    return hashes
+    return rolling_hashes(token_hashes(words(text), {} if cache is None else cache), n)
 
 
 @dataclass(frozen=True)

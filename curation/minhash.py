@@ -39,7 +39,8 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def _token_hashes(tokens: list[str], cache_: dict[str, int]) -> np.ndarray:
+def token_hashes(tokens: list[str], cache_: dict[str, int]) -> np.ndarray:
+    """A stable 64-bit hash per token (the same on every worker and run), cached per batch."""
     out = np.empty(len(tokens), dtype=np.uint64)
     for i, token in enumerate(tokens):
         value = cache_.get(token)
@@ -48,6 +49,17 @@ def _token_hashes(tokens: list[str], cache_: dict[str, int]) -> np.ndarray:
             cache_[token] = value
         out[i] = value
     return out
+
+
+def rolling_hashes(ids: np.ndarray, n: int) -> np.ndarray:
+    """A 64-bit hash of every run of n consecutive token hashes (empty when there are fewer)."""
+    if len(ids) < n:
+        return np.empty(0, dtype=np.uint64)
+    hashes = ids[: len(ids) - n + 1].copy()
+    with np.errstate(over="ignore"):
+        for k in range(1, n):
+            hashes = hashes * _MIX64 + ids[k : len(ids) - n + 1 + k]
+    return hashes
 
 
 def shingle_hashes(text: str, n: int = 5, kind: str = "word", cache_: dict[str, int] | None = None) -> np.ndarray:
@@ -61,12 +73,8 @@ def shingle_hashes(text: str, n: int = 5, kind: str = "word", cache_: dict[str, 
         raise ValueError(f"shingle kind must be word or char, got {kind!r}")
     if not tokens:
         return np.empty(0, dtype=np.uint32)
-    ids = _token_hashes(tokens, {} if cache_ is None else cache_)
-    n = min(n, len(ids))
-    hashes = ids[: len(ids) - n + 1].copy()
-    with np.errstate(over="ignore"):
-        for k in range(1, n):
-            hashes = hashes * _MIX64 + ids[k : len(ids) - n + 1 + k]
+    ids = token_hashes(tokens, {} if cache_ is None else cache_)
+    hashes = rolling_hashes(ids, min(n, len(ids)))
     folded = (hashes ^ (hashes >> np.uint64(32))).astype(np.uint32)
     return np.unique(folded)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -162,6 +163,16 @@ def changed_documents(spark: SparkSession, path: str, since: int, until: int) ->
     return upserted, deleted
 
 
+# Stages that need nothing but their rows and parameters.
+ROW_STAGES: dict[str, tuple[type, Callable[[DataFrame, Any], DataFrame]]] = {
+    "normalize": (NormalizeParams, normalize),
+    "language": (LanguageParams, language),
+    "quality": (QualityParams, quality),
+    "classifier": (ClassifierParams, classifier),
+    "license": (LicenseParams, license_stage),
+}
+
+
 def build_stages(
     spark: SparkSession, config: Config, chosen: list[str], existing: DataFrame | None, full: bool
 ) -> tuple[list[tuple[str, Stage]], Any]:
@@ -172,21 +183,10 @@ def build_stages(
     for name in chosen:
         if name == "gate":
             continue  # validated on the survivors, see run_curate
-        if name == "normalize":
-            p_norm = params_from(NormalizeParams, section[name])
-            bound.append((name, lambda df, p=p_norm: normalize(df, p)))
-        elif name == "language":
-            p_lang = params_from(LanguageParams, section[name])
-            bound.append((name, lambda df, p=p_lang: language(df, p)))
-        elif name == "quality":
-            p_qual = params_from(QualityParams, section[name])
-            bound.append((name, lambda df, p=p_qual: quality(df, p)))
-        elif name == "classifier":
-            p_cls = params_from(ClassifierParams, section[name])
-            bound.append((name, lambda df, p=p_cls: classifier(df, p)))
-        elif name == "license":
-            p_lic = params_from(LicenseParams, section[name])
-            bound.append((name, lambda df, p=p_lic: license_stage(df, p)))
+        if name in ROW_STAGES:
+            cls, stage = ROW_STAGES[name]
+            p_row = params_from(cls, section[name])
+            bound.append((name, lambda df, f=stage, p=p_row: f(df, p)))
         elif name == "exact_dedup":
             p_dedup = params_from(ExactDedupParams, section[name])
             bound.append((name, lambda df, p=p_dedup: exact_dedup(df, p, existing)))
