@@ -63,26 +63,41 @@ def _ranked(batch: DataFrame, existing: DataFrame | None, params: ExactDedupPara
 def exact_dedup(frame: DataFrame, params: ExactDedupParams, existing: DataFrame | None = None) -> DataFrame:
     """Add `text_sha256`; keep one copy of each text, drop the others with `duplicate_of`.
 
-    `existing`: silver documents (with `text_sha256`) the batch is deduplicated against.
+    `existing`: silver documents (with `text_sha256`) the batch is deduplicated against. The
+    silver copies a batch copy outranks come out in `_displaced_exact` (doc_id, kept_id,
+    _cluster), on the smallest batch row of their text, so they are ranked once with the batch.
     """
     batch = with_text_hash(frame)
-    ranked = _ranked(batch, existing, params).where(~F.col("_existing"))
+    ranked = _ranked(batch, existing, params)
+    ousted = (
+        ranked.where(F.col("_existing") & (F.col("_kept_id") != F.col("doc_id")))
+        .groupBy("text_sha256")
+        .agg(F.collect_list(F.struct("doc_id", F.col("_kept_id").alias("kept_id"), "_cluster")).alias("_ousted"))
+    )
+    carriers = (
+        ranked.where(~F.col("_existing"))
+        .groupBy("text_sha256")
+        .agg(F.min("doc_id").alias("doc_id"))
+        .join(ousted, "text_sha256")
+        .select("doc_id", F.col("_ousted").alias("_displaced_exact"))
+    )
     verdict = (
         F.when(F.col("_copies") == 1, kept())
         .when(F.col("_kept_id") == F.col("doc_id"), decision("kept", cluster_id=F.col("_cluster")))
         .otherwise(decision(DROPPED, EXACT_DUPLICATE, cluster_id=F.col("_cluster"), duplicate_of=F.col("_kept_id")))
     )
-    decided = ranked.select("doc_id", verdict.alias(DECISION))
-    return batch.join(decided, "doc_id")
+    decided = ranked.where(~F.col("_existing")).select("doc_id", verdict.alias(DECISION))
+    return batch.join(decided, "doc_id").join(carriers, "doc_id", "left")
 
 
 def displaced(frame: DataFrame, params: ExactDedupParams, existing: DataFrame) -> DataFrame:
     """Silver documents that a copy in this batch outranks: (doc_id, decision) to drop from silver."""
-    batch = with_text_hash(frame)
-    ranked = _ranked(batch, existing, params).where(F.col("_existing") & (F.col("_kept_id") != F.col("doc_id")))
-    return ranked.select(
-        "doc_id",
-        decision(DROPPED, EXACT_DUPLICATE, cluster_id=F.col("_cluster"), duplicate_of=F.col("_kept_id")).alias(
-            DECISION
-        ),
+    return displaced_rows(exact_dedup(frame, params, existing), "_displaced_exact", EXACT_DUPLICATE)
+
+
+def displaced_rows(decided: DataFrame, column: str, reason: str) -> DataFrame:
+    """(doc_id, decision) of the silver documents a dedup stage's output says it displaced."""
+    return decided.select(F.explode(column).alias("d")).select(
+        F.col("d.doc_id").alias("doc_id"),
+        decision(DROPPED, reason, cluster_id=F.col("d._cluster"), duplicate_of=F.col("d.kept_id")).alias(DECISION),
     )

@@ -25,8 +25,8 @@ from pyspark.sql import functions as F
 from curation.classifier import ClassifierParams, classifier, model_file
 from curation.decisions import DECISION, DROPPED, decision
 from curation.decontaminate import DecontaminateParams, decontaminate, load_index, overlap_report
-from curation.exact_dedup import ExactDedupParams, displaced, exact_dedup
-from curation.fuzzy_dedup import FuzzyDedupParams, fuzzy_dedup
+from curation.exact_dedup import EXACT_DUPLICATE, ExactDedupParams, displaced_rows, exact_dedup
+from curation.fuzzy_dedup import NEAR_DUPLICATE, FuzzyDedupParams, fuzzy_dedup
 from curation.gate import GateFailedError, GateParams, GateResult, validate
 from curation.language import LanguageParams, ModelMissingError, language, model_path
 from curation.licensing import LicenseParams, license_stage
@@ -49,6 +49,11 @@ from lineage.tables import ensure_table, latest_version, read_table
 # Stages whose issue is still open: refused by name when asked for, skipped by the default run.
 NOT_BUILT = {"pii": "PII scrubbing"}
 UPSTREAM_DELETED = "deleted_from_bronze"
+# (stage, the column of its output that lists displaced silver documents, their reason)
+DISPLACING_STAGES = (
+    ("exact_dedup", "_displaced_exact", EXACT_DUPLICATE),
+    ("fuzzy_dedup", "_displaced", NEAR_DUPLICATE),
+)
 
 
 class CurateError(ValueError):
@@ -336,7 +341,7 @@ def _curate(
             report.stages = [c.as_json() for c in pipeline.funnel]
         fuzzy = params_from(FuzzyDedupParams, config.section("curate")["fuzzy_dedup"])
         _commit(
-            spark, lakehouse, run, pipeline, survivors, bronze_version, existing, deleted, full, chosen, report,
+            spark, lakehouse, run, pipeline, survivors, bronze_version, deleted, full, chosen, report,
             fuzzy.index_digest(),
         )  # fmt: skip
         report.versions = _versions(silver_table, decisions_table)
@@ -356,7 +361,6 @@ def _commit(
     pipeline: PipelineRun,
     survivors: DataFrame,
     bronze_version: int,
-    existing: DataFrame | None,
     deleted: DataFrame | None,
     full: bool,
     chosen: list[str],
@@ -372,34 +376,22 @@ def _commit(
         gate_rows = gate_rows.select("doc_id", "stage", f"{DECISION}.*")
         decisions = gate_rows if decisions is None else decisions.unionByName(gate_rows)
     extra = []
-    if existing is not None and "exact_dedup" in pipeline.outputs:
-        exact = ExactDedupParams()  # the keep rule has one setting, the same the stage used
-        ousted = displaced(pipeline.outputs["exact_dedup"].drop(DECISION), exact, existing).localCheckpoint(eager=True)
-        report.superseded = ousted.count()
-        if report.superseded:
-            extra.append(ousted.select("doc_id", F.lit("exact_dedup").alias("stage"), f"{DECISION}.*"))
-        removed_ids = ousted.select("doc_id")
-    else:
-        removed_ids = None
-    if "fuzzy_dedup" in pipeline.outputs:
-        near = pipeline.outputs["fuzzy_dedup"].select(F.explode("_displaced").alias("d"))
-        if removed_ids is not None:  # displaced by an exact copy already: recorded once, by exact_dedup
-            near = near.join(
-                removed_ids.withColumnRenamed("doc_id", "_gone"), F.col("d.doc_id") == F.col("_gone"), "left_anti"
-            )
-        near = near.select(
-            F.col("d.doc_id").alias("doc_id"),
-            F.lit("fuzzy_dedup").alias("stage"),
-            decision(DROPPED, "near_duplicate", cluster_id=F.col("d._cluster"), duplicate_of=F.col("d.kept_id")).alias(
-                DECISION
-            ),
-        ).localCheckpoint(eager=True)
-        near_count = near.count()
-        if near_count:
-            report.superseded += near_count
-            extra.append(near.select("doc_id", "stage", f"{DECISION}.*"))
-            near_ids = near.select("doc_id")
-            removed_ids = near_ids if removed_ids is None else removed_ids.unionByName(near_ids)
+    removed_ids = None
+    # Silver documents a better copy in this batch displaced, as the dedup stages found them; one
+    # displaced by both stages is recorded once, by the first.
+    for stage, column, reason in DISPLACING_STAGES:
+        if stage not in pipeline.outputs:
+            continue
+        ousted = displaced_rows(pipeline.outputs[stage], column, reason)
+        if removed_ids is not None:
+            ousted = ousted.join(removed_ids, "doc_id", "left_anti")
+        ousted = ousted.localCheckpoint(eager=True)
+        count = ousted.count()
+        if count:
+            report.superseded += count
+            extra.append(ousted.select("doc_id", F.lit(stage).alias("stage"), f"{DECISION}.*"))
+            ids = ousted.select("doc_id")
+            removed_ids = ids if removed_ids is None else removed_ids.unionByName(ids)
     if deleted is not None:
         upstream = deleted.select(
             "doc_id", F.lit("bronze").alias("stage"), decision(DROPPED, UPSTREAM_DELETED).alias(DECISION)
