@@ -16,6 +16,7 @@ from jobs.context import effective_config, lakehouse_options, spark_settings
 from jobs.curate import CURATE_ERRORS, curate_command
 from jobs.evalset import evalset_group
 from jobs.ingest import ReconciliationError, ingest_command
+from jobs.pii_scan import pii_group
 from jobs.spark import SparkStartError
 from jobs.submit import UnknownJobError
 from jobs.text_specs import TextSpecError
@@ -190,6 +191,7 @@ cli.add_command(curate_command)
 cli.add_command(why_command)
 cli.add_command(evalset_group)
 cli.add_command(classifier_group)
+cli.add_command(pii_group)
 
 
 @cli.command("demo")

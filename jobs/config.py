@@ -25,6 +25,7 @@ from curation.gate import GateParams
 from curation.language import LanguageParams
 from curation.licensing import LicenseParams
 from curation.normalize import NormalizeParams
+from curation.pii import PiiParams
 from curation.quality import QualityParams
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
@@ -64,6 +65,7 @@ CURATE_PARAMS: dict[str, type] = {
     "exact_dedup": ExactDedupParams,
     "fuzzy_dedup": FuzzyDedupParams,
     "decontaminate": DecontaminateParams,
+    "pii": PiiParams,
     "gate": GateParams,
 }
 

@@ -31,6 +31,7 @@ from curation.gate import GateFailedError, GateParams, GateResult, validate
 from curation.language import LanguageParams, ModelMissingError, language, model_path
 from curation.licensing import LicenseParams, license_stage
 from curation.normalize import NormalizeParams, normalize
+from curation.pii import PiiKeyMissingError, PiiParams, check_ready, pii
 from curation.pipeline import STAGES, PipelineRun, Stage, StageCounts, prepare, run_stages
 from curation.quality import QualityParams, quality
 from jobs.config import Config, params_from
@@ -42,12 +43,13 @@ from lineage.catalog import (
     SILVER_DECISIONS,
     SILVER_DOCUMENTS,
     SILVER_MINHASH,
+    SILVER_PII_INDEX,
 )
 from lineage.runs import Run, finish_run, start_run
 from lineage.tables import ensure_table, latest_version, read_table
 
 # Stages whose issue is still open: refused by name when asked for, skipped by the default run.
-NOT_BUILT = {"pii": "PII scrubbing"}
+NOT_BUILT: dict[str, str] = {}
 UPSTREAM_DELETED = "deleted_from_bronze"
 # (stage, the column of its output that lists displaced silver documents, their reason)
 DISPLACING_STAGES = (
@@ -124,6 +126,8 @@ def plan_stages(requested: list[str] | None, config: Config) -> tuple[list[str],
                 chosen.append(stage)
     if "language" in chosen:
         model_path(params_from(LanguageParams, section["language"]))
+    if "pii" in chosen:
+        check_ready(params_from(PiiParams, section["pii"]))  # the key and the spaCy model, before Spark works
     return chosen, skipped
 
 
@@ -175,6 +179,7 @@ ROW_STAGES: dict[str, tuple[type, Callable[[DataFrame, Any], DataFrame]]] = {
     "quality": (QualityParams, quality),
     "classifier": (ClassifierParams, classifier),
     "license": (LicenseParams, license_stage),
+    "pii": (PiiParams, pii),
 }
 
 
@@ -452,6 +457,38 @@ def _commit(
     if "fuzzy_dedup" in pipeline.outputs:
         demoted = removed_ids.distinct()  # displaced silver documents, and this batch's drops
         _update_index(spark, lakehouse, run, pipeline, survivors, demoted, deleted, full, params_digest)
+    _update_pii_index(spark, lakehouse, run, pipeline, survivors, removed_ids, full)
+
+
+def _update_pii_index(
+    spark: SparkSession,
+    lakehouse: Any,
+    run: Run,
+    pipeline: PipelineRun,
+    survivors: DataFrame,
+    removed_ids: DataFrame,
+    full: bool,
+) -> None:
+    """Keep silver.pii_index in step with silver.documents: the rows of every document this batch
+    touched or removed are replaced by what the pii stage found in the survivors (none when the
+    stage did not run). A run killed between the two writes is redone whole by the next run."""
+    path = SILVER_PII_INDEX.path(lakehouse)
+    if "pii" not in pipeline.outputs and not DeltaTable.isDeltaTable(spark, path):
+        return
+    table = ensure_table(spark, SILVER_PII_INDEX, lakehouse)
+    touched = pipeline.batch.select("doc_id").unionByName(removed_ids.select("doc_id")).distinct()
+    clear = table.alias("t").merge(touched.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete()
+    if full:
+        clear = clear.whenNotMatchedBySourceDelete()
+    progress(f"updating {SILVER_PII_INDEX.name}")
+    clear.execute()
+    if "pii" not in pipeline.outputs:
+        return
+    rows = survivors.select("doc_id", F.explode("_pii_hashes").alias("h")).select(
+        "doc_id", "h.entity_type", "h.value_hmac", F.lit(run.run_id).alias("curate_run_id")
+    )
+    keys = " AND ".join(f"t.{c} = s.{c}" for c in SILVER_PII_INDEX.key)
+    table.alias("t").merge(rows.alias("s"), keys).whenNotMatchedInsertAll().execute()
 
 
 def _update_index(
@@ -564,7 +601,7 @@ def curate_command(
         print_report(report)
 
 
-CURATE_ERRORS = (CurateError, ModelMissingError, GateFailedError, CurateReconciliationError)
+CURATE_ERRORS = (CurateError, ModelMissingError, PiiKeyMissingError, GateFailedError, CurateReconciliationError)
 __all__ = ["CURATE_ERRORS", "GateResult", "curate_command", "run_curate"]
 
 

@@ -8,11 +8,14 @@ with one broken line, so the quarantine shows up too.
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from pathlib import Path
 
 import click
 
-from jobs.config import Config
+from curation.pii import KEY_ENV
+from jobs.config import Config, cache_dir
 from jobs.context import open_spark, progress
 from jobs.curate import print_report as print_funnel
 from jobs.curate import run_curate
@@ -75,8 +78,22 @@ def write_demo_sources(folder: Path) -> Path:
     return manifest
 
 
+def demo_pii_key(config: Config) -> None:
+    """Without a configured PII key, the demo makes one in the project cache (never in the lakehouse)."""
+    if os.environ.get(KEY_ENV) or config.section("curate")["pii"]["key_file"]:
+        return
+    key_file = cache_dir() / "demo-pii.key"
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_hex(32) + "\n", encoding="utf-8")
+        key_file.chmod(0o600)
+    os.environ[KEY_ENV] = key_file.read_text(encoding="utf-8").strip()
+    progress(f"demo: PII values are keyed with {key_file}; set {KEY_ENV} for real data")
+
+
 def run_demo(config: Config) -> None:
     lakehouse = config.lakehouse
+    demo_pii_key(config)
     manifest = write_demo_sources(lakehouse / "_demo")
     progress(f"demo lakehouse: {lakehouse}  (manifest: {manifest})")
     spark = open_spark(config, app_name="millpond-demo")

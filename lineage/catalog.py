@@ -195,10 +195,10 @@ SILVER_DOCUMENTS = TableSpec(
         _str("license"),
         _str("license_source"),
         _str_map("license_policy"),  # purpose -> allowed | not_allowed | unknown
-        _strings("subject_ids"),
+        _strings("subject_ids"),  # once the pii stage runs: keyed hashes, as in silver.pii_index
         _strings("consent"),
         _str("domain"),
-        _str_map("metadata"),
+        _str_map("metadata"),  # identifiers in values scrubbed by the pii stage
         _str("lang"),
         _double("lang_score"),
         T.StructField("signals", T.StructType([_double(n) for n in QUALITY_SIGNALS]), True),
@@ -265,6 +265,21 @@ SILVER_MINHASH = TableSpec(
     stats_columns=("status", "params_digest", "curate_run_id"),
 )
 
+SILVER_PII_INDEX = TableSpec(
+    name="silver.pii_index",
+    schema=_fields(
+        _str("doc_id", False),
+        _str("entity_type", False),  # EMAIL_ADDRESS, PHONE_NUMBER, ..., SUBJECT_ID
+        _str("value_hmac", False),  # HMAC-SHA256(key, "TYPE:normalized value"), hex; the key is never stored
+        _str("curate_run_id", False),
+    ),
+    key=("doc_id", "entity_type", "value_hmac"),
+    description="What the pii stage found in each silver document, keyed: finds a subject's documents "
+    "by e-mail, phone, card, ... without keeping the value.",
+    subject_columns=("value_hmac",),
+    stats_columns=("entity_type", "curate_run_id"),
+)
+
 GOVERNANCE_EVAL_ITEMS = TableSpec(
     name="governance.eval_items",
     schema=_fields(
@@ -289,6 +304,7 @@ TABLES: dict[str, TableSpec] = {
         SILVER_DOCUMENTS,
         SILVER_DECISIONS,
         SILVER_MINHASH,
+        SILVER_PII_INDEX,
         GOVERNANCE_EVAL_ITEMS,
     )
 }

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+# The pii stage hashes what it finds under this key (a test key: never use a fixed key for real data).
+os.environ.setdefault("MILLPOND_PII_KEY", "millpond-test-key-0123456789abcdef")
 
 from jobs.config import DEFAULTS, Config, cache_dir  # noqa: E402
 from jobs.spark import SparkSettings, get_spark  # noqa: E402

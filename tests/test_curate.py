@@ -14,6 +14,8 @@ from curation_data import prose
 
 from conftest import make_config, write_jsonl, write_manifest
 from curation.gate import GateFailedError
+from curation.language import ModelMissingError
+from curation.pii import PiiKeyMissingError
 from jobs.cli import cli
 from jobs.config import Config
 from jobs.curate import CurateError, plan_stages, run_curate
@@ -101,7 +103,7 @@ def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lak
     assert report["in"] == 12
     stages = report["stages"]
     assert [s["stage"] for s in stages] == ["normalize", "language", "quality", "license", "exact_dedup",
-                                            "fuzzy_dedup", "decontaminate", "gate"]  # fmt: skip
+                                            "fuzzy_dedup", "decontaminate", "pii", "gate"]  # fmt: skip
     for before, after in zip(stages, stages[1:], strict=False):
         assert after["in"] == before["kept"] + before["modified"]
     for stage in stages:
@@ -113,7 +115,7 @@ def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lak
     assert stages[5]["dropped"] == {}
     assert stages[6]["dropped"] == {"mill-qa": 1}
     assert report["overlap"]["mill-qa"] == {"items": 2, "too_short": 1, "items_found": 1, "documents_dropped": 1}
-    assert set(report["skipped"]) == {"classifier", "pii"}
+    assert set(report["skipped"]) == {"classifier"}
     silver = _silver(lakehouse)
     assert len(silver) == 8 and report["silver"] == {"inserted": 8, "updated": 0, "deleted": 0}
     assert silver[ids["spdx"]][2] == "Apache-2.0"
@@ -176,10 +178,17 @@ def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lak
     assert _silver(lakehouse) == silver
 
 
-def test_stage_requests_are_checked_before_anything_runs(tmp_path: Path) -> None:
+def test_stage_requests_are_checked_before_anything_runs(tmp_path: Path, monkeypatch) -> None:
     config = make_config(tmp_path / "lh")
-    with pytest.raises(CurateError, match="stage 'pii' .* is not built yet"):
-        plan_stages(["normalize", "pii"], config)
+    with monkeypatch.context() as patched:
+        patched.delenv("MILLPOND_PII_KEY")
+        with pytest.raises(PiiKeyMissingError, match="set MILLPOND_PII_KEY"):
+            plan_stages(["normalize", "pii"], config)
+        with pytest.raises(PiiKeyMissingError):
+            plan_stages(None, config)  # the default run scrubs PII: no key, no run
+    missing = _with(config, pii={"spacy_model": "en_core_web_nonexistent"})
+    with pytest.raises(ModelMissingError, match="en_core_web_nonexistent.*pattern_only"):
+        plan_stages(["pii"], missing)
     with pytest.raises(CurateError, match="unknown stage"):
         plan_stages(["normalise"], config)
     with pytest.raises(Exception, match="millpond classifier train"):

