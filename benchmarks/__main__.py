@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m benchmarks {ingest,curate,fuzzy} [--help]"
+USAGE = "usage: python -m benchmarks {ingest,curate,fuzzy,pii} [--help]"
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("ingest", "curate", "fuzzy"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("ingest", "curate", "fuzzy", "pii"):
         sys.exit(USAGE)
     name, rest = sys.argv[1], sys.argv[2:]
     if name == "ingest":
         from benchmarks.ingest import main as run
+    elif name == "pii":
+        from benchmarks.pii import main as run
     elif name == "fuzzy":
         from benchmarks.fuzzy import main as run
     else:

@@ -293,6 +293,24 @@ PHONE_CONTEXT = (
     "sms",
 )
 
+# E-mail addresses whose domain is not a public suffix (`ops@build.internal`, `x@mill.example`):
+# Presidio's recognizer wants a known top-level domain; this is the gate's residual check.
+EMAIL_ANY_DOMAIN = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"
+)
+
+
+_URL_USER_BEFORE = re.compile(r"://[^\s/@:]+:$")  # `scheme://user:` then `password@host`: not an e-mail
+
+
+def find_emails(text: str) -> list[tuple[int, int, float]]:
+    return [
+        (m.start(), m.end(), 0.5)
+        for m in EMAIL_ANY_DOMAIN.finditer(text)
+        if not _URL_USER_BEFORE.search(text[max(0, m.start() - 200) : m.start()])
+    ]
+
+
 # Card numbers Presidio's issuer prefixes miss: 12 to 19 digits that pass the Luhn check, next
 # to a word like "card" (a tenth of all random digit runs pass Luhn, so the context is required).
 CARD_PATTERN = re.compile(r"(?<![\w.-])\d(?:[ -]?\d){11,18}(?![\w]|[.-]\d)")
@@ -589,6 +607,8 @@ class PiiDetector:
                     ("CREDIT_CARD", s, e, _with_context(piece, s, e, score, CARD_CONTEXT))
                     for s, e, score in find_cards(piece)
                 )
+            if "EMAIL_ADDRESS" in self.settings.entities:
+                spans.extend(("EMAIL_ADDRESS", s, e, score) for s, e, score in find_emails(piece))
             if "IBAN_CODE" in self.settings.entities:
                 spans.extend(("IBAN_CODE", s, e, score) for s, e, score in find_ibans(piece))
             if self._secret_patterns:
