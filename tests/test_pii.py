@@ -168,7 +168,10 @@ def _clear_text_in_tables(lakehouse: Path, needles: tuple[str, ...]) -> list[str
     return leaks
 
 
-def test_curate_scrubs_indexes_and_leaves_no_clear_text(spark, tmp_path: Path, lakehouse: Path, capfd) -> None:
+def test_curate_scrubs_indexes_and_leaves_no_clear_text(
+    spark, tmp_path: Path, lakehouse: Path, capfd, monkeypatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # MLflow's store: under the lakehouse
     records = [
         {
             "id": "mail",
@@ -219,6 +222,22 @@ def test_curate_scrubs_indexes_and_leaves_no_clear_text(spark, tmp_path: Path, l
     assert _clear_text_in_tables(lakehouse, needles) == []
     printed = capfd.readouterr()
     assert [n for n in needles if n.lower() in (printed.out + printed.err).lower()] == []
+
+    # A model trained on silver and logged to MLflow (here, the quality classifier; its fastText
+    # file keeps its vocabulary in clear) holds no identifier either: every file of the store is read.
+    negatives = tmp_path / "spam.txt"
+    negatives.write_text("".join(f"buy cheap pills now click here offer {i}\n" for i in range(40)))
+    trained = CliRunner().invoke(
+        cli,
+        ["--lakehouse", str(lakehouse), "classifier", "train", "--positive", "table:silver.documents",
+         "--negative", str(negatives), "--holdout", "0.3", "--epoch", "2", "--json"],
+    )  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    store = [p for p in (lakehouse / "_mlflow").rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".fasttext.bin") for p in store)
+    for path in store:
+        raw = path.read_bytes().lower()
+        assert [n for n in needles if n.lower().encode() in raw] == [], path
 
     # Re-curating everything gives the same index (rows replaced, not added).
     run_curate(spark, config, ["normalize", "exact_dedup", "pii", "gate"], full=True)
