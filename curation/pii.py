@@ -54,6 +54,9 @@ class PiiParams:
     score_threshold: float = 0.4
     phone_region: str = "US"  # how phone numbers without a country code are read for the index
     batch_size: int = 32  # documents per spaCy `pipe` batch
+    # Domains whose text gets the pattern recognizers only: a news-trained NER model reads
+    # identifiers in source code as names and places. Names in code comments are not found.
+    ner_skip_domains: tuple[str, ...] = ("code",)
     key_file: str = ""  # a file holding the HMAC key; else the MILLPOND_PII_KEY environment variable
 
     def __post_init__(self) -> None:
@@ -131,12 +134,15 @@ def scrub_batch(
     subjects: list[list[str] | None],
     params: PiiParams,
     key: bytes,
+    domains: list[str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Scrub a batch of documents: text, identifiers in metadata values, subject ids hashed."""
     found_detector = detector(params.detector_settings())
     meta_items = [sorted((m or {}).items()) for m in metadata]
     meta_values = [v or "" for items in meta_items for _, v in items]
-    findings = found_detector.analyze(list(texts) + meta_values, batch_size=params.batch_size)
+    skip = set(params.ner_skip_domains)
+    ner = [d not in skip for d in (domains or [None] * len(texts))] + [False] * len(meta_values)
+    findings = found_detector.analyze(list(texts) + meta_values, batch_size=params.batch_size, ner=ner)
     text_findings, meta_findings = findings[: len(texts)], iter(findings[len(texts) :])
     out = []
     for text, items, subject_ids, found in zip(texts, meta_items, subjects, text_findings, strict=True):
@@ -171,10 +177,10 @@ def scrub_batch(
 
 def _scrubber(params: PiiParams, key: bytes):  # noqa: ANN202 - a pandas UDF
     @F.pandas_udf(_SCRUBBED)
-    def scrub_udf(texts: pd.Series, metadata: pd.Series, subjects: pd.Series) -> pd.DataFrame:
+    def scrub_udf(texts: pd.Series, metadata: pd.Series, subjects: pd.Series, domains: pd.Series) -> pd.DataFrame:
         meta = [dict(m) if m is not None else None for m in metadata]
         subs = [list(s) if s is not None else None for s in subjects]
-        return pd.DataFrame(scrub_batch(list(texts), meta, subs, params, key))
+        return pd.DataFrame(scrub_batch(list(texts), meta, subs, params, key, list(domains)))
 
     return scrub_udf
 
@@ -185,7 +191,7 @@ def pii(frame: DataFrame, params: PiiParams) -> DataFrame:
     key = pii_key(params)  # read on the driver; travels to the workers inside the function, never stored
     scrubber = _scrubber(params, key)
     scrubbed = (
-        frame.withColumn("_pii", scrubber(F.col("text"), F.col("metadata"), F.col("subject_ids")))
+        frame.withColumn("_pii", scrubber(F.col("text"), F.col("metadata"), F.col("subject_ids"), F.col("domain")))
         .withColumn("text", F.col("_pii.text"))
         .withColumn("metadata", F.col("_pii.metadata"))
         .withColumn("subject_ids", F.col("_pii.subject_ids"))

@@ -23,10 +23,11 @@ import ipaddress
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import phonenumbers
+import regex
 
 from curation.language import ModelMissingError  # one error type for every missing model
 
@@ -183,79 +184,91 @@ def counts(findings: Sequence[Finding]) -> dict[str, int]:
 # Recognizers Presidio lacks
 
 
-STREET_SUFFIXES = (
-    # English
-    r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
-    r"Square|Sq|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Trail|Trl|Crescent|Close|Grove|Gardens|Mews|Row|Hill|"
-    r"Park|Walk|View|Green|Rise|Loop|Pike|Plaza|Alley|Path|Point|Ridge|Run|Bridge|Wharf|Quay|Ferry|"
-    # Nordic, German, Dutch, Baltic, Finnish, French, Italian, Spanish, Portuguese, Polish, ...
-    r"[A-ZÀ-Ž][\wÀ-ž]*(?:vej|gade|gatan|gata|vägen|väg|veien|vegen|vei|stræde|straße|strasse|weg|gasse|allee|"
-    r"platz|damm|laan|straat|gracht|kade|plein|dreef|tie|katu|kuja|polku|iela|gatvė|utca|ulica|"
-    r"terrasse|bakken|svingen|stien|torget)|"
-    r"Rue|Avenue|Boulevard|Chemin|Allée|Impasse|Place|Quai|Via|Viale|Piazza|Corso|Vicolo|Largo|Calle|"
-    r"Avenida|Paseo|Plaza|Camino|Carrera|Rua|Travessa|Largo|ul|al|Rruga|Ulitsa"
-)
+# Patterns run case-sensitively (Presidio's default is to ignore case, which turns every
+# `3 way` and `unit == 1` in source code into an address); a name starts with a capital.
+_CAP = r"\p{Lu}[\w'’.-]*"
 _WORD = r"[^\W\d_][\w'’.-]*"
+# "Road", "St.", ... after a name: "90 Whitchurch Road".
+_SUFFIX_AFTER = (
+    r"(?i:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
+    r"Square|Sq|Parkway|Pkwy|Highway|Hwy|Circle|Cir|Trail|Trl|Crescent|Close|Grove|Gardens|Mews|Row|Hill|"
+    r"Park|Walk|View|Green|Rise|Loop|Pike|Plaza|Alley|Path|Point|Ridge|Bridge|Wharf|Quay|Ferry|"
+    r"terrasse|bakken|svingen|stien|torget|straße|strasse|weg|gasse|allee|laan|straat|vej|gade|gatan|"
+    r"vägen|veien|vegen|tie|katu|iela|utca|ulica)"
+)
+# A street name that is one word: "Vesterskovvej", "Koskikatu", "Hauptstraße".
+_STREET_WORD = (
+    r"\p{Lu}[\w'’-]*(?:vej|gade|gatan|gata|vägen|väg|veien|vegen|vei|stræde|straße|strasse|weg|gasse|allee|"
+    r"platz|damm|laan|straat|gracht|kade|plein|dreef|tie|katu|kuja|polku|iela|gatvė|utca|ulica)"
+)
+# "Rue", "ul.", ... before a name: "Rue de Rivoli 12", "ul. Zamkowa 33".
+_PREFIX_BEFORE = (
+    r"(?:Rue|Avenue|Boulevard|Chemin|Allée|Impasse|Place|Quai|Via|Viale|Piazza|Corso|Vicolo|Largo|Calle|"
+    r"Avenida|Paseo|Plaza|Camino|Carrera|Rua|Travessa|Rruga|Ulitsa|ul|al|u)\.?"
+)
 _UNIT = r"(?:Apt|Apartment|Suite|Ste|Unit|Flat|Room|Fl|Floor|Box|Bldg|Building)\.?\s*#?\s*\d+[A-Za-z]?"
 # The lines after a street: ", City", "City, ST 12345", "Country 12345", "12345 City".
 _CONTINUATION = (
-    r"(?:[ \t]*(?:,[ \t]*|\n[ \t]*,?[ \t]*)"
+    r"(?:[ \t]*(?:,[ \t]*|\n[ \t\n]*,?[ \t]*)"
     r"(?:" + _UNIT + r"|(?:\d{3,6}(?:[ -]\d{2,4})?[ \t]+)?" + _WORD + r"(?:[ \t]+" + _WORD + r"){0,3}"
     r"(?:,?[ \t]+[A-Z]{2})?(?:[ \t]+\d{3,6}(?:[ -]\d{2,4})?)?|[A-Z]{2}[ \t]+\d{3,6}(?:-\d{3,4})?)){0,4}"
 )
+_AFTER_STREET = r"(?:[ \t]+(?:N|S|E|W|NE|NW|SE|SW))?(?:[ \t]+\d{1,5}[A-Za-z]?)?(?:,?[ \t]*" + _UNIT + r")?(?![\w])"
 STREET_ADDRESS_PATTERNS = (
     # "1600 Pennsylvania Avenue NW", "90 Whitchurch Road", "6750 Koskikatu 25 Apt. 864" + lines
     (
         "street_number_first",
-        r"(?<![\w.])\d{1,6}[A-Za-z]?,?[ \t]+(?:" + _WORD + r"[ \t]+){0,4}?(?:" + STREET_SUFFIXES + r")\.?"
-        r"(?:[ \t]+(?:N|S|E|W|NE|NW|SE|SW))?(?:[ \t]+\d{1,5}[A-Za-z]?)?(?:,?[ \t]*"
-        + _UNIT
-        + r")?(?![\w])"
-        + _CONTINUATION,
+        rf"(?<![\w.])\d{{1,6}}[A-Za-z]?,?[ \t]+(?:\d{{1,5}}[ \t]+)?"
+        rf"(?:(?:{_CAP}[ \t]+){{0,3}}?{_STREET_WORD}"
+        rf"|{_PREFIX_BEFORE}[ \t]+(?:{_WORD}[ \t]+){{0,3}}?{_CAP}"
+        rf"|{_CAP}(?:[ \t]+{_WORD}){{0,3}}?[ \t]+{_SUFFIX_AFTER})\.?{_AFTER_STREET}{_CONTINUATION}",
         0.6,
     ),
     # "Vesterskovvej 79", "ul. Zamkowa 33", "Rue de Rivoli 12" (+ lines)
     (
         "street_name_first",
-        r"(?<![\w.])(?:(?:"
-        + STREET_SUFFIXES
-        + r")\.?[ \t]+(?:"
+        r"(?<![\w.])(?:"
+        + _PREFIX_BEFORE
+        + r"[ \t]+(?:"
         + _WORD
         + r"[ \t]+){0,3}?"
+        + _CAP
+        + r"|"
+        + _STREET_WORD
+        + r"|"
+        + _CAP
+        + r"(?:[ \t]+"
         + _WORD
-        + r"|[A-ZÀ-Ž][\wÀ-ž'’-]*(?:vej|gade|gatan|gata|vägen|veien|vegen|straße|strasse|weg|gasse|allee|laan|"
-        r"straat|tie|katu|kuja|iela|utca|terrasse))"
+        + r"){0,2}?[ \t]+"
+        + _SUFFIX_AFTER
+        + r"\.?)"
         r"[ \t]+\d{1,5}[A-Za-z]?(?![\w])(?:,?[ \t]*" + _UNIT + r")?" + _CONTINUATION,
         0.55,
     ),
     # "20789 Allika 46\n Suite 501\n Riisa\n Estonia 62488": number, name, number, then address lines
     (
         "numbered_block",
-        r"(?<![\w.])\d{1,6}[ \t]+(?:" + _WORD + r"[ \t]+){0,3}" + _WORD + r"[ \t]+\d{1,5}[A-Za-z]?(?![\w])"
+        r"(?<![\w.])\d{1,6}[ \t]+(?:" + _CAP + r"[ \t]+){0,3}" + _CAP + r"[ \t]+\d{1,5}[A-Za-z]?(?![\w])"
         r"(?:,?[ \t]*" + _UNIT + r")?" + _CONTINUATION.replace("{0,4}", "{1,4}"),
         0.5,
     ),
     # the same on one line: an address only next to a word like "address"
     (
         "numbered_street",
-        r"(?<![\w.])\d{1,6}[ \t]+(?:" + _WORD + r"[ \t]+){0,3}" + _WORD + r"[ \t]+\d{1,5}[A-Za-z]?(?![\w])"
+        r"(?<![\w.])\d{1,6}[ \t]+(?:" + _CAP + r"[ \t]+){0,3}" + _CAP + r"[ \t]+\d{1,5}[A-Za-z]?(?![\w])"
         r"(?:,?[ \t]*" + _UNIT + r")?",
         0.3,
     ),
     # US military mail: "PSC 3294, Box 9168\nAPO AA 61487", "USS Lorenzen\nFPO AE 25990"
     (
         "military_mail",
-        r"(?:PSC|CMR|Unit|USNS|USS|USNV|USCGC)[ \t]+[\w ]+?(?:,[ \t]*Box[ \t]+\d+)?[ \t]*\n?[ \t]*"
-        r"(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5}",
+        r"(?i:(?:PSC|CMR|Unit|USNS|USS|USNV|USCGC)[ \t]+[\w ]+?(?:,[ \t]*Box[ \t]+\d+)?[ \t]*\n?[ \t]*"
+        r"(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5})",
         0.85,
     ),
     # "the corner of X and Y"
-    (
-        "corner_of",
-        r"(?:the )?corner of [^\n,.]{3,60}? and [^\n,.]{3,40}?(?=[,.\n]|$)",
-        0.5,
-    ),
-    ("unit_alone", r"(?<![\w])(?:Apt|Apartment|Suite|Unit)\.?[ \t]+#?\d{1,5}[A-Za-z]?(?![\w])", 0.4),
+    ("corner_of", r"(?i:the )?(?i:corner of) [^\n,.]{3,60}? and [^\n,.]{3,40}?(?=[,.\n]|$)", 0.5),
+    ("unit_alone", r"(?<![\w])(?:Apt|Apartment|Suite)\.?[ \t]+#?\d{1,5}[A-Za-z]?(?![\w])", 0.4),
 )
 
 STREET_ADDRESS_CONTEXT = ("address", "live", "lives", "living", "moved", "street", "apartment", "ship", "mail")
@@ -343,9 +356,12 @@ PRIVATE_KEY_BLOCK = re.compile(
     r"|PuTTY-User-Key-File-\d:[\s\S]*?Private-MAC: *\S+"
 )
 PASSWORD_IN_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#\[\]@!$&'()*+,;=\s]+:([^/?#\[\]@\s]+)@")
+# `db_password = "..."`, `API_KEY: ...`, `"client_secret": "..."`: the key ends with the keyword
+# (`token_normalize_func` is not a token), the value is quoted or a bare word without brackets.
 KEYWORD_ASSIGNMENT = re.compile(
-    r"(?i)(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|"
-    r"private[_-]?key|client[_-]?secret|credentials?)[\w-]*[\"']?\s*(?::=|=>|==|=|:)\s*(?:[rbuf]?[\"']([^\"'\n]{4,})[\"']|([^\s\"',;)}\]]{6,}))"
+    r"(?i)(?<![\w-])[\w-]*?(?:password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|"
+    r"auth[_-]?key|private[_-]?key|client[_-]?secret|credentials?)[\"']?\]?[ \t]*(?::=|=>|=(?!=)|:)[ \t]*"
+    r"(?:[rbuf]?[\"']([^\"'\n]{6,})[\"']|([^\s\"',;(){}\[\]<>`]{8,}))"
 )
 # Values a keyword assignment holds that are code or placeholders, not secrets.
 _NOT_A_SECRET = re.compile(
@@ -354,6 +370,15 @@ _NOT_A_SECRET = re.compile(
     r"os\.environ.*|env\(.*|getenv.*|self\.\w+|[A-Z_]+|[a-z_]+)$",
     re.IGNORECASE,
 )
+
+
+def _looks_secret(value: str) -> bool:
+    """A password-like value: no spaces, not a placeholder or code, and not a plain word."""
+    value = value.strip()
+    if " " in value or _NOT_A_SECRET.match(value) or value[0] in "<{$%:`#/\\":
+        return False
+    classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"\d", r"[^\w]"))
+    return classes >= 2
 
 
 def _detect_secrets_patterns() -> list[re.Pattern[str]]:
@@ -390,8 +415,7 @@ def find_secrets(text: str, token_patterns: Sequence[re.Pattern[str]]) -> list[t
             spans.append((*m.span(1), 0.9))
     for m in KEYWORD_ASSIGNMENT.finditer(text):
         group = 1 if m.group(1) is not None else 2
-        value = m.group(group)
-        if not _NOT_A_SECRET.match(value.strip()) and not value.strip().startswith("<"):
+        if _looks_secret(m.group(group)):
             spans.append((*m.span(group), 0.7))
     return spans
 
@@ -413,15 +437,18 @@ def find_phones(text: str) -> list[tuple[int, int, float]]:
             continue
         groups = re.findall(r"\d+", value)
         international = value.startswith("+") or "(" in value
-        if len(groups) == 1 and not 9 <= digits <= 11:
+        if len(groups) == 1 and not (9 <= digits <= 11 or (value.startswith("+") and digits <= 15)):
             continue  # a bare run of digits is a phone number only at phone lengths
-        # A country code or an area code in parentheses, a number libphonenumber accepts as valid
-        # somewhere, or three or more groups of two or more digits look like a phone number; other
-        # shapes need a context word ("phone", "call", "fax", ...) nearby.
+        if len(groups) == 2 and "." in value and not international:
+            continue  # a decimal number: 98.7588, 1234.56789
+        # A country code or an area code in parentheses, or three or more groups of two or more
+        # digits, look like a phone number; other shapes need a context word ("phone", "call",
+        # "fax", ...) nearby. (libphonenumber's validity is no help: most 8-digit strings are
+        # valid numbers somewhere.)
         score = 0.3
         if international:
             score = 0.6
-        elif _valid_somewhere(value) or (len(groups) >= 3 and all(len(g) >= 2 for g in groups) and digits <= 12):
+        elif len(groups) >= 3 and all(len(g) >= 2 for g in groups) and digits <= 12:
             score = 0.45
         spans.append((m.start(), m.start() + len(value), score))
     return spans
@@ -444,19 +471,6 @@ def iban_valid(value: str) -> bool:
 def find_ibans(text: str) -> list[tuple[int, int, float]]:
     """IBANs in any letter case (Presidio's recognizer wants capitals), by the mod-97 check."""
     return [(m.start(), m.end(), 0.9) for m in IBAN_PATTERN.finditer(text) if iban_valid(m.group(0))]
-
-
-_PHONE_REGIONS = ("US", "GB", "DE", "FR", "IN", "CA", "AU", "NL", "SE", "NO", "DK", "FI", "IT", "ES", "CH", "BE", "AT")
-
-
-def _valid_somewhere(value: str) -> bool:
-    for region in _PHONE_REGIONS:
-        try:
-            if phonenumbers.is_valid_number(phonenumbers.parse(value, region)):
-                return True
-        except phonenumbers.NumberParseException:
-            continue
-    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -562,6 +576,7 @@ class PiiDetector:
                 name="StreetAddressRecognizer",
                 patterns=[Pattern(name, regex, score) for name, regex, score in STREET_ADDRESS_PATTERNS],
                 context=list(STREET_ADDRESS_CONTEXT),
+                global_regex_flags=regex.MULTILINE | regex.DOTALL,
             ),
         ]
         if not settings.pattern_only:
@@ -574,21 +589,49 @@ class PiiDetector:
         self._secret_patterns = _detect_secrets_patterns() if "SECRET" in wanted else []
         self._nlp = None if settings.pattern_only else nlp_engine.nlp["en"]
 
-    def analyze(self, texts: Sequence[str], batch_size: int = 32) -> list[list[Finding]]:
-        """The findings in each text, above the score threshold (context words raise a score)."""
+    def _tokens_only(self, text: str) -> object:
+        """Artifacts without NER: the tokenizer's tokens (for context words), no entities; None when pattern-only."""
+        from presidio_analyzer.nlp_engine import NlpArtifacts
+
+        if self._nlp is None:
+            return None
+        doc = self._nlp.make_doc(text)
+        return NlpArtifacts(
+            entities=[],
+            tokens=doc,
+            tokens_indices=[t.idx for t in doc],
+            lemmas=[t.lower_ for t in doc],
+            nlp_engine=self.analyzer.nlp_engine,
+            language="en",
+        )
+
+    def analyze(
+        self, texts: Sequence[str], batch_size: int = 32, ner: Sequence[bool] | None = None
+    ) -> list[list[Finding]]:
+        """The findings in each text, above the score threshold (context words raise a score).
+
+        `ner[i]` False: text i gets the pattern recognizers only (spaCy's tokenizer for context
+        words, no NER); names in source code are noise to a news-trained model.
+        """
         pieces: list[tuple[int, int, str]] = []  # (text index, offset, piece)
         for index, text in enumerate(texts):
             for offset, piece in _chunks(text):
                 pieces.append((index, offset, piece))
         found: list[list[Finding]] = [[] for _ in texts]
-        # spaCy runs once over all pieces (`nlp.pipe`); Presidio's recognizers then reuse its artifacts.
-        artifacts: Iterable[tuple[str, object]] = (
-            ((p, None) for _, _, p in pieces)
+        with_ner = [self._nlp is not None and (ner is None or ner[index]) for index, _, _ in pieces]
+        # spaCy runs once over the pieces that get NER (`nlp.pipe`); Presidio's recognizers reuse its artifacts.
+        parsed = iter(
+            []
             if self._nlp is None
-            else self.analyzer.nlp_engine.process_batch([p for _, _, p in pieces], language="en", batch_size=batch_size)
+            else self.analyzer.nlp_engine.process_batch(
+                [p for (_, _, p), use in zip(pieces, with_ner, strict=True) if use],
+                language="en",
+                batch_size=batch_size,
+            )
         )
         threshold = self.settings.score_threshold
-        for (index, offset, piece), (_, nlp_artifacts) in zip(pieces, artifacts, strict=True):
+        for (index, offset, piece), use in zip(pieces, with_ner, strict=True):
+            nlp_artifacts = next(parsed)[1] if use else self._tokens_only(piece)
             results = self.analyzer.analyze(
                 piece,
                 language="en",
@@ -596,6 +639,7 @@ class PiiDetector:
                 nlp_artifacts=nlp_artifacts,
                 score_threshold=0.0,
             )
+            results = [r for r in results if r.entity_type != "IP_ADDRESS" or _plausible_ip(piece[r.start : r.end])]
             spans = [(r.entity_type, r.start, r.end, r.score) for r in results]
             if "PHONE_NUMBER" in self.settings.entities:
                 spans.extend(
@@ -614,6 +658,8 @@ class PiiDetector:
             if self._secret_patterns:
                 spans.extend(("SECRET", s, e, score) for s, e, score in find_secrets(piece, self._secret_patterns))
             for entity_type, start, end, score in spans:
+                if entity_type in _NUMERIC and _inside_decimal(piece, start, end):
+                    continue
                 if score >= threshold and end > start:
                     found[index].append(
                         Finding(entity_type, offset + start, offset + end, round(score, 3), piece[start:end])
@@ -621,10 +667,32 @@ class PiiDetector:
         return found
 
 
-def _with_context(text: str, start: int, end: int, score: float, words: Sequence[str], window: int = 60) -> float:
-    """`score` raised by 0.35 when one of `words` is within `window` characters before the span."""
-    before = text[max(0, start - window) : start].lower()
-    if any(re.search(rf"\b{w}\b", before) for w in words):
+_NUMERIC = ("CREDIT_CARD", "PHONE_NUMBER", "US_SSN")
+
+
+def _inside_decimal(text: str, start: int, end: int) -> bool:
+    """Digits that are the fraction or the integer part of a decimal number (`4.8489999999`)."""
+    before = text[max(0, start - 2) : start]
+    after = text[end : end + 2]
+    return (len(before) == 2 and before[1] == "." and before[0].isdigit()) or (
+        len(after) == 2 and after[0] == "." and after[1].isdigit()
+    )
+
+
+def _plausible_ip(value: str) -> bool:
+    """IPv4, or IPv6 with at least three groups: `parts[1::2]` and `Framework :: IPython` are not addresses."""
+    if ":" not in value:
+        return True
+    return sum(1 for group in value.split(":") if group) >= 3
+
+
+def _with_context(
+    text: str, start: int, end: int, score: float, words: Sequence[str], before: int = 60, after: int = 20
+) -> float:
+    """`score` raised by 0.35 when one of `words` is within `before` characters ahead of the span
+    or `after` characters behind it (`781 1704 office`)."""
+    near = (text[max(0, start - before) : start] + " " + text[end : end + after]).lower()
+    if any(re.search(rf"\b{w}\b", near) for w in words):
         return min(1.0, score + 0.35)
     return score
 

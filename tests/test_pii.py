@@ -55,6 +55,10 @@ CONTROLS = (
     "Released 2024-05-01: version 3.11.4 fixes 12 bugs, see the changelog for 3.11.3 and 3.10.14.",
     "| year | sales |\n|------|-------|\n| 2023 | 1,204 |\n| 2024 | 1,876 |\n",
     'password = os.environ["DB_PASSWORD"]\ntoken = get_token()\napi_key = None\n',
+    # shapes in source code that a case-blind or decimal-blind pattern takes for addresses, IPs and cards
+    "weights = [0.589399999999998, -4.84899999999999, 9.637]\nodd = parts[1::2]  # the python2/3 way\n"
+    "if unit == 1:\n    pass\ntoken_normalize_func: t.Optional[t.Callable[[str], str]] = None\n",
+    "Classifier: Framework :: IPython\nClassifier: Programming Language :: Python :: 3.12\n",
 )
 
 
