@@ -17,6 +17,7 @@ from jobs.curate import CURATE_ERRORS, curate_command
 from jobs.evalset import evalset_group
 from jobs.ingest import ReconciliationError, ingest_command
 from jobs.pii_scan import pii_group
+from jobs.snapshot import SNAPSHOT_ERRORS, snapshot_group
 from jobs.spark import SparkStartError
 from jobs.submit import UnknownJobError
 from jobs.text_specs import TextSpecError
@@ -34,6 +35,7 @@ USER_ERRORS = (
     TextSpecError,
     FunnelMismatchError,
     *CURATE_ERRORS,
+    *SNAPSHOT_ERRORS,
 )
 
 
@@ -192,6 +194,7 @@ cli.add_command(why_command)
 cli.add_command(evalset_group)
 cli.add_command(classifier_group)
 cli.add_command(pii_group)
+cli.add_command(snapshot_group)
 
 
 @cli.command("demo")

@@ -20,10 +20,14 @@ from jobs.context import open_spark, progress
 from jobs.curate import print_report as print_funnel
 from jobs.curate import run_curate
 from jobs.ingest import print_report, run_ingest
+from jobs.snapshot import create_snapshot, snapshot_row
+from jobs.snapshot import print_summary as print_snapshot
 from jobs.why import explain
 from lineage.catalog import SILVER_DECISIONS
+from lineage.snapshots import SnapshotSpec
 from lineage.tables import inspect_tables, read_table
 
+DEMO_SNAPSHOT = "demo"
 DEMO_DISTRIBUTIONS = [
     "click",
     "tqdm",
@@ -102,14 +106,21 @@ def run_demo(config: Config) -> None:
     click.echo("\n== 2. curate: bronze.documents -> silver.documents (every decision -> silver.decisions)")
     funnel = run_curate(spark, config)
     print_funnel(funnel)
-    spark.stop()
     _show_a_dropped_document(config, funnel.run_id)
-    click.echo("\n== 3. the tables")
+    click.echo("\n== 3. snapshot: silver.documents -> gold.snapshots (a named training set, pinned to a version)")
+    existing = snapshot_row(lakehouse, DEMO_SNAPSHOT)
+    if existing is None:
+        print_snapshot(create_snapshot(spark, config, SnapshotSpec(DEMO_SNAPSHOT, validation=0.05, test=0.05)))
+    else:
+        click.echo(f"   {DEMO_SNAPSHOT} exists (snapshots are immutable): `millpond snapshot show {DEMO_SNAPSHOT}`")
+    spark.stop()
+    click.echo("\n== 4. the tables")
     for info in inspect_tables(lakehouse):
         state = "not created yet" if info.version is None else f"v{info.version}, {info.rows} rows"
         click.echo(f"  {info.name:<20} {state:<22} {info.path}")
     click.echo(
-        "\nNext: `millpond quarantine`, `millpond runs`, `millpond why DOC_ID`, `millpond tables`; run the "
+        "\nNext: `millpond quarantine`, `millpond runs`, `millpond why DOC_ID`, `millpond snapshot list`, "
+        "`millpond pii scan FILE`; run the "
         "demo again and every record is `unchanged` and curation has nothing new to do."
     )
 

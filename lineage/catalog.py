@@ -280,6 +280,47 @@ SILVER_PII_INDEX = TableSpec(
     stats_columns=("entity_type", "curate_run_id"),
 )
 
+GOLD_SNAPSHOTS = TableSpec(
+    name="gold.snapshots",
+    schema=_fields(
+        _str("name", False),
+        _str("source_table", False),
+        _long("source_version", False),  # the Delta version of the source table it was cut from
+        _str("filter"),  # the parsed filter as JSON: [[column, operator, value], ...]
+        T.StructField("mix", T.MapType(T.StringType(), T.DoubleType()), True),  # requested weights by source
+        _double("temperature"),
+        _str("purpose", False),
+        T.StructField("splits", T.MapType(T.StringType(), T.DoubleType()), True),  # validation, test shares
+        _long("rows", False),  # member documents (each once)
+        _long("train_rows", False),  # training examples after mixing (repeats counted)
+        _long("words", False),  # in the training examples
+        _long("tokens"),  # filled in once a tokenizer has cut the snapshot into shards
+        _long_map("excluded"),  # reason -> documents left out (policy, consent, filter, mixing)
+        T.StructField("realized_mix", T.MapType(T.StringType(), T.DoubleType()), True),  # share of training words
+        _str("content_digest", False),  # sha256 over the sorted (doc_id, text_sha256, split, repeats)
+        _str("run_id", False),
+        _ts("created_at", False),
+    ),
+    key=("name",),
+    description="Named, immutable training sets cut from a pinned table version.",
+    stats_columns=("name", "source_table", "source_version", "purpose", "rows", "created_at"),
+)
+
+GOLD_SNAPSHOT_MEMBERS = TableSpec(
+    name="gold.snapshot_members",
+    schema=_fields(
+        _str("snapshot", False),
+        _str("doc_id", False),
+        _str("source", False),
+        _str("split", False),  # train | validation | test (sealed: never trained on)
+        T.StructField("repeats", T.IntegerType(), False),  # times the document is seen per epoch (train)
+        _str("text_sha256", False),
+    ),
+    key=("snapshot", "doc_id"),
+    description="The documents of each snapshot, their split and how often mixing repeats them.",
+    stats_columns=("snapshot", "source", "split", "repeats"),
+)
+
 GOVERNANCE_EVAL_ITEMS = TableSpec(
     name="governance.eval_items",
     schema=_fields(
@@ -305,6 +346,8 @@ TABLES: dict[str, TableSpec] = {
         SILVER_DECISIONS,
         SILVER_MINHASH,
         SILVER_PII_INDEX,
+        GOLD_SNAPSHOTS,
+        GOLD_SNAPSHOT_MEMBERS,
         GOVERNANCE_EVAL_ITEMS,
     )
 }

@@ -1,0 +1,325 @@
+"""`millpond snapshot create|list|show`: named, immutable training sets in gold.snapshots.
+
+`create` reads the source table at its current Delta version and records that version; the
+snapshot never changes after, and a later run trains on exactly these members whatever
+happens to the table. Runs under spark-submit too (`python jobs/snapshot.py create ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from delta.tables import DeltaTable
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from jobs.config import Config
+from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
+from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
+from lineage.runs import Run, finish_run, start_run
+from lineage.snapshots import (
+    SnapshotSpec,
+    SnapshotSpecError,
+    digest_lines,
+    filter_json,
+    parse_where,
+    schema_columns,
+    select_members,
+)
+from lineage.tables import ensure_table, latest_version, read_table
+
+NEEDED = ("doc_id", "text", "source", "text_sha256", "license_policy", "consent")
+
+
+class SnapshotExistsError(ValueError):
+    """A snapshot of that name exists: snapshots are immutable."""
+
+
+class SnapshotNotFoundError(ValueError):
+    """No snapshot of that name."""
+
+
+def snapshot_row(lakehouse: Any, name: str) -> dict[str, Any] | None:
+    rows = read_table(GOLD_SNAPSHOTS, lakehouse)
+    found = [r for r in (rows.to_pylist() if rows is not None else []) if r["name"] == name]
+    return found[0] if found else None
+
+
+def create_snapshot(spark: SparkSession, config: Config, spec: SnapshotSpec) -> dict[str, Any]:
+    """Cut `spec` from its source table's current version into gold.snapshots and its members."""
+    lakehouse = config.lakehouse
+    try:
+        source_spec = table(spec.source_table)
+    except KeyError as err:
+        raise SnapshotSpecError(str(err.args[0])) from None
+    missing = [c for c in NEEDED if c not in source_spec.schema.fieldNames()]
+    if missing:
+        raise SnapshotSpecError(f"{spec.source_table} cannot be snapshotted: it has no {', '.join(missing)}")
+    existing = snapshot_row(lakehouse, spec.name)
+    if existing is not None:
+        raise SnapshotExistsError(
+            f"snapshot {spec.name!r} exists (cut from {existing['source_table']} v{existing['source_version']} "
+            f"at {existing['created_at']:%Y-%m-%d %H:%M}); snapshots are immutable: choose a new name"
+        )
+    path = source_spec.path(lakehouse)
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise SnapshotSpecError(f"{spec.source_table} does not exist yet: run `millpond curate` first")
+    version = latest_version(DeltaTable.forPath(spark, path))
+    run = Run(
+        job="snapshot",
+        config_digest=config.digest(),
+        params={"name": spec.name, "source": spec.source_table, "filter": filter_json(spec.where),
+                "mix": dict(spec.mix), "temperature": spec.temperature, "purpose": spec.purpose},
+    )  # fmt: skip
+    start_run(spark, lakehouse, run)
+    try:
+        summary = _create(spark, lakehouse, spec, path, version, run)
+    except BaseException as err:
+        finish_run(spark, lakehouse, run, error=err)
+        raise
+    run.input_versions = {spec.source_table: version}
+    run.counts = {"rows": summary["rows"], "train_rows": summary["train_rows"]} | {
+        f"excluded:{k}": v for k, v in summary["excluded"].items()
+    }
+    finish_run(spark, lakehouse, run)
+    return summary
+
+
+def _create(spark: SparkSession, lakehouse: Any, spec: SnapshotSpec, path: str, version: int, run: Run) -> dict:
+    frame = spark.read.format("delta").option("versionAsOf", version).load(path)
+    progress(f"selecting the members of {spec.name} from {spec.source_table} v{version}")
+    selection = select_members(frame, spec)
+    members = selection.members
+    members_table = ensure_table(spark, GOLD_SNAPSHOT_MEMBERS, lakehouse)
+    ensure_table(spark, GOLD_SNAPSHOTS, lakehouse)
+    # A create killed after writing members but before its snapshot row left them behind.
+    members_table.delete(F.col("snapshot") == F.lit(spec.name))
+    progress(f"writing {GOLD_SNAPSHOT_MEMBERS.name}")
+    members.select(
+        F.lit(spec.name).alias("snapshot"), "doc_id", "source", "split", "repeats", "text_sha256"
+    ).write.format("delta").mode("append").save(GOLD_SNAPSHOT_MEMBERS.path(lakehouse))
+
+    per_split = {r["split"]: r["count"] for r in members.groupBy("split").count().collect()}
+    train = members.where("split = 'train'")
+    by_source = {
+        r["source"]: (int(r["examples"]), int(r["words"]))
+        for r in train.groupBy("source")
+        .agg(F.sum("repeats").alias("examples"), F.sum(F.col("words") * F.col("repeats")).alias("words"))
+        .collect()
+    }
+    train_rows = sum(e for e, _ in by_source.values())
+    words = sum(w for _, w in by_source.values())
+    realized = {s: round(w / words, 4) if words else 0.0 for s, (_, w) in sorted(by_source.items())}
+    lines = [
+        r[0]
+        for r in members.select(
+            F.concat_ws(":", "doc_id", "text_sha256", "split", F.col("repeats").cast("string"))
+        ).toLocalIterator()
+    ]
+    row = {
+        "name": spec.name,
+        "source_table": spec.source_table,
+        "source_version": version,
+        "filter": filter_json(spec.where),
+        "mix": dict(spec.mix) or None,
+        "temperature": spec.temperature,
+        "purpose": spec.purpose,
+        "splits": {"validation": spec.validation, "test": spec.test},
+        "rows": sum(per_split.values()),
+        "train_rows": train_rows,
+        "words": words,
+        "tokens": None,
+        "excluded": selection.excluded,
+        "realized_mix": realized,
+        "content_digest": digest_lines(lines),
+        "run_id": run.run_id,
+        "created_at": datetime.now(UTC),
+    }
+    spark.createDataFrame([row], schema=GOLD_SNAPSHOTS.schema).write.format("delta").mode("append").save(
+        GOLD_SNAPSHOTS.path(lakehouse)
+    )
+    run.output_versions = {
+        GOLD_SNAPSHOTS.name: latest_version(DeltaTable.forPath(spark, GOLD_SNAPSHOTS.path(lakehouse))),
+        GOLD_SNAPSHOT_MEMBERS.name: latest_version(DeltaTable.forPath(spark, GOLD_SNAPSHOT_MEMBERS.path(lakehouse))),
+    }
+    return _summary(row) | {
+        "splits": {s: per_split.get(s, 0) for s in ("train", "validation", "test")},
+        "requested_mix": {s: round(p, 4) for s, p in sorted(selection.shares.items())},
+        "examples_by_source": {s: e for s, (e, _) in sorted(by_source.items())},
+    }
+
+
+def _summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": row["name"],
+        "source_table": row["source_table"],
+        "source_version": row["source_version"],
+        "filter": json.loads(row["filter"]) if row["filter"] else [],
+        "mix": dict(row["mix"] or {}),
+        "temperature": row["temperature"],
+        "purpose": row["purpose"],
+        "rows": row["rows"],
+        "train_rows": row["train_rows"],
+        "words": row["words"],
+        "tokens": row["tokens"],
+        "excluded": dict(row["excluded"] or {}),
+        "realized_mix": dict(row["realized_mix"] or {}),
+        "content_digest": row["content_digest"],
+        "run_id": row["run_id"],
+        "created_at": row["created_at"].isoformat() if row["created_at"] else None,
+    }
+
+
+def _parse_mix(text: str | None) -> tuple[tuple[str, float], ...]:
+    if not text:
+        return ()
+    out = []
+    for part in text.split(","):
+        name, sep, weight = part.partition("=")
+        try:
+            out.append((name.strip(), float(weight)))
+        except ValueError:
+            raise SnapshotSpecError(f"--mix {text!r}: expected SOURCE=WEIGHT,... (e.g. web=0.7,code=0.3)") from None
+        if not sep or not name.strip():
+            raise SnapshotSpecError(f"--mix {text!r}: expected SOURCE=WEIGHT,... (e.g. web=0.7,code=0.3)")
+    return tuple(out)
+
+
+@click.group("snapshot")
+def snapshot_group() -> None:
+    """Named, immutable training sets (gold.snapshots): create, list, show."""
+
+
+@snapshot_group.command("create")
+@click.argument("name")
+@click.option("--from", "source_table", default="silver.documents", show_default=True, help="Table to cut from.")
+@click.option(
+    "--where",
+    "filters",
+    multiple=True,
+    help="COLUMN OP VALUE [AND ...], e.g. \"lang = 'en' AND quality_score >= 0.5\" (repeatable: ANDed).",
+)
+@click.option(
+    "--mix", default=None, help="Weights by source: SOURCE=WEIGHT,... (training examples; scarce sources repeat)."
+)
+@click.option("--temperature", type=float, default=None, help="Temperature sampling across sources: p ~ n^(1/T).")
+@click.option(
+    "--purpose", default="pretraining", show_default=True, help="Policy to enforce: license allowlist and consent."
+)
+@click.option(
+    "--validation", type=float, default=0.01, show_default=True, help="Share held out for validation (by doc_id hash)."
+)
+@click.option(
+    "--test",
+    "test_share",
+    type=float,
+    default=0.01,
+    show_default=True,
+    help="Share sealed for testing, never trained on.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+@spark_options
+@lakehouse_options
+def create_command(
+    name: str,
+    source_table: str,
+    filters: tuple[str, ...],
+    mix: str | None,
+    temperature: float | None,
+    purpose: str,
+    validation: float,
+    test_share: float,
+    as_json: bool,
+    master: str | None,
+    lakehouse: str | None,
+    config_file: str | None,
+) -> None:
+    """Cut snapshot NAME from a table's current version: filter, policy, split, mixture."""  # fmt: skip
+    config = effective_config(lakehouse, config_file)
+    try:
+        columns = schema_columns(table(source_table).schema)
+    except KeyError as err:
+        raise SnapshotSpecError(str(err.args[0])) from None
+    where = tuple(c for text in filters for c in parse_where(text, columns))
+    spec = SnapshotSpec(name, source_table, where, _parse_mix(mix), temperature, purpose, validation, test_share)
+    spark = open_spark(config, master, app_name=f"millpond-snapshot-{name}")
+    summary = create_snapshot(spark, config, spec)
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True, default=str))
+        return
+    print_summary(summary)
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    click.echo(f"snapshot {s['name']}: {s['source_table']} v{s['source_version']}, purpose {s['purpose']}")
+    if "splits" in s:
+        click.echo("  documents: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
+    click.echo(f"  training examples {s['train_rows']} ({s['words']} words); tokens: {s['tokens'] or 'not cut yet'}")
+    if s["realized_mix"]:
+        click.echo(
+            "  realized mix (share of training words): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in s["realized_mix"].items())
+        )
+    if s["excluded"]:
+        click.echo("  left out: " + ", ".join(f"{k} {v}" for k, v in sorted(s["excluded"].items())))
+    click.echo(f"  content digest {s['content_digest']}")
+
+
+@snapshot_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@lakehouse_options
+def list_command(as_json: bool, lakehouse: str | None, config_file: str | None) -> None:
+    """List the snapshots: name, source version, rows, words, purpose."""
+    config = effective_config(lakehouse, config_file)
+    rows = read_table(GOLD_SNAPSHOTS, config.lakehouse)
+    snapshots = sorted((_summary(r) for r in (rows.to_pylist() if rows is not None else [])), key=lambda s: s["name"])
+    if as_json:
+        click.echo(json.dumps(snapshots, sort_keys=True, default=str))
+        return
+    if not snapshots:
+        click.echo("no snapshots yet: `millpond snapshot create NAME`")
+    for s in snapshots:
+        click.echo(f"  {s['name']:<24} {s['source_table']} v{s['source_version']:<4} {s['rows']:>8} docs "
+                   f"{s['words']:>10} words  {s['purpose']}  {s['created_at']}")  # fmt: skip
+
+
+@snapshot_group.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@lakehouse_options
+def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: str | None) -> None:
+    """Show one snapshot: its definition, counts by split and source, what was left out."""
+    config = effective_config(lakehouse, config_file)
+    row = snapshot_row(config.lakehouse, name)
+    if row is None:
+        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    summary = _summary(row)
+    members = read_table(GOLD_SNAPSHOT_MEMBERS, config.lakehouse, columns=["snapshot", "source", "split", "repeats"])
+    splits: dict[str, int] = defaultdict(int)
+    sources: dict[str, int] = defaultdict(int)
+    for m in members.to_pylist() if members is not None else []:
+        if m["snapshot"] == name:
+            splits[m["split"]] += 1
+            if m["split"] == "train":
+                sources[m["source"]] += m["repeats"]
+    summary["splits"] = {s: splits.get(s, 0) for s in ("train", "validation", "test")}
+    summary["examples_by_source"] = dict(sorted(sources.items()))
+    if as_json:
+        click.echo(json.dumps(summary, sort_keys=True, default=str))
+        return
+    print_summary(summary)
+    click.echo("  filter: " + (json.dumps(summary["filter"]) if summary["filter"] else "none"))
+
+
+SNAPSHOT_ERRORS = (SnapshotSpecError, SnapshotExistsError, SnapshotNotFoundError)
+
+
+if __name__ == "__main__":  # spark-submit jobs/snapshot.py create NAME [--where ...] [--lakehouse ...]
+    from jobs.cli import main
+
+    main(["snapshot", *sys.argv[1:]])

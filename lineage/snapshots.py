@@ -1,0 +1,322 @@
+"""Snapshots: named, immutable training sets cut from a pinned version of a curated table.
+
+What goes in, in order: the filter (a small safe grammar turned into DataFrame expressions,
+never SQL text), the purpose's policy (the license must be `allowed` for the purpose, the row
+must carry consent for it), then a split by a hash of `doc_id` (train, validation, sealed
+test), then mixing across sources on the train split: explicit weights or temperature
+sampling, realized by dropping or repeating documents chosen by hash, so the same inputs
+always give the same members. Every document left out is counted with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "in", "not in")
+SPLITS = ("train", "validation", "test")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class SnapshotSpecError(ValueError):
+    """A snapshot request that cannot be honoured as written (bad filter, weights, name)."""
+
+
+@dataclass(frozen=True)
+class Clause:
+    column: str
+    operator: str
+    value: Any  # str, int, float, bool, or a tuple of those for `in`
+
+    def as_json(self) -> list[Any]:
+        return [self.column, self.operator, list(self.value) if isinstance(self.value, tuple) else self.value]
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    name: str
+    source_table: str = "silver.documents"
+    where: tuple[Clause, ...] = ()
+    mix: tuple[tuple[str, float], ...] = ()  # (source, weight); empty: every source as it is
+    temperature: float | None = None  # p(source) ~ n ** (1 / T); None: no temperature sampling
+    purpose: str = "pretraining"
+    validation: float = 0.01
+    test: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not NAME.fullmatch(self.name):
+            raise SnapshotSpecError(f"snapshot name {self.name!r}: letters, digits, '.', '_' and '-' only")
+        if self.mix and self.temperature is not None:
+            raise SnapshotSpecError("give --mix or --temperature, not both")
+        if self.temperature is not None and not self.temperature > 0:
+            raise SnapshotSpecError("--temperature must be positive")
+        if any(w < 0 or math.isnan(w) for _, w in self.mix) or (self.mix and sum(w for _, w in self.mix) <= 0):
+            raise SnapshotSpecError("--mix weights must be non-negative with a positive sum")
+        if not (0 <= self.validation < 1 and 0 <= self.test < 1 and self.validation + self.test < 1):
+            raise SnapshotSpecError("validation and test shares must be in [0, 1) and leave room for training")
+
+
+# ---------------------------------------------------------------------------------------------
+# The filter grammar: CLAUSE [AND CLAUSE ...]; CLAUSE = COLUMN OP LITERAL; LITERAL = a number,
+# a quoted string, true/false, or for `in` a parenthesized list of those.
+
+_CLAUSE = re.compile(
+    r"\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)\s*(<=|>=|!=|=|<|>|\bnot\s+in\b|\bin\b)\s*(.+?)\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def parse_where(text: str, columns: dict[str, T.DataType]) -> tuple[Clause, ...]:
+    """Clauses of a filter, checked against the table's columns (struct fields as `a.b`)."""
+    clauses = []
+    for part in _split_and(text):
+        m = _CLAUSE.fullmatch(part)
+        if not m:
+            raise SnapshotSpecError(
+                f"filter {part.strip()!r}: expected COLUMN OP VALUE with OP one of {', '.join(OPERATORS)}"
+            )
+        column, operator, literal = m.group(1), " ".join(m.group(2).lower().split()), m.group(3)
+        if column not in columns:
+            known = ", ".join(sorted(c for c in columns if "." not in c))
+            raise SnapshotSpecError(f"filter {part.strip()!r}: no column {column!r}; columns: {known}")
+        if operator in ("in", "not in"):
+            if not (literal.startswith("(") and literal.endswith(")")):
+                raise SnapshotSpecError(f"filter {part.strip()!r}: `{operator}` takes a list: (a, b, ...)")
+            value: Any = tuple(_literal(item, part) for item in _split_list(literal[1:-1], part))
+        else:
+            value = _literal(literal, part)
+        clauses.append(Clause(column, operator, value))
+    return tuple(clauses)
+
+
+def _split_and(text: str) -> list[str]:
+    """Split on AND outside quotes."""
+    parts, current, quote = [], [], ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            current.append(c)
+            if c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+            current.append(c)
+        elif (
+            text[i : i + 3].upper() == "AND"
+            and (i == 0 or text[i - 1].isspace())
+            and (i + 3 == len(text) or text[i + 3].isspace())
+        ):
+            parts.append("".join(current))
+            current = []
+            i += 3
+            continue
+        else:
+            current.append(c)
+        i += 1
+    if quote:
+        raise SnapshotSpecError(f"filter {text!r}: an unterminated quote")
+    parts.append("".join(current))
+    if any(not p.strip() for p in parts):
+        raise SnapshotSpecError(f"filter {text!r}: an empty clause")
+    return parts
+
+
+def _split_list(text: str, part: str) -> list[str]:
+    items, current, quote = [], [], ""
+    for c in text:
+        if quote:
+            current.append(c)
+            if c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+            current.append(c)
+        elif c == ",":
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(c)
+    items.append("".join(current))
+    if any(not i.strip() for i in items):
+        raise SnapshotSpecError(f"filter {part.strip()!r}: an empty list item")
+    return items
+
+
+def _literal(text: str, part: str) -> Any:
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        inner = text[1:-1]
+        if text[0] in inner:
+            raise SnapshotSpecError(f"filter {part.strip()!r}: a quote inside a quoted value")
+        return inner
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if _NUMBER.fullmatch(text):
+        number = float(text)
+        return int(number) if number.is_integer() and not any(c in text for c in ".eE") else number
+    raise SnapshotSpecError(f"filter {part.strip()!r}: {text!r} is not a number, true/false or a quoted string")
+
+
+def filter_column(clauses: tuple[Clause, ...]) -> Column:
+    """The clauses as one DataFrame predicate: values are literals, never SQL text."""
+    predicate = F.lit(True)
+    for c in clauses:
+        col = F.col(c.column)
+        if c.operator == "in":
+            term = col.isin([F.lit(v) for v in c.value])
+        elif c.operator == "not in":
+            term = ~col.isin([F.lit(v) for v in c.value])
+        else:
+            value = F.lit(c.value)
+            term = {
+                "=": col == value,
+                "!=": col != value,
+                "<": col < value,
+                "<=": col <= value,
+                ">": col > value,
+                ">=": col >= value,
+            }[c.operator]
+        predicate = predicate & F.coalesce(term, F.lit(False))  # NULL compares false: left out
+    return predicate
+
+
+def schema_columns(schema: T.StructType) -> dict[str, T.DataType]:
+    """Column names a filter may use: top-level columns and one level of struct fields."""
+    out: dict[str, T.DataType] = {}
+    for f in schema.fields:
+        out[f.name] = f.dataType
+        if isinstance(f.dataType, T.StructType):
+            for sub in f.dataType.fields:
+                out[f"{f.name}.{sub.name}"] = sub.dataType
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixing
+
+
+def mixture(available: dict[str, int], mix: dict[str, float], temperature: float | None) -> dict[str, float]:
+    """Target share of training examples per source.
+
+    With `mix`: the given weights, normalized (a source not named gets 0). With a temperature
+    T: p ~ n ** (1 / T), so T > 1 flattens the mixture towards scarce sources. Neither: as is.
+    """
+    if mix:
+        unknown = sorted(set(mix) - set(available))
+        if unknown:
+            raise SnapshotSpecError(f"--mix names source(s) with no eligible documents: {', '.join(unknown)}")
+        total = sum(mix.values())
+        return {s: mix.get(s, 0.0) / total for s in available}
+    if temperature is not None:
+        powered = {s: n ** (1.0 / temperature) for s, n in available.items() if n > 0}
+        total = sum(powered.values())
+        return {s: powered.get(s, 0.0) / total for s in available}
+    total = sum(available.values())
+    return {s: n / total for s, n in available.items()}
+
+
+def example_targets(available: dict[str, int], shares: dict[str, float]) -> dict[str, int]:
+    """Training examples per source: the shares of a total equal to the documents available, so
+    a source above its share is downsampled and one below it is repeated (upsampled)."""
+    total = sum(available.values())
+    return {s: int(round(shares.get(s, 0.0) * total)) for s in available}
+
+
+def repeats(rank: int, available: int, target: int) -> int:
+    """How often the document at hash-rank `rank` (0-based) of `available` is used to reach `target`."""
+    if available == 0 or target == 0:
+        return 0
+    whole, extra = divmod(target, available)
+    return whole + (1 if rank < extra else 0)
+
+
+def digest_lines(lines: list[str]) -> str:
+    """sha256 over sorted member lines: the snapshot's content address."""
+    h = hashlib.sha256()
+    for line in sorted(lines):
+        h.update(line.encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def filter_json(clauses: tuple[Clause, ...]) -> str:
+    return json.dumps([c.as_json() for c in clauses])
+
+
+# ---------------------------------------------------------------------------------------------
+# On Spark
+
+
+def split_of(doc_id: Column, validation: float, test: float) -> Column:
+    """train | validation | test by a hash of `doc_id` (stable across runs, tables and snapshots)."""
+    u = F.conv(F.substring(F.sha2(F.concat(F.lit("split:"), doc_id), 256), 1, 8), 16, 10).cast("double") / 4294967296.0
+    return F.when(u < test, "test").when(u < test + validation, "validation").otherwise("train")
+
+
+@dataclass
+class Selection:
+    members: DataFrame  # doc_id, source, split, repeats, text_sha256, words
+    excluded: dict[str, int]
+    shares: dict[str, float]
+
+
+def select_members(frame: DataFrame, spec: SnapshotSpec) -> Selection:
+    """The members of a snapshot of `frame` (a pinned table version) and what was left out, by reason."""
+    excluded: dict[str, int] = {}
+    rows = frame.select(
+        "doc_id",
+        "source",
+        "text_sha256",
+        F.size(F.split(F.trim("text"), r"\s+")).alias("words"),
+        filter_column(spec.where).alias("_match"),
+        F.coalesce(F.col("license_policy")[spec.purpose], F.lit("unknown")).alias("_license"),
+        F.coalesce(F.array_contains("consent", spec.purpose), F.lit(False)).alias("_consent"),
+    )
+    reason = (
+        F.when(~F.col("_match"), "filtered_out")
+        .when(F.col("_license") == "not_allowed", "license_not_allowed")
+        .when(F.col("_license") != "allowed", "license_unknown")
+        .when(~F.col("_consent"), "no_consent")
+    )
+    rows = rows.withColumn("_excluded", reason).localCheckpoint(eager=True)
+    for row in rows.where(F.col("_excluded").isNotNull()).groupBy("_excluded").count().collect():
+        excluded[row[0]] = row[1]
+    eligible = rows.where(F.col("_excluded").isNull()).withColumn(
+        "split", split_of(F.col("doc_id"), spec.validation, spec.test)
+    )
+    train_counts = {r[0]: r[1] for r in eligible.where("split = 'train'").groupBy("source").count().collect()}
+    shares = mixture(train_counts, dict(spec.mix), spec.temperature) if train_counts else {}
+    targets = example_targets(train_counts, shares) if train_counts else {}
+    from pyspark.sql.window import Window
+
+    by_hash = Window.partitionBy("source").orderBy(F.sha2(F.concat(F.lit("mix:"), F.col("doc_id")), 256))
+    target_col = F.create_map(*[x for s, t in targets.items() for x in (F.lit(s), F.lit(t))]) if targets else None
+    available_col = (
+        F.create_map(*[x for s, n in train_counts.items() for x in (F.lit(s), F.lit(n))]) if train_counts else None
+    )
+    train = eligible.where("split = 'train'")
+    if target_col is not None:
+        rank = F.row_number().over(by_hash) - 1
+        available = available_col[F.col("source")]
+        target = target_col[F.col("source")]
+        whole = F.floor(target / available)
+        extra = target - whole * available
+        train = train.withColumn("repeats", (whole + F.when(rank < extra, 1).otherwise(0)).cast("int"))
+    held_out = eligible.where("split != 'train'").withColumn("repeats", F.lit(1))
+    members = train.unionByName(held_out) if target_col is not None else held_out
+    members = members.localCheckpoint(eager=True)
+    dropped = members.where("repeats = 0").count()
+    if dropped:
+        excluded["downsampled_by_mix"] = dropped
+    members = members.where("repeats > 0").select("doc_id", "source", "split", "repeats", "text_sha256", "words")
+    return Selection(members=members, excluded=excluded, shares=shares)
