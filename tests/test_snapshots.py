@@ -159,5 +159,7 @@ def test_snapshot_create_enforces_policy_splits_mixes_and_stays_pinned(spark, la
     assert [s["name"] for s in listed] == ["mixed-v1", "mixed-v1-again", "mixed-v2", "nothing", "web-good"]
     runs = [r for r in read_table(LINEAGE_RUNS, lakehouse).to_pylist() if r["job"] == "snapshot"]
     assert {r["status"] for r in runs} == {"succeeded"} and len(runs) == 5  # the refused re-create ran nothing
-    assert dict(next(r for r in runs if r["run_id"] == later["run_id"])["input_versions"]) == {"silver.documents": pinned + 1}
+    assert dict(next(r for r in runs if r["run_id"] == later["run_id"])["input_versions"]) == {
+        "silver.documents": pinned + 1
+    }
     assert "--temperature" in runner.invoke(cli, ["snapshot", "create", "--help"]).output
