@@ -21,9 +21,11 @@ from jobs.snapshot import SNAPSHOT_ERRORS, snapshot_group
 from jobs.spark import SparkStartError
 from jobs.submit import UnknownJobError
 from jobs.text_specs import TextSpecError
+from jobs.tokens import shards_group, tokenizer_group
 from jobs.why import why_command
 from lineage.catalog import LINEAGE_RUNS, QUARANTINE_RECORDS
 from lineage.tables import inspect_tables, read_table
+from trainers.tokenizer import TokenizerMissingError
 
 # Errors a user can fix; shown as one line, without a traceback.
 USER_ERRORS = (
@@ -36,6 +38,7 @@ USER_ERRORS = (
     FunnelMismatchError,
     *CURATE_ERRORS,
     *SNAPSHOT_ERRORS,
+    TokenizerMissingError,
 )
 
 
@@ -195,6 +198,8 @@ cli.add_command(evalset_group)
 cli.add_command(classifier_group)
 cli.add_command(pii_group)
 cli.add_command(snapshot_group)
+cli.add_command(tokenizer_group)
+cli.add_command(shards_group)
 
 
 @cli.command("demo")

@@ -29,6 +29,8 @@ from curation.pii import PiiParams
 from curation.quality import QualityParams
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
+from trainers.shards import ShardSettings
+from trainers.tokenizer import TokenizerSettings
 
 Params = TypeVar("Params")
 
@@ -86,6 +88,8 @@ DEFAULTS: dict[str, Any] = {
     "ingest": section_defaults(IngestParams()),
     "curate": {name: section_defaults(cls()) for name, cls in CURATE_PARAMS.items()},
     "mlflow": section_defaults(MlflowSettings()),
+    "tokenizer": section_defaults(TokenizerSettings()),
+    "shards": section_defaults(ShardSettings()),
 }
 
 # Sections whose keys are free-form (no validation against the defaults).

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
 from curation.pipeline import prepare
-from lineage.catalog import BRONZE_DOCUMENTS
+from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DOCUMENTS
+from lineage.tables import ensure_table
 
 SENTENCES = [
     "The river that feeds the mill pond rises in the hills to the north of the village.",
@@ -81,3 +83,26 @@ def frame(spark: SparkSession, rows: list[dict[str, Any]]) -> DataFrame:
 def decided(out: DataFrame) -> dict[str, dict[str, Any]]:
     """doc_id -> the row with its decision as a plain dict."""
     return {r["doc_id"]: {**r.asDict(recursive=True)} for r in out.collect()}
+
+
+def silver_row(
+    i: int, source: str, policy: str, consent: list[str], quality: float = 0.9, domain: str = "prose", text: str = ""
+) -> dict[str, Any]:
+    """A row shaped like silver.documents (as curate writes it), for tests that start from silver."""
+    text = text or prose(i, 3) + f" Document {source} {i}."
+    doc_id = hashlib.sha256(f"{source}:{i}".encode()).hexdigest()[:32]
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    return {f.name: None for f in SILVER_DOCUMENTS.schema.fields} | {
+        "doc_id": doc_id, "text": text, "text_sha256": hashlib.sha256(text.encode()).hexdigest(), "source": source,
+        "source_uri": f"file:///{source}.jsonl", "locator": f"{source}.jsonl:{i}", "ingested_at": now,
+        "ingest_run_id": "ingest-test", "content_sha256": doc_id, "license_policy": {"pretraining": policy},
+        "consent": consent, "quality_score": quality, "bronze_version": 1, "curate_run_id": "curate-test",
+        "curated_at": now, "lang": "en", "domain": domain,
+    }  # fmt: skip
+
+
+def write_silver(spark: SparkSession, lakehouse: Path, rows: list[dict[str, Any]]) -> None:
+    ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
+    spark.createDataFrame(rows, schema=SILVER_DOCUMENTS.schema).write.format("delta").mode("append").save(
+        SILVER_DOCUMENTS.path(lakehouse)
+    )

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from curation_data import prose
+from curation_data import silver_row, write_silver
 from deltalake import DeltaTable
 
 from conftest import make_config
@@ -27,7 +24,7 @@ from lineage.snapshots import (
     repeats,
     schema_columns,
 )
-from lineage.tables import ensure_table, read_table
+from lineage.tables import read_table
 
 COLUMNS = schema_columns(SILVER_DOCUMENTS.schema)
 
@@ -81,34 +78,14 @@ def test_mixing_arithmetic() -> None:
         SnapshotSpec("../etc")
 
 
-def _silver_row(i: int, source: str, policy: str, consent: list[str], quality: float = 0.9) -> dict[str, Any]:
-    text = prose(i, 3) + f" Document {source} {i}."
-    doc_id = hashlib.sha256(f"{source}:{i}".encode()).hexdigest()[:32]
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-    return {f.name: None for f in SILVER_DOCUMENTS.schema.fields} | {
-        "doc_id": doc_id, "text": text, "text_sha256": hashlib.sha256(text.encode()).hexdigest(), "source": source,
-        "source_uri": f"file:///{source}.jsonl", "locator": f"{source}.jsonl:{i}", "ingested_at": now,
-        "ingest_run_id": "ingest-test", "content_sha256": doc_id, "license_policy": {"pretraining": policy},
-        "consent": consent, "quality_score": quality, "bronze_version": 1, "curate_run_id": "curate-test",
-        "curated_at": now, "lang": "en",
-    }  # fmt: skip
-
-
-def _write_silver(spark, lakehouse: Path, rows: list[dict[str, Any]]) -> None:
-    ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
-    spark.createDataFrame(rows, schema=SILVER_DOCUMENTS.schema).write.format("delta").mode("append").save(
-        SILVER_DOCUMENTS.path(lakehouse)
-    )
-
-
 def test_snapshot_create_enforces_policy_splits_mixes_and_stays_pinned(spark, lakehouse: Path) -> None:
     ok = ["pretraining"]
-    rows = [_silver_row(i, "web", "allowed", ok, quality=0.2 if i % 4 == 0 else 0.9) for i in range(120)]
-    rows += [_silver_row(i, "books", "allowed", ok) for i in range(12)]
-    rows += [_silver_row(i, "gpl", "not_allowed", ok) for i in range(5)]
-    rows += [_silver_row(i, "scraped", "unknown", ok) for i in range(4)]
-    rows += [_silver_row(i, "forum", "allowed", []) for i in range(6)]
-    _write_silver(spark, lakehouse, rows)
+    rows = [silver_row(i, "web", "allowed", ok, quality=0.2 if i % 4 == 0 else 0.9) for i in range(120)]
+    rows += [silver_row(i, "books", "allowed", ok) for i in range(12)]
+    rows += [silver_row(i, "gpl", "not_allowed", ok) for i in range(5)]
+    rows += [silver_row(i, "scraped", "unknown", ok) for i in range(4)]
+    rows += [silver_row(i, "forum", "allowed", []) for i in range(6)]
+    write_silver(spark, lakehouse, rows)
     config = make_config(lakehouse)
 
     spec = SnapshotSpec("mixed-v1", mix=(("web", 0.5), ("books", 0.5)), validation=0.1, test=0.1)
@@ -145,7 +122,7 @@ def test_snapshot_create_enforces_policy_splits_mixes_and_stays_pinned(spark, la
     assert none["rows"] == 0 and none["excluded"]["filtered_out"] == len(rows)
 
     # Silver moves on; the snapshot does not.
-    _write_silver(spark, lakehouse, [_silver_row(i, "books", "allowed", ok) for i in range(100, 130)])
+    write_silver(spark, lakehouse, [silver_row(i, "books", "allowed", ok) for i in range(100, 130)])
     runner = CliRunner()
     shown = json.loads(
         runner.invoke(cli, ["--lakehouse", str(lakehouse), "snapshot", "show", "mixed-v1", "--json"]).output

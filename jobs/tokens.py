@@ -1,0 +1,220 @@
+"""`millpond tokenizer train` and `millpond shards build`: from a snapshot to token ids.
+
+Both read the snapshot's members joined with its source table at the pinned version, so they
+see exactly the snapshot, whatever the table holds now.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.config import Config, params_from
+from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
+from jobs.snapshot import SnapshotNotFoundError, snapshot_row
+from jobs.tracking import tracking_uri, use_experiment
+from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, table
+from trainers.shards import ShardSettings, build_shards, load_manifest, shard_folder
+from trainers.tokenizer import TokenizerSettings, audit, load_tokenizer, tokenizer_digest, train_bpe
+
+AUDIT_DOCUMENTS = 200  # per domain, from the validation split
+
+
+def _snapshot(config: Config, name: str) -> dict[str, Any]:
+    row = snapshot_row(config.lakehouse, name)
+    if row is None:
+        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    return row
+
+
+def snapshot_frames(spark: SparkSession, config: Config, snapshot: dict[str, Any]) -> tuple[DataFrame, DataFrame]:
+    """The snapshot's members, and the text and domain of its source table at the pinned version."""
+    members = (
+        spark.read.format("delta")
+        .load(GOLD_SNAPSHOT_MEMBERS.path(config.lakehouse))
+        .where(F.col("snapshot") == F.lit(snapshot["name"]))
+    )
+    source = table(snapshot["source_table"])
+    texts = (
+        spark.read.format("delta")
+        .option("versionAsOf", snapshot["source_version"])
+        .load(source.path(config.lakehouse))
+        .select("doc_id", "text", F.coalesce(F.col("domain"), F.lit("none")).alias("domain"))
+    )
+    return members, texts
+
+
+def train_tokenizer(spark: SparkSession, config: Config, name: str, settings: TokenizerSettings) -> dict[str, Any]:
+    """Train on the snapshot's train split (a hash-chosen sample), audit on validation, log to MLflow."""
+    import mlflow
+
+    snapshot = _snapshot(config, name)
+    members, texts = snapshot_frames(spark, config, snapshot)
+    train = (
+        members.where("split = 'train'")
+        .join(texts, "doc_id")
+        .orderBy(F.sha2(F.concat(F.lit("tokenizer:"), "doc_id"), 256))
+        .limit(settings.max_documents)
+    )
+    progress(f"training a {settings.vocab_size}-token byte-level BPE on {name}'s train split")
+    tokenizer = train_bpe((r["text"] for r in train.select("text").toLocalIterator()), settings)
+    documents = train.count()
+    as_json = tokenizer.to_str()  # type: ignore[attr-defined]
+    digest = tokenizer_digest(as_json)
+    folder = config.lakehouse / "_artifacts" / "tokenizers" / f"{name}-v{settings.vocab_size}-{digest[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").write_text(as_json, encoding="utf-8")
+
+    # The audit reads validation documents first, training documents for domains validation lacks.
+    held_out = (
+        members.where("split != 'test'")
+        .join(texts, "doc_id")
+        .orderBy((F.col("split") == "train").cast("int"), F.sha2("text", 256))
+        .select("domain", "text")
+    )
+    by_domain: dict[str, list[str]] = {}
+    for row in held_out.orderBy(F.sha2("text", 256)).toLocalIterator():
+        bucket = by_domain.setdefault(row["domain"], [])
+        if len(bucket) < AUDIT_DOCUMENTS:
+            bucket.append(row["text"])
+    report = audit(tokenizer, by_domain)
+
+    use_experiment(config, "tokenizers")
+    with mlflow.start_run(run_name=f"tokenizer-{name}") as run:
+        mlflow.log_params(asdict(settings) | {"documents": documents})
+        mlflow.log_params(
+            {"snapshot": name, "source_table": snapshot["source_table"], "source_version": snapshot["source_version"],
+             "snapshot_digest": snapshot["content_digest"], "tokenizer_digest": digest}
+        )  # fmt: skip
+        mlflow.set_tags({"snapshot": name, "millpond.kind": "tokenizer"})
+        for domain, figures in report.items():
+            mlflow.log_metrics({f"tokens_per_word.{domain}": figures["tokens_per_word"],
+                                f"tokens_per_char.{domain}": figures["tokens_per_char"]})  # fmt: skip
+        mlflow.log_artifact(str(folder / "tokenizer.json"), artifact_path="tokenizer")
+        with tempfile.TemporaryDirectory() as tmp:
+            audit_file = Path(tmp) / "audit.json"
+            audit_file.write_text(json.dumps(report, indent=2, sort_keys=True))
+            mlflow.log_artifact(str(audit_file), artifact_path="tokenizer")
+    return {
+        "snapshot": name,
+        "path": str(folder / "tokenizer.json"),
+        "digest": digest,
+        "vocab_size": tokenizer.get_vocab_size(),  # type: ignore[attr-defined]
+        "documents": documents,
+        "audit": report,
+        "run_id": run.info.run_id,
+        "tracking_uri": tracking_uri(config),
+    }
+
+
+def cached_shards(config: Config, name: str, tokenizer_path: str) -> dict[str, Any] | None:
+    """The manifest of this snapshot's shards for this tokenizer, when they are cut already."""
+    snapshot = _snapshot(config, name)
+    digest = tokenizer_digest(load_tokenizer(tokenizer_path).to_str())  # type: ignore[attr-defined]
+    folder = shard_folder(config.lakehouse, name, digest)
+    cached = load_manifest(folder)
+    if cached is not None and cached.get("content_digest") == snapshot["content_digest"]:
+        progress(f"shards of {name} for tokenizer {digest[:12]} are cached in {folder}")
+        return cached | {"folder": str(folder), "cached": True}
+    return None
+
+
+def cut_shards(
+    spark: SparkSession, config: Config, name: str, tokenizer_path: str, settings: ShardSettings
+) -> dict[str, Any]:
+    """The snapshot's shards for this tokenizer: reused when already cut, else cut now."""
+    cached = cached_shards(config, name, tokenizer_path)
+    if cached is not None:
+        return cached
+    snapshot = _snapshot(config, name)
+    tokenizer = load_tokenizer(tokenizer_path)
+    as_json = tokenizer.to_str()  # type: ignore[attr-defined]
+    digest = tokenizer_digest(as_json)
+    folder = shard_folder(config.lakehouse, name, digest)
+    members, texts = snapshot_frames(spark, config, snapshot)
+    progress(f"cutting {name} into token shards in {folder}")
+    about = {
+        "snapshot": name,
+        "source_table": snapshot["source_table"],
+        "source_version": snapshot["source_version"],
+        "content_digest": snapshot["content_digest"],
+        "tokenizer_digest": digest,
+        "tokenizer": str(Path(tokenizer_path).resolve()),
+    }
+    manifest = build_shards(
+        members, texts.select("doc_id", "text"), folder, as_json,
+        tokenizer.get_vocab_size(), settings, about,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    return manifest | {"folder": str(folder), "cached": False}
+
+
+@click.group("tokenizer")
+def tokenizer_group() -> None:
+    """Byte-level BPE tokenizers trained on snapshots."""
+
+
+@tokenizer_group.command("train")
+@click.option("--snapshot", "name", required=True, help="Snapshot to train on (its train split).")
+@click.option("--vocab-size", type=int, default=None, help="Vocabulary size (default: [tokenizer] vocab_size).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@spark_options
+@lakehouse_options
+def tokenizer_train_command(
+    name: str, vocab_size: int | None, as_json: bool, master: str | None, lakehouse: str | None, config_file: str | None
+) -> None:
+    """Train a tokenizer on a snapshot, audit it per domain, and log both to MLflow."""
+    config = effective_config(lakehouse, config_file)
+    values = dict(config.section("tokenizer"))
+    if vocab_size is not None:
+        values["vocab_size"] = vocab_size
+    settings = params_from(TokenizerSettings, values)
+    spark = open_spark(config, master, app_name=f"millpond-tokenizer-{name}")
+    result = train_tokenizer(spark, config, name, settings)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    click.echo(f"tokenizer {result['digest'][:12]} ({result['vocab_size']} tokens, {result['documents']} documents)")
+    click.echo(f"  written to {result['path']}")
+    for domain, figures in result["audit"].items():
+        click.echo(
+            f"  {domain:<10} {figures['tokens_per_word']:.2f} tokens/word  {figures['tokens_per_char']:.3f} tokens/char"
+        )
+    click.echo(f"  MLflow run {result['run_id']} at {result['tracking_uri']}")
+
+
+@click.group("shards")
+def shards_group() -> None:
+    """Token shards of a snapshot, cached by (snapshot, tokenizer)."""
+
+
+@shards_group.command("build")
+@click.option("--snapshot", "name", required=True, help="Snapshot to cut.")
+@click.option("--tokenizer", "tokenizer_path", required=True, help="tokenizer.json (or its folder).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@spark_options
+@lakehouse_options
+def shards_build_command(
+    name: str, tokenizer_path: str, as_json: bool, master: str | None, lakehouse: str | None, config_file: str | None
+) -> None:
+    """Cut a snapshot's train and validation splits into token shards (reused when cached)."""
+    config = effective_config(lakehouse, config_file)
+    settings = params_from(ShardSettings, config.section("shards"))
+    manifest = cached_shards(config, name, tokenizer_path)
+    if manifest is None:
+        spark = open_spark(config, master, app_name=f"millpond-shards-{name}")
+        manifest = cut_shards(spark, config, name, tokenizer_path, settings)
+    if as_json:
+        click.echo(json.dumps(manifest, sort_keys=True))
+        return
+    state = "cached" if manifest["cached"] else "cut"
+    click.echo(f"shards of {name} ({state}): {manifest['folder']}")
+    for split, tokens in manifest["tokens"].items():
+        files = sum(1 for s in manifest["shards"] if s["split"] == split)
+        click.echo(f"  {split:<10} {tokens:>12} tokens in {files} shard(s)")

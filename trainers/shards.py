@@ -1,0 +1,179 @@
+"""Token shards: a snapshot cut into flat token streams (numpy memmaps) with a manifest.
+
+Layout under `<lakehouse>/_shards/<snapshot>/<tokenizer digest[:16]>/`:
+- `train-00000.bin`, ..., `validation-00000.bin`: uint16 (or uint32 for vocabularies above
+  65,536) token ids, documents in a fixed hash order, each followed by EOS; a document that
+  mixing repeats appears once per repeat, in different places;
+- `documents.parquet`: (split, shard, doc_id, copies, tokens): which documents each shard holds
+  and how many of their tokens, what lineage needs to say how much of a person a run saw;
+- `manifest.json`: snapshot, source table and version, content digest, tokenizer digest,
+  dtype, and per shard its file, split and token count.
+The sealed test split is never cut. Shards are written into a temporary folder and renamed
+into place when complete, so a folder with a manifest is a whole, reusable cache entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from trainers.tokenizer import EOS
+
+SHARD_SPLITS = ("train", "validation")
+MANIFEST = "manifest.json"
+DOCUMENTS = "documents.parquet"
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    """The `[shards]` section."""
+
+    tokens_per_shard: int = 16_777_216  # about 32 MB of uint16 per shard
+    tokens_per_word: float = 1.5  # to size the shard count before tokenizing
+
+    def __post_init__(self) -> None:
+        if self.tokens_per_shard < 1024:
+            raise ValueError("[shards] tokens_per_shard must be at least 1024")
+
+
+def dtype_for(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def shard_folder(root: Path, snapshot: str, tokenizer_digest: str) -> Path:
+    return root / "_shards" / snapshot / tokenizer_digest[:16]
+
+
+def load_manifest(folder: Path) -> dict[str, Any] | None:
+    file = folder / MANIFEST
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def shard_tokens(folder: Path, shard: dict[str, Any], dtype: str) -> np.memmap:
+    """One shard's token ids, memory-mapped (read-only)."""
+    return np.memmap(folder / shard["file"], dtype=np.dtype(dtype), mode="r")
+
+
+def write_partition(
+    rows: Iterator[Any], *, split: str, shard_index: int, folder: str, tokenizer_json: str, dtype: str
+) -> Iterator[dict[str, Any]]:
+    """Tokenize one partition's documents (already in their order) into one shard file."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    eos = tokenizer.token_to_id(EOS)
+    kind = np.dtype(dtype)
+    name = f"{split}-{shard_index:05d}.bin"
+    docs: dict[str, list[int]] = {}
+    total = 0
+    with open(os.path.join(folder, name), "wb") as out:
+        batch: list[Any] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == 256:
+                total += _write(out, batch, tokenizer, eos, kind, docs)
+                batch = []
+        if batch:
+            total += _write(out, batch, tokenizer, eos, kind, docs)
+    if total == 0:
+        os.remove(os.path.join(folder, name))
+        return
+    yield {"file": name, "split": split, "tokens": total, "documents": [[d, c, t] for d, (c, t) in docs.items()]}
+
+
+def _write(out: Any, batch: list[Any], tokenizer: Any, eos: int, kind: np.dtype, docs: dict) -> int:
+    encodings = tokenizer.encode_batch([r["text"] for r in batch])
+    written = 0
+    for row, encoding in zip(batch, encodings, strict=True):
+        ids = np.asarray([*encoding.ids, eos], dtype=kind)
+        out.write(ids.tobytes())
+        copies, tokens = docs.get(row["doc_id"], (0, 0))
+        docs[row["doc_id"]] = (copies + 1, tokens + len(ids))
+        written += len(ids)
+    return written
+
+
+def plan(members: DataFrame, texts: DataFrame, split: str, settings: ShardSettings) -> tuple[DataFrame, int]:
+    """The split's documents, one row per copy, with their shard bucket; and the shard count."""
+    copies = (
+        members.where(F.col("split") == split)
+        .join(texts, "doc_id")
+        .select("doc_id", "text", F.explode(F.sequence(F.lit(1), F.col("repeats"))).alias("copy"))
+    )
+    words = copies.select(F.sum(F.size(F.split(F.trim("text"), r"\s+")))).first()[0] or 0
+    shards = max(1, int(np.ceil(words * settings.tokens_per_word / settings.tokens_per_shard)))
+    order = F.sha2(F.concat_ws(":", F.lit("order"), "doc_id", F.col("copy").cast("string")), 256)
+    bucket = F.pmod(F.conv(F.substring(order, 1, 8), 16, 10).cast("long"), F.lit(shards))
+    return copies.withColumn("_order", order).withColumn("_bucket", bucket), shards
+
+
+def build_shards(
+    members: DataFrame,
+    texts: DataFrame,
+    folder: Path,
+    tokenizer_json: str,
+    vocab_size: int,
+    settings: ShardSettings,
+    about: dict[str, Any],
+) -> dict[str, Any]:
+    """Cut the train and validation members into shards under `folder` (replaced atomically)."""
+    dtype = dtype_for(vocab_size).name
+    staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shards: list[dict[str, Any]] = []
+    documents: list[tuple[str, str, str, int, int]] = []
+    for split in SHARD_SPLITS:
+        rows, count = plan(members, texts, split, settings)
+        # Bucket b goes to partition b exactly (a hash partitioner would fold buckets together),
+        # in hash order within it: the same members always give the same shards.
+        keyed = rows.select("_bucket", "_order", "doc_id", "text").rdd.map(
+            lambda r: ((r["_bucket"], r["_order"]), {"doc_id": r["doc_id"], "text": r["text"]})
+        )
+        ordered = keyed.repartitionAndSortWithinPartitions(count, partitionFunc=lambda key: key[0]).values()
+        written = ordered.mapPartitionsWithIndex(
+            lambda index, part, s=split: write_partition(
+                part, split=s, shard_index=index, folder=str(staging), tokenizer_json=tokenizer_json, dtype=dtype
+            )
+        ).collect()
+        for shard in sorted(written, key=lambda s: s["file"]):
+            shards.append({"file": shard["file"], "split": split, "tokens": shard["tokens"]})
+            documents.extend((split, shard["file"], d, c, t) for d, c, t in shard["documents"])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = list(zip(*documents, strict=True)) if documents else [[], [], [], [], []]
+    pq.write_table(
+        pa.table(
+            {
+                "split": pa.array(columns[0], pa.string()),
+                "shard": pa.array(columns[1], pa.string()),
+                "doc_id": pa.array(columns[2], pa.string()),
+                "copies": pa.array(columns[3], pa.int32()),
+                "tokens": pa.array(columns[4], pa.int64()),
+            }
+        ),
+        staging / DOCUMENTS,
+    )
+    manifest = about | {
+        "dtype": dtype,
+        "vocab_size": vocab_size,
+        "shards": shards,
+        "tokens": {s: sum(x["tokens"] for x in shards if x["split"] == s) for s in SHARD_SPLITS},
+        "documents": DOCUMENTS,
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(folder)
+    return manifest

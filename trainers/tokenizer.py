@@ -1,0 +1,90 @@
+"""A byte-level BPE tokenizer (Hugging Face `tokenizers`) and its audit.
+
+Byte level: every string, whatever its script or bytes, encodes without an unknown token.
+Trained on a snapshot's train split only (never on its sealed test split); its digest is the
+SHA-256 of its JSON, which names the token shards cut with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+SPECIAL_TOKENS = (EOS, PAD)
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """The `[tokenizer]` section."""
+
+    vocab_size: int = 8192
+    min_frequency: int = 2
+    max_documents: int = 200_000  # the training sample (chosen by hash) is at most this many documents
+
+    def __post_init__(self) -> None:
+        if not 256 + len(SPECIAL_TOKENS) < self.vocab_size <= 1 << 20:
+            raise ValueError(f"[tokenizer] vocab_size must be above {256 + len(SPECIAL_TOKENS)} (the bytes)")
+
+
+def train_bpe(texts: Iterable[str], settings: TokenizerSettings) -> object:
+    """A byte-level BPE tokenizer trained on `texts`; EOS and PAD are ids 0 and 1."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=settings.vocab_size,
+        min_frequency=settings.min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_nonempty(texts), trainer=trainer)
+    return tokenizer
+
+
+def _nonempty(texts: Iterable[str]) -> Iterator[str]:
+    return (t for t in texts if t)
+
+
+def tokenizer_digest(tokenizer_json: str) -> str:
+    return hashlib.sha256(tokenizer_json.encode()).hexdigest()
+
+
+class TokenizerMissingError(FileNotFoundError):
+    """No tokenizer file where one was named."""
+
+
+def load_tokenizer(path: str | Path) -> object:
+    """A tokenizer saved by `train_bpe` (a `tokenizer.json`), with a clear error when missing."""
+    from tokenizers import Tokenizer
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / "tokenizer.json"
+    if not file.is_file():
+        raise TokenizerMissingError(
+            f"no tokenizer at {path}: train one with `millpond tokenizer train --snapshot NAME`"
+        )
+    return Tokenizer.from_file(str(file))
+
+
+def audit(tokenizer: object, texts_by_domain: dict[str, list[str]]) -> dict[str, dict[str, float]]:
+    """Tokens per word and per character, by domain: how well the vocabulary fits each kind of text."""
+    out = {}
+    for domain, texts in sorted(texts_by_domain.items()):
+        encodings = tokenizer.encode_batch(texts)  # type: ignore[attr-defined]
+        tokens = sum(len(e.ids) for e in encodings)
+        words = sum(len(t.split()) for t in texts)
+        chars = sum(len(t) for t in texts)
+        out[domain] = {
+            "documents": float(len(texts)),
+            "tokens_per_word": round(tokens / words, 4) if words else 0.0,
+            "tokens_per_char": round(tokens / chars, 4) if chars else 0.0,
+        }
+    return out
