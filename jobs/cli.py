@@ -16,12 +16,14 @@ from jobs.context import effective_config, lakehouse_options, spark_settings
 from jobs.curate import CURATE_ERRORS, curate_command
 from jobs.evalset import evalset_group
 from jobs.ingest import ReconciliationError, ingest_command
+from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
 from jobs.snapshot import SNAPSHOT_ERRORS, snapshot_group
 from jobs.spark import SparkStartError
 from jobs.submit import UnknownJobError
 from jobs.text_specs import TextSpecError
 from jobs.tokens import shards_group, tokenizer_group
+from jobs.train import eval_command, train_group
 from jobs.why import why_command
 from lineage.catalog import LINEAGE_RUNS, QUARANTINE_RECORDS
 from lineage.tables import inspect_tables, read_table
@@ -200,6 +202,9 @@ cli.add_command(pii_group)
 cli.add_command(snapshot_group)
 cli.add_command(tokenizer_group)
 cli.add_command(shards_group)
+cli.add_command(train_group)
+cli.add_command(eval_command)
+cli.add_command(mlflow_command)
 
 
 @cli.command("demo")

@@ -1,0 +1,301 @@
+"""`millpond train pretrain --snapshot NAME`: DeepSpeed pretraining on a snapshot, tracked in MLflow.
+
+The run reads the snapshot's token shards (cut now if they are not cached, with the
+snapshot's tokenizer, trained now if there is none), never "the latest table". MLflow gets the
+whole config as params, the snapshot as a dataset input (Delta path and version), per-step
+loss, learning rate, grad norm, tokens/s and MFU, the DeepSpeed config, tokenizer, shard
+manifest and the model (Hugging Face format, registered), and validation perplexity.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jobs.config import Config, cache_dir, params_from, project_root
+from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
+from jobs.snapshot import SnapshotNotFoundError, snapshot_row
+from jobs.tracking import tracking_uri, use_experiment
+from lineage.catalog import table
+from trainers.loop import TrainSettings, runtime_environment
+from trainers.shards import ShardSettings
+from trainers.tokenizer import EOS, PAD, TokenizerSettings
+
+
+def latest_tokenizer(lakehouse: Path, snapshot: str) -> Path | None:
+    folders = sorted((lakehouse / "_artifacts" / "tokenizers").glob(f"{snapshot}-v*"), key=lambda p: p.stat().st_mtime)
+    return folders[-1] / "tokenizer.json" if folders else None
+
+
+def prepare_tokens(config: Config, name: str, tokenizer: str | None, master: str | None) -> dict[str, Any]:
+    """The snapshot's shards (and tokenizer): cached ones, else made now on Spark."""
+    from jobs.tokens import cached_shards, cut_shards, train_tokenizer
+
+    path = Path(tokenizer) if tokenizer else latest_tokenizer(config.lakehouse, name)
+    manifest = cached_shards(config, name, str(path)) if path is not None else None
+    if manifest is not None:
+        return manifest
+    spark = open_spark(config, master, app_name=f"millpond-tokens-{name}")
+    if path is None:
+        made = train_tokenizer(spark, config, name, params_from(TokenizerSettings, config.section("tokenizer")))
+        path = Path(made["path"])
+    return cut_shards(spark, config, name, str(path), params_from(ShardSettings, config.section("shards")))
+
+
+def git_commit() -> str | None:
+    root = project_root()
+    if root is None:
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def pretrain(
+    config: Config, name: str, settings: TrainSettings, manifest: dict[str, Any], resume_run: str | None = None
+) -> dict[str, Any]:
+    """Train on the snapshot's shards; returns the run's figures."""
+    runtime_environment(cache_dir())
+    import mlflow
+
+    from evals.perplexity import perplexity
+    from trainers.data import TokenWindows
+    from trainers.loop import train
+    from trainers.model import llama_config, parameter_count
+    from trainers.tokenizer import load_tokenizer
+
+    snapshot = snapshot_row(config.lakehouse, name)
+    if snapshot is None:
+        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    folder = Path(manifest["folder"])
+    tokenizer = load_tokenizer(manifest["tokenizer"])
+    model_config = llama_config(
+        settings.preset, tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS), tokenizer.token_to_id(PAD)
+    )
+    train_data = TokenWindows(folder, manifest, "train", settings.seq_len)
+    has_validation = any(s["split"] == "validation" for s in manifest["shards"])
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NotImplementedError("several processes (the deepspeed launcher) are not supported yet: run one process")
+    tracking = True
+
+    use_experiment(config, "pretrain")
+    run = mlflow.start_run(run_id=resume_run) if resume_run else mlflow.start_run(run_name=f"pretrain-{name}")
+    run_id = run.info.run_id
+    run_dir = config.lakehouse / "_runs" / run_id
+    figures: dict[str, Any] = {"steps": 0, "losses": []}
+    try:
+        if tracking and not resume_run:
+            source = table(snapshot["source_table"])
+            params = {f"train.{k}": v for k, v in asdict(settings).items()}
+            params |= {f"model.{k}": getattr(model_config, k) for k in (
+                "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                "intermediate_size", "max_position_embeddings")}  # fmt: skip
+            params |= {
+                "snapshot": name, "snapshot.source_table": snapshot["source_table"],
+                "snapshot.source_version": snapshot["source_version"], "snapshot.digest": snapshot["content_digest"],
+                "tokenizer.digest": manifest["tokenizer_digest"], "shards.folder": str(folder),
+                "shards.train_tokens": manifest["tokens"]["train"], "run_dir": str(run_dir),
+                "config.digest": config.digest(), "lakehouse": str(config.lakehouse),
+            }  # fmt: skip
+            import pandas as pd
+            from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+            summary = pd.DataFrame([{"split": s, "tokens": t} for s, t in manifest["tokens"].items()])
+            dataset = mlflow.data.from_pandas(
+                summary,
+                source=DeltaDatasetSource(
+                    path=source.path(config.lakehouse), delta_table_version=snapshot["source_version"]
+                ),
+                name=name,
+                digest=snapshot["content_digest"][:16],
+            )
+            mlflow.log_input(dataset, context="training")
+            mlflow.set_tags({"snapshot": name, "git_commit": git_commit() or "unknown", "millpond.kind": "pretrain"})
+            for section in ("tokenizer", "shards", "mlflow"):
+                params |= {f"config.{section}.{k}": v for k, v in config.section(section).items()}
+            params |= {"deepspeed.zero_stage": settings.zero_stage, "deepspeed.grad_clip": settings.grad_clip}
+            mlflow.log_params(params)
+
+        def on_step(report: Any) -> None:
+            figures["losses"].append(report.loss)
+            figures["steps"] = report.step
+            figures["tokens_per_s"] = report.tokens_per_s
+            if tracking:
+                metrics = {"loss": report.loss, "lr": report.lr, "grad_norm": report.grad_norm,
+                           "tokens_per_s": report.tokens_per_s}  # fmt: skip
+                if report.mfu is not None:
+                    metrics["mfu"] = report.mfu
+                mlflow.log_metrics(metrics, step=report.step)
+            if report.step % 10 == 0 or report.step == settings.max_steps:
+                progress(f"step {report.step}/{settings.max_steps}: loss {report.loss:.4f}, "
+                         f"{report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
+
+        model, ds_config, start = train(
+            model_config, train_data, settings, run_dir / "checkpoints", bool(resume_run), on_step
+        )
+        figures["parameters"] = parameter_count(model)
+        if has_validation:
+            validation = TokenWindows(folder, manifest, "validation", settings.seq_len)
+            figures |= perplexity(model, validation, settings.micro_batch, settings.eval_batches)
+        if tracking:
+            _log_outputs(model, manifest, ds_config, run_dir, name, figures)
+        figures["start_step"] = start
+    finally:
+        mlflow.end_run()
+    return figures | {"run_id": run_id, "tracking_uri": tracking_uri(config), "run_dir": str(run_dir)}
+
+
+def _log_outputs(
+    model: Any, manifest: dict[str, Any], ds_config: dict, run_dir: Path, name: str, figures: dict
+) -> None:
+    import mlflow
+    from transformers import PreTrainedTokenizerFast
+
+    mlflow.log_param("model.parameters", figures["parameters"])
+    if "val_loss" in figures:
+        mlflow.log_metrics({"val_loss": figures["val_loss"], "val_perplexity": figures["val_perplexity"]})
+    hf_tokenizer = PreTrainedTokenizerFast(tokenizer_file=manifest["tokenizer"], eos_token=EOS, pad_token=PAD)
+    model_dir = run_dir / "model"
+    model.save_pretrained(model_dir)
+    hf_tokenizer.save_pretrained(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2, sort_keys=True))
+        mlflow.log_artifact(str(Path(tmp) / "deepspeed_config.json"))
+    mlflow.log_artifact(manifest["tokenizer"], artifact_path="tokenizer")
+    mlflow.log_artifact(str(Path(manifest["folder"]) / "manifest.json"), artifact_path="shards")
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    # The model version points at the run's `model` artifacts (Hugging Face format).
+    client = mlflow.MlflowClient()
+    model_name = f"millpond-pretrain-{name}"
+    if client.search_registered_models(filter_string=f"name = '{model_name}'") == []:
+        client.create_registered_model(model_name, description=f"Pretrained on snapshot {name}")
+    active = mlflow.active_run().info
+    version = client.create_model_version(
+        model_name, source=f"{active.artifact_uri}/model", run_id=active.run_id, tags={"snapshot": name}
+    )
+    figures["registered_model"] = {"name": version.name, "version": version.version}
+
+
+@click.group("train")
+def train_group() -> None:
+    """Training runs on snapshots, tracked in MLflow."""
+
+
+@train_group.command("pretrain")
+@click.option("--snapshot", "name", required=True, help="Snapshot to train on (its train split).")
+@click.option("--preset", default=None, help="Model preset: tiny (CPU tests) or small (~125M, a GPU).")
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps (default: [train] max_steps).")
+@click.option("--seq-len", type=int, default=None, help="Context length (default: [train] seq_len).")
+@click.option(
+    "--tokenizer", default=None, help="tokenizer.json to use (default: the snapshot's latest, else trained now)."
+)
+@click.option(
+    "--resume", "resume_run", default=None, metavar="RUN_ID", help="Continue this run from its last checkpoint."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print {run_id, tracking_uri, steps, first_loss, final_loss, tokens_per_s}."
+)
+@spark_options
+@lakehouse_options
+def pretrain_command(
+    name: str,
+    preset: str | None,
+    max_steps: int | None,
+    seq_len: int | None,
+    tokenizer: str | None,
+    resume_run: str | None,
+    as_json: bool,
+    master: str | None,
+    lakehouse: str | None,
+    config_file: str | None,
+) -> None:
+    """Pretrain a Llama-style model on a snapshot with DeepSpeed (gloo on CPU, NCCL on GPU)."""  # fmt: skip
+    config = effective_config(lakehouse, config_file)
+    values = dict(config.section("train"))
+    for key, value in (("preset", preset), ("max_steps", max_steps), ("seq_len", seq_len)):
+        if value is not None:
+            values[key] = value
+    settings = params_from(TrainSettings, values)
+    manifest = prepare_tokens(config, name, tokenizer, master)
+    figures = pretrain(config, name, settings, manifest, resume_run)
+    result = {
+        "run_id": figures["run_id"],
+        "tracking_uri": figures["tracking_uri"],
+        "steps": figures["steps"],
+        "first_loss": figures["losses"][0] if figures["losses"] else None,
+        "final_loss": figures["losses"][-1] if figures["losses"] else None,
+        "tokens_per_s": round(figures.get("tokens_per_s", 0.0), 1),
+        "val_perplexity": figures.get("val_perplexity"),
+        "registered_model": figures.get("registered_model"),
+        "model_dir": str(Path(figures["run_dir"]) / "model"),
+    }
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    click.echo(f"run {result['run_id']}: {result['steps']} steps, loss {result['first_loss']:.3f} -> "
+               f"{result['final_loss']:.3f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
+    if result["val_perplexity"] is not None:
+        click.echo(f"  validation perplexity {result['val_perplexity']:.2f}")
+    click.echo(f"  model: {result['model_dir']} (registered {result['registered_model']})")
+    click.echo(f"  MLflow: {result['tracking_uri']}")
+
+
+def evaluate_run(config: Config, run_id: str, batches: int | None = None) -> dict[str, Any]:
+    """Validation perplexity of a finished run's model, logged to the same run."""
+    runtime_environment(cache_dir())
+    import mlflow
+    from transformers import AutoModelForCausalLM
+
+    from evals.perplexity import perplexity
+    from trainers.data import TokenWindows
+    from trainers.shards import load_manifest
+
+    use_experiment(config, "pretrain")
+    run = mlflow.get_run(run_id)
+    params = run.data.params
+    folder = Path(params["shards.folder"])
+    manifest = load_manifest(folder)
+    if manifest is None:
+        raise FileNotFoundError(f"run {run_id}: its shards ({folder}) are gone; `millpond shards build` rebuilds them")
+    model_dir = Path(params["run_dir"]) / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    data = TokenWindows(folder, manifest, "validation", int(params["train.seq_len"]))
+    figures = perplexity(model, data, int(params["train.micro_batch"]), batches or int(params["train.eval_batches"]))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(figures)
+    return {"run_id": run_id, **figures}
+
+
+@click.command("eval")
+@click.argument("run_id")
+@click.option("--batches", type=int, default=None, help="Validation batches (default: the run's eval_batches).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@lakehouse_options
+def eval_command(
+    run_id: str, batches: int | None, as_json: bool, lakehouse: str | None, config_file: str | None
+) -> None:
+    """Re-run a training run's validation perplexity and log it to that run."""
+    config = effective_config(lakehouse, config_file)
+    figures = evaluate_run(config, run_id, batches)
+    if as_json:
+        click.echo(json.dumps(figures, sort_keys=True))
+        return
+    click.echo(f"run {run_id}: validation loss {figures['val_loss']:.4f}, perplexity {figures['val_perplexity']:.2f}")
+
+
+if __name__ == "__main__":  # python jobs/train.py pretrain --snapshot NAME ...
+    from jobs.cli import main
+
+    main(["train", *sys.argv[1:]])

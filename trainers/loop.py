@@ -1,0 +1,164 @@
+"""One DeepSpeed training loop: pretraining uses it now; SFT and DPO will hand it another loss.
+
+Nothing hidden (as in nanoGPT's `train.py`): the settings are one frozen dataclass, logged
+whole; the learning rate is set by `lr_at` each step; a batch is a pure function of the step,
+so `resume` continues exactly where a checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trainers.data import TokenWindows
+from trainers.model import flops_per_token
+from trainers.schedule import lr_at
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The `[train]` section."""
+
+    preset: str = "tiny"
+    seq_len: int = 128
+    micro_batch: int = 8
+    grad_accum: int = 1
+    max_steps: int = 200
+    lr: float = 3e-3
+    warmup: int = 20
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    zero_stage: int = 1
+    checkpoint_every: int = 100
+    eval_batches: int = 20
+    seed: int = 1337
+    precision: str = "auto"  # auto: bf16 on a GPU, fp32 on the CPU; or fp32, bf16
+    peak_tflops: float = 0.0  # the accelerator's peak, for MFU; 0: 989 (H100/H200 bf16) on GPU, not reported on CPU
+
+    def __post_init__(self) -> None:
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ValueError("[train] zero_stage must be 0, 1, 2 or 3")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError("[train] precision must be auto, fp32 or bf16")
+        if min(self.seq_len, self.micro_batch, self.grad_accum, self.max_steps) < 1:
+            raise ValueError("[train] seq_len, micro_batch, grad_accum and max_steps must be positive")
+
+
+def single_process_rendezvous() -> None:
+    """What the `deepspeed` launcher sets, for a plain single-process run."""
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+
+
+def runtime_environment(cache: Path) -> None:
+    """Threads per process and DeepSpeed's op-build cache, before torch starts."""
+    world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, world))))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache / "torch_extensions"))
+
+
+def deepspeed_config(settings: TrainSettings, bf16: bool) -> dict[str, Any]:
+    return {
+        "train_micro_batch_size_per_gpu": settings.micro_batch,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "gradient_clipping": settings.grad_clip,
+        "zero_optimization": {"stage": settings.zero_stage},
+        "bf16": {"enabled": bf16},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+
+
+@dataclass
+class StepReport:
+    step: int
+    loss: float
+    lr: float
+    grad_norm: float
+    tokens_per_s: float
+    mfu: float | None
+
+
+def train(
+    model_config: Any,
+    data: TokenWindows,
+    settings: TrainSettings,
+    checkpoints: Path,
+    resume: bool,
+    on_step: Callable[[StepReport], None],
+) -> tuple[Any, dict[str, Any], int]:
+    """Train from scratch (or from the latest checkpoint in `checkpoints`); returns (model, ds config, first step)."""
+    import deepspeed
+    import torch
+    import torch.nn.functional as F
+    from transformers import LlamaForCausalLM
+
+    single_process_rendezvous()
+    on_gpu = torch.cuda.is_available()
+    backend = "nccl" if on_gpu else "gloo"
+    deepspeed.init_distributed(dist_backend=backend)
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    bf16 = settings.precision == "bf16" or (settings.precision == "auto" and on_gpu)
+    torch.manual_seed(settings.seed)
+    model = LlamaForCausalLM(model_config)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.lr,
+        betas=(0.9, 0.95),
+    )
+    config = deepspeed_config(settings, bf16)
+    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    device = engine.device
+    start = 0
+    if resume:
+        path, client = engine.load_checkpoint(str(checkpoints))
+        if path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints}")
+        start = int(client["step"])
+    per_step_tokens = settings.micro_batch * settings.grad_accum * settings.seq_len * world
+    flops = flops_per_token(model_config, settings.seq_len)
+    peak = settings.peak_tflops or (989.0 if on_gpu else 0.0)
+    for step in range(start, settings.max_steps):
+        started = time.perf_counter()
+        lr = lr_at(step, peak=settings.lr, warmup=settings.warmup, total=settings.max_steps,
+                   floor_ratio=settings.min_lr_ratio)  # fmt: skip
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for micro in range(settings.grad_accum):
+            x, y = data.batch(settings.seed, step * settings.grad_accum + micro, rank, settings.micro_batch)
+            inputs = torch.from_numpy(x).to(device)
+            targets = torch.from_numpy(y).to(device)
+            logits = engine(input_ids=inputs).logits
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+            engine.backward(loss)
+            engine.step()
+            total += float(loss.detach())
+        norm = engine.get_global_grad_norm()
+        seconds = time.perf_counter() - started
+        tokens_per_s = per_step_tokens / seconds
+        mfu = (flops * tokens_per_s / (peak * 1e12 * world)) if peak else None
+        on_step(StepReport(step + 1, total / settings.grad_accum, lr, float(norm or 0.0), tokens_per_s, mfu))
+        done = step + 1
+        if done % settings.checkpoint_every == 0 or done == settings.max_steps:
+            engine.save_checkpoint(str(checkpoints), tag=f"step{done}", client_state={"step": done})
+    return engine.module, config, start
+
+
+def settings_params(settings: TrainSettings) -> dict[str, Any]:
+    return asdict(settings)
