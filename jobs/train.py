@@ -43,6 +43,11 @@ def prepare_tokens(config: Config, name: str, tokenizer: str | None, master: str
     manifest = cached_shards(config, name, str(path)) if path is not None else None
     if manifest is not None:
         return manifest
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise FileNotFoundError(
+            f"no token shards of {name} yet: cut them once before a multi-process run "
+            f"(`millpond shards build --snapshot {name} --tokenizer ...`, or a single-process run)"
+        )
     spark = open_spark(config, master, app_name=f"millpond-tokens-{name}")
     if path is None:
         made = train_tokenizer(spark, config, name, params_from(TokenizerSettings, config.section("tokenizer")))
@@ -70,7 +75,7 @@ def pretrain(
 
     from evals.perplexity import perplexity
     from trainers.data import TokenWindows
-    from trainers.loop import train
+    from trainers.loop import join_process_group, share_from_rank0, train
     from trainers.model import llama_config, parameter_count
     from trainers.tokenizer import load_tokenizer
 
@@ -84,13 +89,15 @@ def pretrain(
     )
     train_data = TokenWindows(folder, manifest, "train", settings.seq_len)
     has_validation = any(s["split"] == "validation" for s in manifest["shards"])
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise NotImplementedError("several processes (the deepspeed launcher) are not supported yet: run one process")
-    tracking = True
-
-    use_experiment(config, "pretrain")
-    run = mlflow.start_run(run_id=resume_run) if resume_run else mlflow.start_run(run_name=f"pretrain-{name}")
-    run_id = run.info.run_id
+    # Under the deepspeed launcher every rank trains; rank 0 alone talks to MLflow and saves.
+    rank, _ = join_process_group()
+    tracking = rank == 0
+    run_id = None
+    if tracking:
+        use_experiment(config, "pretrain")
+        run = mlflow.start_run(run_id=resume_run) if resume_run else mlflow.start_run(run_name=f"pretrain-{name}")
+        run_id = run.info.run_id
+    run_id = share_from_rank0(run_id)
     run_dir = config.lakehouse / "_runs" / run_id
     figures: dict[str, Any] = {"steps": 0, "losses": []}
     try:
@@ -144,14 +151,15 @@ def pretrain(
             model_config, train_data, settings, run_dir / "checkpoints", bool(resume_run), on_step
         )
         figures["parameters"] = parameter_count(model)
-        if has_validation:
+        if tracking and has_validation:
             validation = TokenWindows(folder, manifest, "validation", settings.seq_len)
             figures |= perplexity(model, validation, settings.micro_batch, settings.eval_batches)
         if tracking:
             _log_outputs(model, manifest, ds_config, run_dir, name, figures)
         figures["start_step"] = start
     finally:
-        mlflow.end_run()
+        if tracking:
+            mlflow.end_run()
     return figures | {"run_id": run_id, "tracking_uri": tracking_uri(config), "run_dir": str(run_dir)}
 
 
@@ -295,7 +303,8 @@ def eval_command(
     click.echo(f"run {run_id}: validation loss {figures['val_loss']:.4f}, perplexity {figures['val_perplexity']:.2f}")
 
 
-if __name__ == "__main__":  # python jobs/train.py pretrain --snapshot NAME ...
+if __name__ == "__main__":  # deepspeed --num_gpus 2 jobs/train.py pretrain --snapshot NAME ...
     from jobs.cli import main
 
-    main(["train", *sys.argv[1:]])
+    # The launcher passes --local_rank=N first; LOCAL_RANK in the environment says the same.
+    main(["train", *[a for a in sys.argv[1:] if not a.startswith("--local_rank")]])

@@ -143,3 +143,23 @@ def test_pretrain_tracks_resumes_exactly_and_saves_a_loadable_model(
     assert sorted(ours) == list(range(1, 21))
     for step in range(1, 21):
         assert ours[step] == pytest.approx(theirs[step], rel=1e-5), step
+
+    # Two processes under the deepspeed launcher (gloo on the CPU): both train, rank 0 tracks.
+    launcher = Path(sys.executable).parent / "deepspeed"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": mlflow_server}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None), env.pop("LOCAL_RANK", None), env.pop("MASTER_PORT", None)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    two = subprocess.run(
+        [str(launcher), "--num_gpus", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+         str(Path(__file__).resolve().parents[1] / "jobs" / "train.py"), "pretrain", "--snapshot", "train-v1",
+         "--max-steps", "12", "--seq-len", "32", "--json", "--lakehouse", str(lakehouse)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    reports = [json.loads(line[line.index("{") :]) for line in two.stdout.splitlines() if '{"final_loss"' in line]
+    assert len(reports) == 1  # rank 0 only
+    run = client.get_run(reports[0]["run_id"])
+    assert reports[0]["steps"] == 12 and reports[0]["final_loss"] < reports[0]["first_loss"]
+    assert run.data.params["snapshot"] == "train-v1" and "loss" in run.data.metrics

@@ -62,6 +62,26 @@ def single_process_rendezvous() -> None:
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
+def join_process_group() -> tuple[int, int]:
+    """(rank, world size): joins the launcher's process group, or makes a group of one (gloo on CPU, NCCL on GPU)."""
+    import deepspeed
+    import torch
+
+    single_process_rendezvous()
+    deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def share_from_rank0(value: Any) -> Any:
+    """`value` as rank 0 has it, on every rank."""
+    import torch.distributed as dist
+
+    box = [value]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def runtime_environment(cache: Path) -> None:
     """Threads per process and DeepSpeed's op-build cache, before torch starts."""
     world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
@@ -105,12 +125,8 @@ def train(
     import torch.nn.functional as F
     from transformers import LlamaForCausalLM
 
-    single_process_rendezvous()
+    rank, world = join_process_group()
     on_gpu = torch.cuda.is_available()
-    backend = "nccl" if on_gpu else "gloo"
-    deepspeed.init_distributed(dist_backend=backend)
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
     bf16 = settings.precision == "bf16" or (settings.precision == "auto" and on_gpu)
     torch.manual_seed(settings.seed)
     model = LlamaForCausalLM(model_config)
