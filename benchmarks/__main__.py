@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m benchmarks {ingest,curate,fuzzy,pii} [--help]"
+USAGE = "usage: python -m benchmarks {ingest,curate,fuzzy,pii,train} [--help]"
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("ingest", "curate", "fuzzy", "pii"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("ingest", "curate", "fuzzy", "pii", "train"):
         sys.exit(USAGE)
     name, rest = sys.argv[1], sys.argv[2:]
     if name == "ingest":
         from benchmarks.ingest import main as run
+    elif name == "train":
+        from benchmarks.train import main as run
     elif name == "pii":
         from benchmarks.pii import main as run
     elif name == "fuzzy":

@@ -98,57 +98,46 @@ def parse_where(text: str, columns: dict[str, T.DataType]) -> tuple[Clause, ...]
     return tuple(clauses)
 
 
-def _split_and(text: str) -> list[str]:
-    """Split on AND outside quotes."""
-    parts, current, quote = [], [], ""
-    i = 0
+def _split_outside_quotes(text: str, separator: re.Pattern[str]) -> list[str] | None:
+    """`text` cut where `separator` matches outside quotes; None when a quote is left open."""
+    parts, start, quote, i = [], 0, "", 0
     while i < len(text):
         c = text[i]
         if quote:
-            current.append(c)
-            if c == quote:
-                quote = ""
+            quote = "" if c == quote else quote
         elif c in "'\"":
             quote = c
-            current.append(c)
-        elif (
-            text[i : i + 3].upper() == "AND"
-            and (i == 0 or text[i - 1].isspace())
-            and (i + 3 == len(text) or text[i + 3].isspace())
-        ):
-            parts.append("".join(current))
-            current = []
-            i += 3
-            continue
         else:
-            current.append(c)
+            m = separator.match(text, i)
+            if m:
+                parts.append(text[start:i])
+                start = i = m.end()
+                continue
         i += 1
     if quote:
+        return None
+    parts.append(text[start:])
+    return parts
+
+
+_AND = re.compile(r"(?<!\w)AND(?=\s|$)", re.IGNORECASE)
+_COMMA = re.compile(",")
+
+
+def _split_and(text: str) -> list[str]:
+    """Split on AND outside quotes."""
+    parts = _split_outside_quotes(text, _AND)
+    if parts is None:
         raise SnapshotSpecError(f"filter {text!r}: an unterminated quote")
-    parts.append("".join(current))
     if any(not p.strip() for p in parts):
         raise SnapshotSpecError(f"filter {text!r}: an empty clause")
     return parts
 
 
 def _split_list(text: str, part: str) -> list[str]:
-    items, current, quote = [], [], ""
-    for c in text:
-        if quote:
-            current.append(c)
-            if c == quote:
-                quote = ""
-        elif c in "'\"":
-            quote = c
-            current.append(c)
-        elif c == ",":
-            items.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-    items.append("".join(current))
-    if any(not i.strip() for i in items):
-        raise SnapshotSpecError(f"filter {part.strip()!r}: an empty list item")
+    items = _split_outside_quotes(text, _COMMA)
+    if items is None or any(not i.strip() for i in items):
+        raise SnapshotSpecError(f"filter {part.strip()!r}: an empty list item or an open quote")
     return items
 
 

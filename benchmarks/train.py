@@ -1,0 +1,120 @@
+"""The DeepSpeed loop's overhead: CPU tokens/s beside a plain PyTorch loop, same model and data.
+
+Both loops train the same Llama preset from the same initial weights on the same batches
+(windows of a token stream), with the same optimizer (torch AdamW), clipping and schedule;
+the DeepSpeed one is `trainers.loop.train` (ZeRO stage from `--zero`, fp32, gloo, one
+process), the plain one a dozen lines of torch. The first `--warmup` steps are not timed.
+
+    python -m benchmarks train --steps 60 --preset tiny --seq-len 256 --micro-batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--micro-batch", type=int, default=8)
+    parser.add_argument("--zero", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    from jobs.config import cache_dir
+    from trainers.loop import TrainSettings, runtime_environment
+
+    runtime_environment(cache_dir())
+    import torch
+    import torch.nn.functional as F
+    from transformers import LlamaForCausalLM
+
+    from trainers.data import TokenWindows
+    from trainers.loop import train
+    from trainers.model import llama_config, parameter_count
+    from trainers.schedule import lr_at
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rng = np.random.default_rng(0)
+        ids = rng.integers(2, args.vocab, size=2_000_000, dtype=np.uint16)
+        ids.tofile(folder / "train-00000.bin")
+        manifest = {"snapshot": "bench", "dtype": "uint16",
+                    "shards": [{"file": "train-00000.bin", "split": "train", "tokens": len(ids)}]}  # fmt: skip
+        data = TokenWindows(folder, manifest, "train", args.seq_len)
+        config = llama_config(args.preset, args.vocab, 0, 1)
+        settings = TrainSettings(
+            preset=args.preset, seq_len=args.seq_len, micro_batch=args.micro_batch, max_steps=args.steps,
+            warmup=5, checkpoint_every=args.steps * 10, zero_stage=args.zero,
+        )  # fmt: skip
+        tokens_per_step = args.seq_len * args.micro_batch
+
+        # DeepSpeed (its last step saves a checkpoint: excluded, the steps are timed one by one).
+        times: list[float] = []
+
+        def on_step(report: Any) -> None:
+            times.append(tokens_per_step / report.tokens_per_s)
+
+        train(config, data, settings, folder / "ckpt", False, on_step)
+        deepspeed_s = sum(times[args.warmup :])
+
+        # Plain PyTorch, same initial weights (same seed), batches, optimizer, clipping and schedule.
+        torch.manual_seed(settings.seed)
+        model = LlamaForCausalLM(config)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=settings.lr, betas=(0.9, 0.95),
+        )  # fmt: skip
+        plain: list[float] = []
+        for step in range(args.steps):
+            started = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, peak=settings.lr, warmup=settings.warmup, total=settings.max_steps,
+                                    floor_ratio=settings.min_lr_ratio)  # fmt: skip
+            x, y = data.batch(settings.seed, step, 0, settings.micro_batch)
+            logits = model(input_ids=torch.from_numpy(x)).logits
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), torch.from_numpy(y).reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            plain.append(time.perf_counter() - started)
+        plain_s = sum(plain[args.warmup :])
+        timed = args.steps - args.warmup
+        result = {
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
+            "preset": args.preset,
+            "parameters": parameter_count(model),
+            "vocab": args.vocab,
+            "seq_len": args.seq_len,
+            "micro_batch": args.micro_batch,
+            "zero_stage": args.zero,
+            "timed_steps": timed,
+            "deepspeed_tokens_per_s": round(timed * tokens_per_step / deepspeed_s),
+            "plain_tokens_per_s": round(timed * tokens_per_step / plain_s),
+            "overhead_ratio": round(deepspeed_s / plain_s, 3),
+        }
+    print(json.dumps(result), flush=True)
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "train.json").write_text(json.dumps(result, indent=2) + "\n")
