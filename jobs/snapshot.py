@@ -309,11 +309,21 @@ def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: s
                 sources[m["source"]] += m["repeats"]
     summary["splits"] = {s: splits.get(s, 0) for s in ("train", "validation", "test")}
     summary["examples_by_source"] = dict(sorted(sources.items()))
+    # Token counts depend on the tokenizer: one entry per cut of the snapshot into shards.
+    summary["tokens_by_tokenizer"] = {
+        m["tokenizer_digest"][:12]: m["tokens"]
+        for m in (
+            json.loads(p.read_text()) for p in sorted((config.lakehouse / "_shards" / name).glob("*/manifest.json"))
+        )
+        if m.get("content_digest") == summary["content_digest"]
+    }
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=str))
         return
     print_summary(summary)
     click.echo("  filter: " + (json.dumps(summary["filter"]) if summary["filter"] else "none"))
+    for digest, tokens in summary["tokens_by_tokenizer"].items():
+        click.echo(f"  tokens with tokenizer {digest}: " + ", ".join(f"{k} {v}" for k, v in tokens.items()))
 
 
 SNAPSHOT_ERRORS = (SnapshotSpecError, SnapshotExistsError, SnapshotNotFoundError)

@@ -55,6 +55,16 @@ def prepare_tokens(config: Config, name: str, tokenizer: str | None, master: str
     return cut_shards(spark, config, name, str(path), params_from(ShardSettings, config.section("shards")))
 
 
+def flatten(values: Any, prefix: str) -> dict[str, Any]:
+    """The whole config as MLflow params: `config.curate.pii.score_threshold = 0.4`; lists as JSON."""
+    if isinstance(values, dict):
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            out |= flatten(value, f"{prefix}.{key}")
+        return out
+    return {prefix: json.dumps(values) if isinstance(values, list | tuple) else values}
+
+
 def git_commit() -> str | None:
     root = project_root()
     if root is None:
@@ -128,8 +138,7 @@ def pretrain(
             )
             mlflow.log_input(dataset, context="training")
             mlflow.set_tags({"snapshot": name, "git_commit": git_commit() or "unknown", "millpond.kind": "pretrain"})
-            for section in ("tokenizer", "shards", "mlflow"):
-                params |= {f"config.{section}.{k}": v for k, v in config.section(section).items()}
+            params |= flatten(config.values, "config")
             params |= {"deepspeed.zero_stage": settings.zero_stage, "deepspeed.grad_clip": settings.grad_clip}
             mlflow.log_params(params)
 

@@ -86,3 +86,5 @@ def test_tokenizer_and_shards_from_a_snapshot(spark, lakehouse: Path, monkeypatc
     )  # fmt: skip
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output.strip().splitlines()[-1])["cached"] is True
+    about = CliRunner().invoke(cli, ["--lakehouse", str(lakehouse), "snapshot", "show", "tok-v1", "--json"])
+    assert json.loads(about.stdout)["tokens_by_tokenizer"] == {made["digest"][:12]: manifest["tokens"]}

@@ -95,6 +95,7 @@ def test_pretrain_tracks_resumes_exactly_and_saves_a_loadable_model(
     client = mlflow.MlflowClient()
     run = client.get_run(figures["run_id"])
     assert run.data.params["snapshot"] == "train-v1" and run.data.params["train.max_steps"] == "12"
+    assert run.data.params["config.curate.pii.score_threshold"] == "0.4"  # the whole config, flattened
     pinned = snapshot_row(lakehouse, "train-v1")["source_version"]
     assert run.data.params["snapshot.source_version"] == str(pinned)
     source = json.loads(run.inputs.dataset_inputs[0].dataset.source)
