@@ -8,7 +8,7 @@ from typing import Any
 # (hidden, layers, heads, kv heads, intermediate, context)
 PRESETS: dict[str, tuple[int, int, int, int, int, int]] = {
     "tiny": (64, 2, 4, 2, 176, 256),  # a few hundred thousand parameters: tests on a CPU
-    "small": (768, 12, 12, 4, 2048, 1024),  # about 125M with an 8k-32k vocabulary: one GPU
+    "small": (768, 12, 12, 4, 3072, 1024),  # 128M with a 32k vocabulary (110M with 8k): one GPU
 }
 
 
