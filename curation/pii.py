@@ -187,8 +187,9 @@ def _scrubber(params: PiiParams, key: bytes):  # noqa: ANN202 - a pandas UDF
 
 def pii(frame: DataFrame, params: PiiParams) -> DataFrame:
     """Scrub every document; `modified` (reason: the counts per type) where something was found."""
-    check_ready(params)
     key = pii_key(params)  # read on the driver; travels to the workers inside the function, never stored
+    if not params.pattern_only:
+        check_model(params.spacy_model)
     scrubber = _scrubber(params, key)
     scrubbed = (
         frame.withColumn("_pii", scrubber(F.col("text"), F.col("metadata"), F.col("subject_ids"), F.col("domain")))

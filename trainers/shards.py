@@ -102,14 +102,25 @@ def _write(out: Any, batch: list[Any], tokenizer: Any, eos: int, kind: np.dtype,
     return written
 
 
-def plan(members: DataFrame, texts: DataFrame, split: str, settings: ShardSettings) -> tuple[DataFrame, int]:
+def words_by_split(members: DataFrame, texts: DataFrame) -> dict[str, int]:
+    """Words per split, repeats counted: one pass over the texts sizes every split's shards."""
+    counted = (
+        members.join(texts, "doc_id")
+        .groupBy("split")
+        .agg(F.sum(F.size(F.split(F.trim("text"), r"\s+")) * F.col("repeats")).alias("words"))
+    )
+    return {r["split"]: int(r["words"] or 0) for r in counted.collect()}
+
+
+def plan(
+    members: DataFrame, texts: DataFrame, split: str, words: int, settings: ShardSettings
+) -> tuple[DataFrame, int]:
     """The split's documents, one row per copy, with their shard bucket; and the shard count."""
     copies = (
         members.where(F.col("split") == split)
         .join(texts, "doc_id")
         .select("doc_id", "text", F.explode(F.sequence(F.lit(1), F.col("repeats"))).alias("copy"))
     )
-    words = copies.select(F.sum(F.size(F.split(F.trim("text"), r"\s+")))).first()[0] or 0
     shards = max(1, int(np.ceil(words * settings.tokens_per_word / settings.tokens_per_shard)))
     order = F.sha2(F.concat_ws(":", F.lit("order"), "doc_id", F.col("copy").cast("string")), 256)
     bucket = F.pmod(F.conv(F.substring(order, 1, 8), 16, 10).cast("long"), F.lit(shards))
@@ -132,8 +143,9 @@ def build_shards(
     staging.mkdir(parents=True)
     shards: list[dict[str, Any]] = []
     documents: list[tuple[str, str, str, int, int]] = []
+    words = words_by_split(members, texts)
     for split in SHARD_SPLITS:
-        rows, count = plan(members, texts, split, settings)
+        rows, count = plan(members, texts, split, words.get(split, 0), settings)
         # Bucket b goes to partition b exactly (a hash partitioner would fold buckets together),
         # in hash order within it: the same members always give the same shards.
         keyed = rows.select("_bucket", "_order", "doc_id", "text").rdd.map(
