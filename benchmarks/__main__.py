@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m benchmarks {ingest,curate,fuzzy,pii,train} [--help]"
+USAGE = "usage: python -m benchmarks {ingest,curate,fuzzy,pii,train,lineage} [--help]"
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("ingest", "curate", "fuzzy", "pii", "train"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("ingest", "curate", "fuzzy", "pii", "train", "lineage"):
         sys.exit(USAGE)
     name, rest = sys.argv[1], sys.argv[2:]
     if name == "ingest":
@@ -17,6 +17,8 @@ def main() -> None:
         from benchmarks.train import main as run
     elif name == "pii":
         from benchmarks.pii import main as run
+    elif name == "lineage":
+        from benchmarks.lineage import main as run
     elif name == "fuzzy":
         from benchmarks.fuzzy import main as run
     else:

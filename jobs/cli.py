@@ -16,6 +16,7 @@ from jobs.context import effective_config, lakehouse_options, spark_settings
 from jobs.curate import CURATE_ERRORS, curate_command
 from jobs.evalset import evalset_group
 from jobs.ingest import ReconciliationError, ingest_command
+from jobs.lineage import LINEAGE_ERRORS, lineage_group
 from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
 from jobs.snapshot import SNAPSHOT_ERRORS, snapshot_group
@@ -40,6 +41,7 @@ USER_ERRORS = (
     FunnelMismatchError,
     *CURATE_ERRORS,
     *SNAPSHOT_ERRORS,
+    *LINEAGE_ERRORS,
     TokenizerMissingError,
 )
 
@@ -205,6 +207,7 @@ cli.add_command(shards_group)
 cli.add_command(train_group)
 cli.add_command(eval_command)
 cli.add_command(mlflow_command)
+cli.add_command(lineage_group)
 
 
 @cli.command("demo")

@@ -29,6 +29,7 @@ from curation.pii import PiiParams
 from curation.quality import QualityParams
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
+from lineage.subjects import ErasurePolicy
 from trainers.loop import TrainSettings
 from trainers.shards import ShardSettings
 from trainers.tokenizer import TokenizerSettings
@@ -92,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
     "tokenizer": section_defaults(TokenizerSettings()),
     "shards": section_defaults(ShardSettings()),
     "train": section_defaults(TrainSettings()),
+    "lineage": section_defaults(ErasurePolicy()),
 }
 
 # Sections whose keys are free-form (no validation against the defaults).

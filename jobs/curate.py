@@ -45,12 +45,14 @@ from lineage.catalog import (
     SILVER_MINHASH,
     SILVER_PII_INDEX,
 )
+from lineage.edges import CURATE_RELATIONS, DERIVED_FROM, DUPLICATE_OF, SCRUBBED_FROM, edges, replace_edges
 from lineage.runs import Run, finish_run, start_run
 from lineage.tables import ensure_table, latest_version, read_table
 
 # Stages whose issue is still open: refused by name when asked for, skipped by the default run.
 NOT_BUILT: dict[str, str] = {}
 UPSTREAM_DELETED = "deleted_from_bronze"
+ERASE_JOB = "erase"  # lineage.runs job name of `millpond lineage erase`
 # (stage, the column of its output that lists displaced silver documents, their reason)
 DISPLACING_STAGES = (
     ("exact_dedup", "_displaced_exact", EXACT_DUPLICATE),
@@ -133,16 +135,22 @@ def plan_stages(requested: list[str] | None, config: Config) -> tuple[list[str],
 
 def curated_version(lakehouse: Any) -> int | None:
     """The bronze version the last successful curate run read (the incremental watermark)."""
-    runs = read_table(LINEAGE_RUNS, lakehouse, columns=["job", "status", "input_versions", "started_at"])
+    columns = ["job", "status", "input_versions", "output_versions", "started_at"]
+    runs = read_table(LINEAGE_RUNS, lakehouse, columns=columns)
     if runs is None:
         return None
-    versions = [
-        dict(r["input_versions"] or []).get(BRONZE_DOCUMENTS.name)
-        for r in sorted(runs.to_pylist(), key=lambda r: r["started_at"])
-        if r["job"] == "curate" and r["status"] == "succeeded"
-    ]
-    versions = [v for v in versions if v is not None]
-    return versions[-1] if versions else None
+    watermark = None
+    for r in sorted(runs.to_pylist(), key=lambda r: r["started_at"]):
+        if r["status"] != "succeeded":
+            continue
+        read = dict(r["input_versions"] or []).get(BRONZE_DOCUMENTS.name)
+        if r["job"] == "curate" and read is not None:
+            watermark = read
+        elif r["job"] == ERASE_JOB and read is not None and read == watermark:
+            # An erasure already removed its rows from silver, and vacuumed the change data of its
+            # own commits: a curate run that was up to date before it is up to date after it.
+            watermark = dict(r["output_versions"] or []).get(BRONZE_DOCUMENTS.name, watermark)
+    return watermark
 
 
 def _abandoned_runs(lakehouse: Any, current: str) -> list[str]:
@@ -454,10 +462,50 @@ def _commit(
             f"{SILVER_DOCUMENTS.name}: the funnel ends with {report.rows_out} documents but the MERGE wrote "
             f"{report.silver['inserted']} new and {report.silver['updated']} updated"
         )
+    _write_edges(spark, lakehouse, run, pipeline, survivors, decisions, removed_ids, full, silver_table)
     if "fuzzy_dedup" in pipeline.outputs:
         demoted = removed_ids.distinct()  # displaced silver documents, and this batch's drops
         _update_index(spark, lakehouse, run, pipeline, survivors, demoted, deleted, full, params_digest)
     _update_pii_index(spark, lakehouse, run, pipeline, survivors, removed_ids, full)
+
+
+def _write_edges(
+    spark: SparkSession,
+    lakehouse: Any,
+    run: Run,
+    pipeline: PipelineRun,
+    survivors: DataFrame,
+    decisions: DataFrame | None,
+    removed_ids: DataFrame,
+    full: bool,
+    silver_table: DeltaTable,
+) -> None:
+    """lineage.edges for this batch: each silver document from its bronze record (scrubbed or
+    derived), each duplicate to the copy kept. The edges of every touched document are replaced."""
+    version = latest_version(silver_table)
+    scrubbed = F.when(F.size("pii_counts") > 0, SCRUBBED_FROM).otherwise(DERIVED_FROM)
+    rows = edges(
+        survivors, child="doc_id", child_table=SILVER_DOCUMENTS.name, parent="doc_id",
+        parent_table=BRONZE_DOCUMENTS.name, relation=scrubbed, run_id=run.run_id, table_version=version,
+    )  # fmt: skip
+    if decisions is not None:
+        copies = decisions.where(F.col("duplicate_of").isNotNull())
+        rows = rows.unionByName(
+            edges(
+                copies,
+                child="doc_id",
+                child_table=BRONZE_DOCUMENTS.name,
+                parent="duplicate_of",
+                parent_table=SILVER_DOCUMENTS.name,
+                relation=DUPLICATE_OF,
+                run_id=run.run_id,
+                table_version=version,
+                cluster="cluster_id",
+            )  # fmt: skip
+        )
+    touched = pipeline.batch.select("doc_id").unionByName(removed_ids.select("doc_id"))
+    progress("writing lineage edges")
+    replace_edges(spark, lakehouse, rows.distinct(), touched, CURATE_RELATIONS, everything=full)
 
 
 def _update_pii_index(

@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 
 import click
+from pyspark.sql import SparkSession
 
 from curation.pii import KEY_ENV
 from jobs.config import Config, cache_dir
@@ -20,10 +21,11 @@ from jobs.context import open_spark, progress
 from jobs.curate import print_report as print_funnel
 from jobs.curate import run_curate
 from jobs.ingest import print_report, run_ingest
+from jobs.lineage import find_subjects
 from jobs.snapshot import create_snapshot, snapshot_row
 from jobs.snapshot import print_summary as print_snapshot
 from jobs.why import explain
-from lineage.catalog import SILVER_DECISIONS
+from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS
 from lineage.snapshots import SnapshotSpec
 from lineage.tables import inspect_tables, read_table
 
@@ -113,8 +115,10 @@ def run_demo(config: Config) -> None:
         print_snapshot(create_snapshot(spark, config, SnapshotSpec(DEMO_SNAPSHOT, validation=0.05, test=0.05)))
     else:
         click.echo(f"   {DEMO_SNAPSHOT} exists (snapshots are immutable): `millpond snapshot show {DEMO_SNAPSHOT}`")
+    click.echo("\n== 4. lineage: which rows, snapshots and runs hold data of one person?")
+    _find_a_subject(spark, config)
     spark.stop()
-    click.echo("\n== 4. the tables")
+    click.echo("\n== 5. the tables")
     for info in inspect_tables(lakehouse):
         state = "not created yet" if info.version is None else f"v{info.version}, {info.rows} rows"
         click.echo(f"  {info.name:<20} {state:<22} {info.path}")
@@ -123,6 +127,25 @@ def run_demo(config: Config) -> None:
         "`millpond pii scan FILE`; run the "
         "demo again and every record is `unchanged` and curation has nothing new to do."
     )
+
+
+def _find_a_subject(spark: SparkSession, config: Config) -> None:
+    """`millpond lineage find` on the first author the demo corpus names (public package metadata)."""
+    bronze = read_table(BRONZE_DOCUMENTS, config.lakehouse, columns=["subject_ids"])
+    subjects = sorted(
+        {s for row in (bronze.to_pylist() if bronze is not None else []) for s in row["subject_ids"] or []}
+    )
+    if not subjects:
+        click.echo("   no document of the demo corpus names a subject")
+        return
+    subject = next((s for s in subjects if "@" in s), subjects[0])
+    click.echo(f"   millpond lineage find --subject {subject}")
+    found = find_subjects(spark, config, (subject,))
+    for table_name, count in sorted(found["row_counts"].items()):
+        click.echo(f"     {table_name:<24} {count:>5} row(s)")
+    for snap in found["snapshots"]:
+        click.echo(f"     snapshot {snap['name']} (v{snap['version']}): {snap['members']} member(s)")
+    click.echo(f"   erase it: millpond lineage erase --subject {subject} --reason '...' --dry-run")
 
 
 def _show_a_dropped_document(config: Config, run_id: str) -> None:

@@ -2,7 +2,7 @@
 
 Runs in-process (`millpond ingest --manifest sources.toml`) or as a spark-submit application
 (`spark-submit jobs/ingest.py --manifest sources.toml`, or `millpond submit ingest -- ...`).
-Every run reconciles: read = ingested + unchanged + quarantined.
+Every run reconciles: read = ingested + unchanged + quarantined + tombstoned (erased earlier).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from ingestion.python_env import python_env_files
 from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
 from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
+from lineage.erasure import tombstoned
 from lineage.runs import Run, finish_run, start_run
 from lineage.tables import ensure_table, latest_version, merge_rows
 
@@ -50,6 +51,7 @@ class SourceCounts:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    tombstoned: int = 0  # records an erasure removed: not ingested again
 
 
 @dataclass
@@ -63,6 +65,7 @@ class IngestReport:
     quarantined: int
     new: int
     updated: int
+    tombstoned: int
     sources: dict[str, SourceCounts] = field(default_factory=dict)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int | None] = field(default_factory=dict)
@@ -187,13 +190,22 @@ def _ingest(
                 counts.quarantined += row["count"]
                 reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
         docs = staged.where(F.col("kind") == DOCUMENT)
+        # Records a data subject request erased stay out, counted as tombstoned.
+        blocked = tombstoned(spark, lakehouse, docs.select("doc_id", "content_sha256"))
+        if blocked is not None:
+            blocked = blocked.localCheckpoint(eager=True)
+            by_source = docs.join(blocked, "doc_id", "left_semi").groupBy("source").count().collect()
+            for row in by_source:
+                per_source[row["source"]].tombstoned = row["count"]
+            if by_source:
+                docs = docs.join(blocked, "doc_id", "left_anti")
 
         # Only real changes are merged, so a re-run with nothing new commits nothing.
         bronze_table = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
         bronze = bronze_table.toDF()
         if bronze.isEmpty():
             for counts in per_source.values():
-                counts.new = counts.documents
+                counts.new = counts.documents - counts.tombstoned
         else:
             for row in _classify(docs, bronze):
                 setattr(per_source[row["source"]], row["change"], row["count"])
@@ -241,14 +253,16 @@ def _ingest(
 
     documents = sum(c.documents for c in per_source.values())
     quarantined = sum(reasons.values())
+    blocked_count = sum(c.tombstoned for c in per_source.values())
     report = IngestReport(
         run_id=run.run_id,
         read=documents + quarantined,
         ingested=new + updated,
-        unchanged=documents - new - updated,
+        unchanged=documents - new - updated - blocked_count,
         quarantined=quarantined,
         new=new,
         updated=updated,
+        tombstoned=blocked_count,
         sources=per_source,
         quarantine_reasons=dict(sorted(reasons.items())),
         versions={
@@ -271,6 +285,7 @@ def print_report(report: IngestReport) -> None:
     click.echo(
         f"read {report.read} = ingested {report.ingested} (new {report.new}, updated {report.updated})"
         f" + unchanged {report.unchanged} + quarantined {report.quarantined}"
+        + (f" + tombstoned {report.tombstoned}" if report.tombstoned else "")
     )
     if report.quarantine_reasons:
         reasons = ", ".join(f"{k} {v}" for k, v in report.quarantine_reasons.items())

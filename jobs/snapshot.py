@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
+from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
 from lineage.runs import Run, finish_run, start_run
 from lineage.snapshots import (
     SnapshotSpec,
@@ -99,11 +100,26 @@ def _create(spark: SparkSession, lakehouse: Any, spec: SnapshotSpec, path: str, 
     ensure_table(spark, GOLD_SNAPSHOTS, lakehouse)
     # A create killed after writing members but before its snapshot row left them behind.
     members_table.delete(F.col("snapshot") == F.lit(spec.name))
+    drop_edges(spark, lakehouse, spec.name, SNAPSHOT_MEMBER)
     progress(f"writing {GOLD_SNAPSHOT_MEMBERS.name}")
     members.select(
         F.lit(spec.name).alias("snapshot"), "doc_id", "source", "split", "repeats", "text_sha256"
     ).write.format("delta").mode("append").save(GOLD_SNAPSHOT_MEMBERS.path(lakehouse))
 
+    insert_edges(
+        spark,
+        lakehouse,
+        edges(
+            members,
+            child=F.lit(spec.name),
+            child_table=GOLD_SNAPSHOTS.name,
+            parent="doc_id",
+            parent_table=spec.source_table,
+            relation=SNAPSHOT_MEMBER,
+            run_id=run.run_id,
+            table_version=version,
+        ),  # fmt: skip
+    )
     per_split = {r["split"]: r["count"] for r in members.groupBy("split").count().collect()}
     train = members.where("split = 'train'")
     by_source = {
@@ -139,6 +155,7 @@ def _create(spark: SparkSession, lakehouse: Any, spec: SnapshotSpec, path: str, 
         "content_digest": digest_lines(lines),
         "run_id": run.run_id,
         "created_at": datetime.now(UTC),
+        "amended_by": None,
     }
     spark.createDataFrame([row], schema=GOLD_SNAPSHOTS.schema).write.format("delta").mode("append").save(
         GOLD_SNAPSHOTS.path(lakehouse)

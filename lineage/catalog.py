@@ -21,7 +21,14 @@ class TableSpec:
     schema: T.StructType
     key: tuple[str, ...]  # the MERGE key: unique per row
     description: str
+    # Columns holding whose data a row is: clear identifiers, or keyed hashes (HMAC) when `subjects_keyed`.
     subject_columns: tuple[str, ...] = ()
+    subjects_keyed: bool = False
+    # Columns holding document ids: a data subject request finds and erases a row when any of them
+    # names one of the person's documents. Lineage and erasure cover every table that declares them.
+    document_columns: tuple[str, ...] = ()
+    # Columns of clear text (strings, or maps of strings) a request scans for an e-mail or phone number.
+    text_columns: tuple[str, ...] = ()
     # Only these columns get min/max statistics in the Delta log. Free text and identifiers
     # are never listed, so no personal data is copied into `_delta_log`.
     stats_columns: tuple[str, ...] = ()
@@ -103,6 +110,8 @@ BRONZE_DOCUMENTS = TableSpec(
     key=("doc_id",),
     description="One row per raw record, with provenance, license, subjects and consent.",
     subject_columns=("subject_ids",),
+    document_columns=("doc_id",),
+    text_columns=("text", "metadata"),
     stats_columns=("ingested_at", "ingest_run_id", "source", "license_source", "domain"),
     properties={"delta.enableChangeDataFeed": "true"},
 )
@@ -211,6 +220,9 @@ SILVER_DOCUMENTS = TableSpec(
     key=("doc_id",),
     description="Cleaned, scored, license-checked, deduplicated documents: what snapshots are cut from.",
     subject_columns=("subject_ids",),
+    subjects_keyed=True,
+    document_columns=("doc_id",),
+    text_columns=("text", "metadata"),
     stats_columns=(
         "ingested_at",
         "ingest_run_id",
@@ -242,6 +254,7 @@ SILVER_DECISIONS = TableSpec(
     ),
     key=("doc_id", "stage", "run_id"),
     description="One row per (document, stage, curate run): kept, dropped or modified, and why.",
+    document_columns=("doc_id",),
     stats_columns=("stage", "action", "reason", "score", "run_id", "decided_at"),
 )
 
@@ -261,7 +274,7 @@ SILVER_MINHASH = TableSpec(
     ),
     key=("doc_id",),
     description="MinHash signatures and LSH band hashes of curated documents: the incremental near-duplicate index.",
-    subject_columns=(),
+    document_columns=("doc_id",),
     stats_columns=("status", "params_digest", "curate_run_id"),
 )
 
@@ -277,6 +290,8 @@ SILVER_PII_INDEX = TableSpec(
     description="What the pii stage found in each silver document, keyed: finds a subject's documents "
     "by e-mail, phone, card, ... without keeping the value.",
     subject_columns=("value_hmac",),
+    subjects_keyed=True,
+    document_columns=("doc_id",),
     stats_columns=("entity_type", "curate_run_id"),
 )
 
@@ -300,6 +315,8 @@ GOLD_SNAPSHOTS = TableSpec(
         _str("content_digest", False),  # sha256 over the sorted (doc_id, text_sha256, split, repeats)
         _str("run_id", False),
         _ts("created_at", False),
+        # erasure requests that removed members or re-pinned the source version, comma-separated
+        _str("amended_by"),
     ),
     key=("name",),
     description="Named, immutable training sets cut from a pinned table version.",
@@ -318,6 +335,7 @@ GOLD_SNAPSHOT_MEMBERS = TableSpec(
     ),
     key=("snapshot", "doc_id"),
     description="The documents of each snapshot, their split and how often mixing repeats them.",
+    document_columns=("doc_id",),
     stats_columns=("snapshot", "source", "split", "repeats"),
 )
 
@@ -336,6 +354,61 @@ GOVERNANCE_EVAL_ITEMS = TableSpec(
     stats_columns=("eval_set", "added_at"),
 )
 
+LINEAGE_EDGES = TableSpec(
+    name="lineage.edges",
+    schema=_fields(
+        _str("child_id", False),
+        _str("child_table", False),
+        _str("parent_id", False),
+        _str("parent_table", False),
+        # derived_from, scrubbed_from (the pii stage changed it), duplicate_of, snapshot_member, pair_of
+        _str("relation", False),
+        _str("cluster_id"),  # duplicate_of: the exact or near-duplicate cluster both ends belong to
+        _str("run_id", False),
+        _long("table_version"),  # the child table's version the run wrote (the source version for a snapshot)
+        _ts("created_at", False),
+    ),
+    key=("child_id", "child_table", "parent_id", "parent_table", "relation"),
+    description="Which row came from, copies or belongs to which: the graph a data subject request closes over.",
+    document_columns=("child_id", "parent_id"),
+    stats_columns=("child_table", "parent_table", "relation", "run_id", "table_version", "created_at"),
+)
+
+GOVERNANCE_REQUESTS = TableSpec(
+    name="governance.requests",
+    schema=_fields(
+        _str("request_id", False),
+        _str("kind", False),  # erase
+        _str("status", False),  # running, completed, failed
+        _str("reason", False),
+        _strings("subjects"),  # keyed hashes of the identifiers named, never the identifiers
+        _ts("requested_at", False),
+        _ts("completed_at"),
+        _long_map("found"),  # table -> rows found
+        _long_map("deleted"),  # table -> rows deleted
+        _str("certificate"),  # the erasure certificate, JSON
+        _str("certificate_sha256"),
+        _str("error"),
+    ),
+    key=("request_id",),
+    description="Data subject requests: what was asked, found and erased, and the certificate.",
+    stats_columns=("request_id", "kind", "status", "requested_at", "completed_at"),
+)
+
+GOVERNANCE_TOMBSTONES = TableSpec(
+    name="governance.tombstones",
+    schema=_fields(
+        _str("kind", False),  # subject (a keyed hash), doc_id, content_sha256 (raw text), text_sha256 (clean)
+        _str("value", False),
+        T.StructField("signature", T.ArrayType(T.IntegerType(), True), True),  # MinHash of an erased text
+        _str("request_id", False),
+        _ts("created_at", False),
+    ),
+    key=("kind", "value"),
+    description="What erasure removed, as hashes: stops erased content from being ingested again.",
+    stats_columns=("kind", "request_id", "created_at"),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -349,6 +422,9 @@ TABLES: dict[str, TableSpec] = {
         GOLD_SNAPSHOTS,
         GOLD_SNAPSHOT_MEMBERS,
         GOVERNANCE_EVAL_ITEMS,
+        LINEAGE_EDGES,
+        GOVERNANCE_REQUESTS,
+        GOVERNANCE_TOMBSTONES,
     )
 }
 

@@ -1,0 +1,437 @@
+"""`millpond lineage find` and `millpond lineage erase`: data subject requests.
+
+`find` answers "which rows, snapshots, training runs and models hold data of this person?":
+identifiers (a user id, an e-mail address, a phone number) are normalized and keyed as the
+pii stage keyed them, matched in every table that declares subject, text or document columns,
+closed over lineage.edges (duplicate clusters included), and followed into gold snapshots and
+the MLflow runs that trained on them, with how many of the person's tokens each run saw.
+
+`erase` removes all of it physically, with an audit trail: governance.requests, tombstones
+that keep the content from being ingested again, DELETE + purge + VACUUM per table, token
+shards dropped, snapshots re-pinned, MLflow runs and model versions tagged, and a certificate
+that says what stays pending: the models that saw the data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import phonenumbers
+from pyspark.sql import SparkSession
+
+from curation.pii import PiiParams, pii_key
+from curation.pii_detect import SUBJECT_ID, e164, subject_key, value_hmac
+from jobs.config import Config, params_from
+from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
+from jobs.curate import ERASE_JOB
+from jobs.tracking import tracking_uri
+from lineage.catalog import GOVERNANCE_REQUESTS, GOVERNANCE_TOMBSTONES
+from lineage.erasure import (
+    erase_documents,
+    lost_words,
+    new_request_id,
+    record_request,
+    repin_snapshots,
+    tombstone_rows,
+    write_tombstones,
+)
+from lineage.runs import Run, finish_run, start_run
+from lineage.subjects import ErasurePolicy, Lineage, SubjectForms, find_lineage
+from lineage.tables import read_table
+from trainers.shards import DOCUMENTS
+
+PHONE_SEPARATORS = r"[\s().\-/]{0,3}"
+
+
+class RequestError(ValueError):
+    """A data subject request that cannot run as asked."""
+
+
+def subject_forms(identifier: str, key: bytes, phone_region: str = "US") -> SubjectForms:
+    """Every form the identifier takes in the lakehouse: clear values, keyed hashes, text patterns."""
+    kind, value = subject_key(identifier)
+    if not value:
+        raise RequestError("an empty subject identifier matches nothing")
+    keyed = value_hmac(key, kind, value, phone_region)
+    if kind == "EMAIL_ADDRESS":
+        lowered = value.lower()
+        return SubjectForms(
+            kind, keyed, clear=tuple(sorted({value, lowered})), keyed=(keyed,), text_literals=(lowered,)
+        )
+    if kind == "PHONE_NUMBER":
+        number = e164(value, phone_region)
+        try:
+            parsed = phonenumbers.parse(number, phone_region)
+            national, country = str(parsed.national_number), str(parsed.country_code)
+        except phonenumbers.NumberParseException:
+            national, country = number.lstrip("+"), ""
+        prefix = f"(?:\\+?{country}{PHONE_SEPARATORS})?" if country else ""
+        pattern = f"(?<![0-9]){prefix}{PHONE_SEPARATORS.join(national)}(?![0-9])"
+        return SubjectForms(
+            kind,
+            keyed,
+            clear=(value,),
+            clear_digits=tuple(sorted({number.lstrip("+"), national})),
+            keyed=(keyed,),
+            text_patterns=(pattern,),
+            text_hints=(national[-4:],),
+        )
+    clear = {value, value.lower()} if "@" in value else {value}
+    return SubjectForms(SUBJECT_ID, keyed, clear=tuple(sorted(clear)), keyed=(keyed,))
+
+
+def _forms(config: Config, identifiers: tuple[str, ...]) -> list[SubjectForms]:
+    if not identifiers:
+        raise RequestError("name at least one --subject")
+    params = params_from(PiiParams, config.section("curate")["pii"])
+    key = pii_key(params)
+    return [subject_forms(i, key, params.phone_region) for i in identifiers]
+
+
+def _mlflow_client(config: Config) -> Any | None:
+    """A client of the configured tracking store; None when there is no store yet."""
+    uri = tracking_uri(config)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=uri)
+
+
+def _all_runs(client: Any) -> list[Any]:
+    from mlflow.entities import ViewType
+
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs: list[Any] = []
+    token = None
+    while experiments:
+        page = client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def exposure(shards_folder: str | None, documents: set[str]) -> int | None:
+    """Tokens of `documents` in a run's training shards (every repeat counted); None when the
+    shards are gone."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if not shards_folder or not (Path(shards_folder) / DOCUMENTS).is_file():
+        return None
+    listed = pq.read_table(Path(shards_folder) / DOCUMENTS, columns=["split", "doc_id", "tokens"])
+    mine = listed.filter(pc.and_(pc.equal(listed["split"], "train"), pc.is_in(listed["doc_id"], pa_array(documents))))
+    return int(pc.sum(mine["tokens"]).as_py() or 0)
+
+
+def pa_array(values: set[str]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(sorted(values), pa.string())
+
+
+def training_runs(config: Config, lineage: Lineage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runs, model versions) that trained on a snapshot holding the documents, with exposure."""
+    names = {s["name"] for s in lineage.snapshots}
+    client = _mlflow_client(config) if names else None
+    if client is None:
+        return [], []
+    documents = set(lineage.documents)
+    runs, models = [], []
+    for run in _all_runs(client):
+        params = run.data.params
+        if params.get("snapshot") not in names:
+            continue
+        kind = run.data.tags.get("millpond.kind", "run")
+        tokens = exposure(params.get("shards.folder"), documents) if kind == "pretrain" else None
+        runs.append(
+            {
+                "run_id": run.info.run_id,
+                "kind": kind,
+                "snapshot": params["snapshot"],
+                "experiment_id": run.info.experiment_id,
+                "tokens": tokens,
+                "train_tokens": int(params["shards.train_tokens"]) if "shards.train_tokens" in params else None,
+                "steps": int(params["train.max_steps"]) if "train.max_steps" in params else None,
+            }
+        )
+        for version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
+            models.append({"name": version.name, "version": str(version.version), "run_id": run.info.run_id})
+    runs.sort(key=lambda r: r["run_id"])
+    models.sort(key=lambda m: (m["name"], int(m["version"])))
+    return runs, models
+
+
+def earlier_requests(config: Config, labels: list[str]) -> list[dict[str, Any]]:
+    """Completed erasures that named one of these subjects, with what they left pending."""
+    stones = read_table(GOVERNANCE_TOMBSTONES, config.lakehouse, columns=["kind", "value", "request_id"])
+    requests = read_table(GOVERNANCE_REQUESTS, config.lakehouse)
+    if stones is None or requests is None:
+        return []
+    ids = {r["request_id"] for r in stones.to_pylist() if r["kind"] == "subject" and r["value"] in set(labels)}
+    found = []
+    for row in requests.to_pylist():
+        if row["request_id"] in ids and row["status"] == "completed":
+            certificate = json.loads(row["certificate"] or "{}")
+            found.append(
+                {
+                    "request_id": row["request_id"],
+                    "completed_at": str(row["completed_at"]),
+                    "pending": certificate.get("pending", {}),
+                }
+            )
+    return sorted(found, key=lambda r: r["completed_at"])
+
+
+def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, ...]) -> dict[str, Any]:
+    """The answer of `lineage find` as JSON-ready data."""
+    subjects = _forms(config, identifiers)
+    policy = params_from(ErasurePolicy, config.section("lineage"))
+    progress(f"looking for {len(subjects)} subject(s) in every table the catalog knows")
+    lineage = find_lineage(spark, config.lakehouse, subjects, policy)
+    runs, models = training_runs(config, lineage)
+    return {
+        "subjects": [{"kind": s.kind, "hmac": s.label} for s in subjects],
+        "documents": lineage.documents,
+        "seeds": lineage.seeds,
+        "rows": lineage.rows,
+        "row_counts": lineage.row_counts,
+        "clusters": lineage.clusters,
+        "copies_left": lineage.kept_copies,
+        "snapshots": lineage.snapshots,
+        "runs": runs,
+        "models": models,
+        "requests": earlier_requests(config, [s.label for s in subjects]),
+        "policy": asdict(policy),
+    }
+
+
+def _drop_shards(config: Config, snapshots: list[str]) -> list[str]:
+    dropped = []
+    for name in snapshots:
+        folder = config.lakehouse / "_shards" / name
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            dropped.append(str(folder))
+    return dropped
+
+
+def _tag_mlflow(config: Config, request_id: str, runs: list[dict[str, Any]], models: list[dict[str, Any]]) -> None:
+    client = _mlflow_client(config)
+    if client is None:
+        return
+    key = f"millpond.erasure.{request_id}"
+    for run in runs:
+        tokens = "unknown" if run["tokens"] is None else str(run["tokens"])
+        client.set_tag(run["run_id"], key, f"trained on erased data: {tokens} tokens; retrain or retire")
+    for model in models:
+        client.set_model_version_tag(model["name"], model["version"], key, "trained on erased data; retrain")
+
+
+def erase_subjects(
+    spark: SparkSession, config: Config, identifiers: tuple[str, ...], reason: str, dry_run: bool = False
+) -> dict[str, Any]:
+    """Erase everything `find` finds; returns the certificate (or, dry, the plan)."""
+    if not reason.strip():
+        raise RequestError("--reason is required: the audit trail says why data was erased")
+    if any(i.strip().lower() in reason.lower() for i in identifiers if i.strip()):
+        raise RequestError("the reason must not contain the identifiers: they are kept only as keyed hashes")
+    policy = params_from(ErasurePolicy, config.section("lineage"))
+    found = find_subjects(spark, config, identifiers)
+    documents = found["documents"]
+    affected = [s["name"] for s in found["snapshots"]]
+    plan = {
+        "delete": found["row_counts"],
+        "vacuum_retention_hours": policy.vacuum_retention_hours,
+        "drop_shards_of": affected,
+        "tag_runs": [r["run_id"] for r in found["runs"]],
+        "tag_models": found["models"],
+    }
+    if dry_run:
+        return {"dry_run": True, "found": found, "plan": plan}
+
+    lakehouse = config.lakehouse
+    request_id = new_request_id()
+    labels = [s["hmac"] for s in found["subjects"]]
+    requested_at = datetime.now(UTC)
+    request = {
+        "request_id": request_id,
+        "kind": "erase",
+        "status": "running",
+        "reason": reason,
+        "subjects": labels,
+        "requested_at": requested_at,
+        "found": found["row_counts"],
+    }
+    run = Run(job=ERASE_JOB, config_digest=config.digest(), params={"request_id": request_id, "subjects": len(labels)})
+    start_run(spark, lakehouse, run)
+    record_request(spark, lakehouse, request)
+    try:
+        progress(f"request {request_id}: writing tombstones")
+        words = lost_words(spark, lakehouse, documents) if documents else {}
+        stones = write_tombstones(spark, lakehouse, tombstone_rows(spark, lakehouse, documents, labels, request_id))
+        progress(f"request {request_id}: deleting {len(documents)} document(s) from every table, purging, vacuuming")
+        erased = erase_documents(spark, lakehouse, documents, policy.vacuum_retention_hours)
+        vacuumed = {e.table: e.version_after for e in erased}
+        removed = {s["name"]: s["members"] for s in found["snapshots"]}
+        amendments = repin_snapshots(spark, lakehouse, vacuumed, removed, words, request_id)
+        dropped = _drop_shards(config, affected)
+        _tag_mlflow(config, request_id, found["runs"], found["models"])
+    except BaseException as err:
+        record_request(spark, lakehouse, request | {"status": "failed", "error": f"{type(err).__name__}: {err}"[:4000]})
+        finish_run(spark, lakehouse, run, error=err)
+        raise
+    completed_at = datetime.now(UTC)
+    certificate = {
+        "request_id": request_id,
+        "reason": reason,
+        "subjects": found["subjects"],
+        "requested_at": requested_at.isoformat(timespec="seconds"),
+        "completed_at": completed_at.isoformat(timespec="seconds"),
+        "policy": found["policy"],
+        "found": {
+            "documents": documents,
+            "rows": found["row_counts"],
+            "clusters": found["clusters"],
+            "copies_left": found["copies_left"],
+            "snapshots": found["snapshots"],
+        },
+        "deleted": [asdict(e) for e in erased],
+        "tombstones": stones,
+        "snapshots_repinned": [a.as_json() for a in amendments],
+        "shards_dropped": dropped,
+        "mlflow_tagged": {"runs": [r["run_id"] for r in found["runs"]], "models": found["models"]},
+        "pending": {
+            "models": [
+                {
+                    "run_id": r["run_id"],
+                    "kind": r["kind"],
+                    "snapshot": r["snapshot"],
+                    "tokens": r["tokens"],
+                    "models": [m for m in found["models"] if m["run_id"] == r["run_id"]],
+                    "action": "retrain or retire: the weights were trained on the erased data",
+                }
+                for r in found["runs"]
+            ],
+        },
+    }
+    text = json.dumps(certificate, indent=2, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    folder = lakehouse / "_governance" / "certificates"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{request_id}.json").write_text(text, encoding="utf-8")
+    deleted = {e.table: e.rows_deleted for e in erased}
+    record_request(
+        spark,
+        lakehouse,
+        request
+        | {"status": "completed", "completed_at": completed_at, "deleted": deleted, "certificate": text,
+           "certificate_sha256": digest},
+    )  # fmt: skip
+    run.input_versions = {e.table: e.version_before for e in erased}
+    run.output_versions = {e.table: e.version_after for e in erased}
+    run.counts = {f"deleted:{k}": v for k, v in deleted.items()} | {"documents": len(documents)}
+    finish_run(spark, lakehouse, run)
+    return certificate | {"certificate_file": str(folder / f"{request_id}.json"), "certificate_sha256": digest}
+
+
+@click.group("lineage")
+def lineage_group() -> None:
+    """Data subject requests: find a person's rows, snapshots and models; erase them."""
+
+
+def _print_found(found: dict[str, Any]) -> None:
+    click.echo(f"{len(found['documents'])} document(s) ({len(found['seeds'])} naming the subject directly)")
+    for table, count in sorted(found["row_counts"].items()):
+        click.echo(f"  {table:<24} {count:>6} row(s)")
+    for cluster, members in found["clusters"].items():
+        click.echo(f"  duplicate cluster {cluster}: {len(members)} member(s)")
+    if found["copies_left"]:
+        click.echo(f"  {len(found['copies_left'])} copy(ies) left by the duplicates policy 'own'")
+    for snap in found["snapshots"]:
+        click.echo(
+            f"  snapshot {snap['name']} ({snap['source_table']} v{snap['version']}): {snap['members']} member(s)"
+        )
+    for run in found["runs"]:
+        tokens = "?" if run["tokens"] is None else f"{run['tokens']:,}"
+        click.echo(f"  {run['kind']} run {run['run_id']} on {run['snapshot']}: saw {tokens} of their tokens")
+    for model in found["models"]:
+        click.echo(f"  model {model['name']} v{model['version']} (run {model['run_id']})")
+    for request in found["requests"]:
+        click.echo(f"  erased before by {request['request_id']} ({request['completed_at']})")
+
+
+@lineage_group.command("find")
+@click.option("--subject", "subjects", multiple=True, required=True, help="User id, e-mail or phone (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@spark_options
+@lakehouse_options
+def find_command(
+    subjects: tuple[str, ...], as_json: bool, master: str | None, lakehouse: str | None, config_file: str | None
+) -> None:
+    """List every row, snapshot, training run and model that holds data of a person."""
+    config = effective_config(lakehouse, config_file)
+    _forms(config, subjects)  # the key is checked before Spark starts
+    spark = open_spark(config, master, app_name="millpond-lineage-find")
+    found = find_subjects(spark, config, subjects)
+    if as_json:
+        click.echo(json.dumps(found, sort_keys=True, default=str))
+    else:
+        _print_found(found)
+
+
+@lineage_group.command("erase")
+@click.option("--subject", "subjects", multiple=True, required=True, help="User id, e-mail or phone (repeatable).")
+@click.option("--reason", required=True, help="Why (e.g. 'GDPR art. 17 request #1234'); no identifiers.")
+@click.option("--dry-run", is_flag=True, help="Show what would be erased; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the certificate (or the plan) as JSON.")
+@spark_options
+@lakehouse_options
+def erase_command(
+    subjects: tuple[str, ...],
+    reason: str,
+    dry_run: bool,
+    as_json: bool,
+    master: str | None,
+    lakehouse: str | None,
+    config_file: str | None,
+) -> None:
+    """Erase a person's data physically from every table, with tombstones and a certificate."""
+    config = effective_config(lakehouse, config_file)
+    _forms(config, subjects)
+    spark = open_spark(config, master, app_name="millpond-lineage-erase")
+    result = erase_subjects(spark, config, subjects, reason, dry_run)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True, default=str))
+        return
+    if dry_run:
+        click.echo("dry run: nothing changed")
+        _print_found(result["found"])
+        return
+    click.echo(f"request {result['request_id']}: erased {len(result['found']['documents'])} document(s)")
+    for table in result["deleted"]:
+        click.echo(
+            f"  {table['table']:<24} {table['rows_deleted']:>6} row(s) deleted, v{table['version_before']} -> "
+            f"v{table['version_after']}, vacuumed (retention {table['retention_hours']} h)"
+        )
+    for model in result["pending"]["models"]:
+        click.echo(f"  pending: {model['kind']} run {model['run_id']} saw {model['tokens']} tokens: {model['action']}")
+    click.echo(f"certificate: {result['certificate_file']} (sha256 {result['certificate_sha256'][:16]})")
+
+
+LINEAGE_ERRORS = (RequestError,)
+
+if __name__ == "__main__":  # spark-submit jobs/lineage.py find --subject ...
+    from jobs.cli import main
+
+    main(["lineage", *sys.argv[1:]])

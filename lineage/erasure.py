@@ -1,0 +1,317 @@
+"""Erasing documents physically: delete, purge, vacuum, tombstone and re-pin snapshots.
+
+A Delta DELETE only writes new files without the rows; the old files stay for time travel,
+and deletion vectors leave rows in place until purged. So for every table that held one of
+the documents: DELETE (by document id, so no identifier is written into the transaction log),
+`REORG ... APPLY (PURGE)`, then VACUUM with the erasure policy's retention, which removes the
+replaced data files and the change data files of the deletes. Snapshots pinned to a version
+that no longer exists are re-pinned to the version after the erasure and say so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from lineage.catalog import (
+    BRONZE_DOCUMENTS,
+    GOLD_SNAPSHOT_MEMBERS,
+    GOLD_SNAPSHOTS,
+    GOVERNANCE_REQUESTS,
+    GOVERNANCE_TOMBSTONES,
+    SILVER_DOCUMENTS,
+    SILVER_MINHASH,
+    TABLES,
+    TableSpec,
+    table,
+)
+from lineage.snapshots import digest_lines
+from lineage.tables import ensure_table, latest_version, merge_rows
+
+RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
+LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
+
+
+def new_request_id() -> str:
+    return f"dsr-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class TableErasure:
+    """What erasure did to one table."""
+
+    table: str
+    rows_deleted: int
+    version_before: int
+    version_after: int
+    bytes_written: int  # by the DELETE and the purge (files rewritten without the rows)
+    bytes_removed: int  # files the VACUUM deleted from storage
+    purged: bool
+    vacuumed_at: str
+    retention_hours: int
+
+
+def _sql_path(path: str) -> str:
+    if "`" in path:
+        raise ValueError(f"table paths may not contain backticks: {path}")
+    return f"delta.`{path}`"
+
+
+def naming(spec: TableSpec, documents: list[str]) -> Column:
+    condition = F.lit(False)
+    for column in spec.document_columns:
+        condition = condition | F.col(column).isin(documents)
+    return condition
+
+
+def _metric(history: DataFrame, since: int, name: str) -> int:
+    rows = history.where(F.col("version") > since).select(F.col("operationMetrics").getItem(name)).collect()
+    return sum(int(r[0]) for r in rows if r[0] is not None)
+
+
+def _files_bytes(path: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_size for p in path.rglob("*") if p.is_file() and "_delta_log" not in p.parts}
+
+
+def erase_table(
+    spark: SparkSession, spec: TableSpec, lakehouse: str | Path, documents: list[str], retention_hours: int
+) -> TableErasure | None:
+    """Delete the rows naming `documents` from one table, purge and vacuum it; None when it held none."""
+    path = spec.path(lakehouse)
+    if not spec.document_columns or not documents or not DeltaTable.isDeltaTable(spark, path):
+        return None
+    delta = DeltaTable.forPath(spark, path)
+    condition = naming(spec, documents)
+    if delta.toDF().where(condition).limit(1).count() == 0:
+        return None
+    before = latest_version(delta)
+    delta.delete(condition)
+    spark.sql(f"REORG TABLE {_sql_path(path)} APPLY (PURGE)")
+    history = delta.history()
+    deleted = _metric(history, before, "numDeletedRows")
+    written = _metric(history, before, "numAddedBytes")
+    on_disk = _files_bytes(Path(path))
+    delta.vacuum(float(retention_hours))  # (the caller set the retention check and listing parallelism)
+    removed = sum(size for file, size in on_disk.items() if not Path(file).exists())
+    return TableErasure(
+        table=spec.name,
+        rows_deleted=deleted,
+        version_before=before,
+        version_after=latest_version(delta),
+        bytes_written=written,
+        bytes_removed=removed,
+        purged=True,
+        vacuumed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        retention_hours=retention_hours,
+    )
+
+
+def erase_documents(
+    spark: SparkSession, lakehouse: str | Path, documents: list[str], retention_hours: int
+) -> list[TableErasure]:
+    """Every catalog table that declares document columns, several at once (their commits are
+    independent, and each is mostly small Spark jobs waiting on one another); catalog order kept."""
+    # VACUUM lists the table with `parallelPartitionDiscovery.parallelism` tasks (10,000 by
+    # default: 40 s of empty tasks on two cores); the shuffle partition count is plenty.
+    settings = {RETENTION_CHECK: "false", LISTING_PARALLELISM: spark.conf.get("spark.sql.shuffle.partitions")}
+    previous = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    specs = [spec for spec in TABLES.values() if spec.document_columns]
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(lambda s: erase_table(spark, s, lakehouse, documents, retention_hours), specs))
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+    return [r for r in results if r is not None]
+
+
+def tombstone_rows(
+    spark: SparkSession, lakehouse: str | Path, documents: list[str], subject_labels: list[str], request_id: str
+) -> DataFrame:
+    """What stops the erased content from coming back: document ids, raw and clean text hashes,
+    MinHash signatures, and the subjects' keyed hashes. Read before the rows are deleted."""
+    now = datetime.now(UTC)
+    parts: list[DataFrame] = []
+
+    def of(spec: TableSpec, kind: str, column: str, signature: str | None = None) -> None:
+        path = spec.path(lakehouse)
+        if not DeltaTable.isDeltaTable(spark, path):
+            return
+        frame = spark.read.format("delta").load(path).where(F.col("doc_id").isin(documents))
+        parts.append(
+            frame.select(
+                F.lit(kind).alias("kind"),
+                F.col(column).alias("value"),
+                (F.col(signature) if signature else F.lit(None).cast("array<int>")).alias("signature"),
+            )
+        )
+
+    of(BRONZE_DOCUMENTS, "doc_id", "doc_id")
+    of(BRONZE_DOCUMENTS, "content_sha256", "content_sha256")
+    of(SILVER_DOCUMENTS, "text_sha256", "text_sha256")
+    of(SILVER_MINHASH, "minhash", "doc_id", "signature")
+    labels = spark.createDataFrame([(s,) for s in subject_labels], "value string").select(
+        F.lit("subject").alias("kind"), "value", F.lit(None).cast("array<int>").alias("signature")
+    )
+    rows = labels
+    for part in parts:
+        rows = rows.unionByName(part)
+    return (
+        rows.where(F.col("value").isNotNull())
+        .dropDuplicates(["kind", "value"])
+        .select("kind", "value", "signature", F.lit(request_id).alias("request_id"), F.lit(now).alias("created_at"))
+    )
+
+
+def write_tombstones(spark: SparkSession, lakehouse: str | Path, rows: DataFrame) -> int:
+    staged = rows.localCheckpoint(eager=True)
+    table_ = ensure_table(spark, GOVERNANCE_TOMBSTONES, lakehouse)
+    merge_rows(spark, table_, GOVERNANCE_TOMBSTONES.key, staged)
+    return staged.count()
+
+
+def tombstoned(spark: SparkSession, lakehouse: str | Path, docs: DataFrame) -> DataFrame | None:
+    """The doc_ids of `docs` (doc_id, content_sha256) that an erasure tombstoned; None without tombstones."""
+    path = GOVERNANCE_TOMBSTONES.path(lakehouse)
+    if not DeltaTable.isDeltaTable(spark, path):
+        return None
+    stones = spark.read.format("delta").load(path)
+    by_id = stones.where(F.col("kind") == "doc_id").select(F.col("value").alias("doc_id"))
+    by_content = stones.where(F.col("kind") == "content_sha256").select(F.col("value").alias("content_sha256"))
+    return (
+        docs.join(by_id, "doc_id", "left_semi")
+        .select("doc_id")
+        .unionByName(docs.join(by_content, "content_sha256", "left_semi").select("doc_id"))
+        .distinct()
+    )
+
+
+def record_request(spark: SparkSession, lakehouse: str | Path, row: dict[str, Any]) -> None:
+    """Insert or update a request row (MERGE on request_id)."""
+    table_ = ensure_table(spark, GOVERNANCE_REQUESTS, lakehouse)
+    full = {f.name: row.get(f.name) for f in GOVERNANCE_REQUESTS.schema.fields}
+    frame = spark.createDataFrame([full], schema=GOVERNANCE_REQUESTS.schema)
+    merge_rows(spark, table_, GOVERNANCE_REQUESTS.key, frame, changed_when="true")
+
+
+@dataclass
+class SnapshotAmendment:
+    """A snapshot re-pinned after an erasure."""
+
+    name: str
+    version_before: int
+    version_after: int
+    members_removed: int
+    rows: int
+    content_digest_before: str
+    content_digest_after: str
+    stale_members: int  # members whose text at the new version differs from the one snapshotted
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def lost_words(spark: SparkSession, lakehouse: str | Path, documents: list[str]) -> dict[str, int]:
+    """Training words each snapshot loses with `documents` (read before they are deleted)."""
+    members_path = GOLD_SNAPSHOT_MEMBERS.path(lakehouse)
+    silver_path = SILVER_DOCUMENTS.path(lakehouse)
+    if not (DeltaTable.isDeltaTable(spark, members_path) and DeltaTable.isDeltaTable(spark, silver_path)):
+        return {}
+    members = spark.read.format("delta").load(members_path).where(F.col("doc_id").isin(documents))
+    texts = spark.read.format("delta").load(silver_path).select("doc_id", "text")
+    words = F.size(F.split(F.trim("text"), r"\s+")) * F.col("repeats")
+    rows = (
+        members.where("split = 'train'")
+        .join(texts, "doc_id")
+        .groupBy("snapshot")
+        .agg(F.sum(words).alias("w"))
+        .collect()
+    )
+    return {r["snapshot"]: int(r["w"] or 0) for r in rows}
+
+
+def repin_snapshots(
+    spark: SparkSession,
+    lakehouse: str | Path,
+    vacuumed: dict[str, int],
+    removed: dict[str, int],
+    words_lost: dict[str, int],
+    request_id: str,
+) -> list[SnapshotAmendment]:
+    """Snapshots cut from a vacuumed table now read its post-erasure version (`vacuumed`: table ->
+    version). Rows, training examples, words and the content digest are recomputed from the
+    members left; `stale_members` counts members whose text at the new version is not the one
+    the snapshot recorded (changed by curation since it was cut)."""
+    path = GOLD_SNAPSHOTS.path(lakehouse)
+    if not vacuumed or not DeltaTable.isDeltaTable(spark, path):
+        return []
+    snapshots = [r.asDict() for r in spark.read.format("delta").load(path).collect()]
+    members_all = spark.read.format("delta").load(GOLD_SNAPSHOT_MEMBERS.path(lakehouse))
+    amendments, updates = [], []
+    for snap in snapshots:
+        if snap["source_table"] not in vacuumed:
+            continue
+        version = vacuumed[snap["source_table"]]
+        members = members_all.where(F.col("snapshot") == F.lit(snap["name"]))
+        source = (
+            spark.read.format("delta")
+            .option("versionAsOf", version)
+            .load(table(snap["source_table"]).path(lakehouse))
+            .select("doc_id", F.col("text_sha256").alias("_now"))
+        )
+        stale = members.join(source, "doc_id", "left").where(
+            F.col("_now").isNull() | (F.col("_now") != F.col("text_sha256"))
+        )
+        lines = [
+            r[0]
+            for r in members.select(
+                F.concat_ws(":", "doc_id", "text_sha256", "split", F.col("repeats").cast("string"))
+            ).collect()
+        ]
+        train = members.where("split = 'train'").agg(F.sum("repeats")).first()[0]
+        digest = digest_lines(lines)
+        lost = removed.get(snap["name"], 0)
+        amendments.append(
+            SnapshotAmendment(
+                name=snap["name"],
+                version_before=int(snap["source_version"]),
+                version_after=version,
+                members_removed=lost,
+                rows=len(lines),
+                content_digest_before=snap["content_digest"],
+                content_digest_after=digest,
+                stale_members=stale.count(),
+            )
+        )
+        amended = [a for a in (snap.get("amended_by") or "").split(",") if a] + [request_id]
+        updates.append(
+            snap
+            | {
+                "source_version": version,
+                "rows": len(lines),
+                "train_rows": int(train or 0),
+                "words": max(0, int(snap["words"]) - words_lost.get(snap["name"], 0)),
+                "tokens": snap["tokens"] if digest == snap["content_digest"] else None,
+                "content_digest": digest,
+                "amended_by": ",".join(amended),
+            }
+        )
+    if updates:
+        frame = spark.createDataFrame(updates, schema=GOLD_SNAPSHOTS.schema)
+        merge_rows(
+            spark, ensure_table(spark, GOLD_SNAPSHOTS, lakehouse), GOLD_SNAPSHOTS.key, frame, changed_when="true"
+        )
+    return amendments
