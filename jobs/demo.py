@@ -25,7 +25,7 @@ from jobs.lineage import find_subjects
 from jobs.snapshot import create_snapshot, snapshot_row
 from jobs.snapshot import print_summary as print_snapshot
 from jobs.why import explain
-from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS
+from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS, SILVER_DOCUMENTS
 from lineage.snapshots import SnapshotSpec
 from lineage.tables import inspect_tables, read_table
 
@@ -131,14 +131,17 @@ def run_demo(config: Config) -> None:
 
 def _find_a_subject(spark: SparkSession, config: Config) -> None:
     """`millpond lineage find` on the first author the demo corpus names (public package metadata)."""
-    bronze = read_table(BRONZE_DOCUMENTS, config.lakehouse, columns=["subject_ids"])
-    subjects = sorted(
-        {s for row in (bronze.to_pylist() if bronze is not None else []) for s in row["subject_ids"] or []}
-    )
+    bronze = read_table(BRONZE_DOCUMENTS, config.lakehouse, columns=["doc_id", "subject_ids"])
+    silver = read_table(SILVER_DOCUMENTS, config.lakehouse, columns=["doc_id"])
+    curated = set(silver.column("doc_id").to_pylist()) if silver is not None else set()
+    rows = bronze.to_pylist() if bronze is not None else []
+    # Someone whose document made it into silver (and the snapshot) shows the whole path.
+    subjects = sorted({s for r in rows for s in r["subject_ids"] or [] if r["doc_id"] in curated and "@" in s})
+    subjects = subjects or sorted({s for r in rows for s in r["subject_ids"] or []})
     if not subjects:
         click.echo("   no document of the demo corpus names a subject")
         return
-    subject = next((s for s in subjects if "@" in s), subjects[0])
+    subject = subjects[0]
     click.echo(f"   millpond lineage find --subject {subject}")
     found = find_subjects(spark, config, (subject,))
     for table_name, count in sorted(found["row_counts"].items()):
