@@ -281,9 +281,16 @@ def erase_subjects(
         words = lost_words(spark, lakehouse, documents) if documents else {}
         stones = write_tombstones(spark, lakehouse, tombstone_rows(spark, lakehouse, documents, labels, request_id))
         progress(f"request {request_id}: deleting {len(documents)} document(s) from every table, purging, vacuuming")
-        erased = erase_documents(spark, lakehouse, documents, policy.vacuum_retention_hours)
+        erased = erase_documents(
+            spark, lakehouse, documents, policy.vacuum_retention_hours, holding=set(found["row_counts"]),
+            on_table=lambda e, s: progress(
+                f"  {e.table}: {e.rows_deleted} row(s) deleted, {e.bytes_written / 1e6:.1f} MB rewritten, "
+                f"{e.bytes_removed / 1e6:.1f} MB vacuumed ({s:.1f} s)"
+            ),
+        )  # fmt: skip
         vacuumed = {e.table: e.version_after for e in erased}
         removed = {s["name"]: s["members"] for s in found["snapshots"]}
+        progress(f"request {request_id}: re-pinning snapshots, dropping shards, tagging MLflow runs")
         amendments = repin_snapshots(spark, lakehouse, vacuumed, removed, words, request_id)
         dropped = _drop_shards(config, affected)
         _tag_mlflow(config, request_id, found["runs"], found["models"])

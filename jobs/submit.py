@@ -23,7 +23,7 @@ JOBS_DIR = Path(__file__).resolve().parent
 
 
 # Job files that spark-submit can run: `jobs/<name>.py`, each a spark-submit application.
-JOBS = ("ingest", "curate", "snapshot")
+JOBS = ("ingest", "curate", "snapshot", "lineage")
 
 
 class UnknownJobError(ValueError):

@@ -10,7 +10,9 @@ that no longer exists are re-pinned to the version after the erasure and say so.
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -82,15 +84,21 @@ def _files_bytes(path: Path) -> dict[str, int]:
 
 
 def erase_table(
-    spark: SparkSession, spec: TableSpec, lakehouse: str | Path, documents: list[str], retention_hours: int
+    spark: SparkSession,
+    spec: TableSpec,
+    lakehouse: str | Path,
+    documents: list[str],
+    retention_hours: int,
+    known_to_hold: bool = False,
 ) -> TableErasure | None:
-    """Delete the rows naming `documents` from one table, purge and vacuum it; None when it held none."""
+    """Delete the rows naming `documents` from one table, purge and vacuum it; None when it held
+    none (checked first unless the caller `known_to_hold` them)."""
     path = spec.path(lakehouse)
     if not spec.document_columns or not documents or not DeltaTable.isDeltaTable(spark, path):
         return None
     delta = DeltaTable.forPath(spark, path)
     condition = naming(spec, documents)
-    if delta.toDF().where(condition).limit(1).count() == 0:
+    if not known_to_hold and delta.toDF().where(condition).limit(1).count() == 0:
         return None
     before = latest_version(delta)
     delta.delete(condition)
@@ -115,7 +123,12 @@ def erase_table(
 
 
 def erase_documents(
-    spark: SparkSession, lakehouse: str | Path, documents: list[str], retention_hours: int
+    spark: SparkSession,
+    lakehouse: str | Path,
+    documents: list[str],
+    retention_hours: int,
+    holding: set[str] | None = None,
+    on_table: Callable[[TableErasure, float], None] | None = None,
 ) -> list[TableErasure]:
     """Every catalog table that declares document columns, several at once (their commits are
     independent, and each is mostly small Spark jobs waiting on one another); catalog order kept."""
@@ -125,10 +138,18 @@ def erase_documents(
     previous = {k: spark.conf.get(k, None) for k in settings}
     for k, v in settings.items():
         spark.conf.set(k, v)
-    specs = [spec for spec in TABLES.values() if spec.document_columns]
+    specs = [s for s in TABLES.values() if s.document_columns and (holding is None or s.name in holding)]
+
+    def erase(spec: TableSpec) -> TableErasure | None:
+        started = time.perf_counter()
+        done = erase_table(spark, spec, lakehouse, documents, retention_hours, known_to_hold=holding is not None)
+        if done is not None and on_table is not None:
+            on_table(done, time.perf_counter() - started)
+        return done
+
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
-            results = list(pool.map(lambda s: erase_table(spark, s, lakehouse, documents, retention_hours), specs))
+            results = list(pool.map(erase, specs))
     finally:
         for k, v in previous.items():
             if v is None:

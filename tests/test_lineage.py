@@ -260,3 +260,33 @@ def test_duplicate_policy_decides_whether_cluster_copies_go(spark, lakehouse: Pa
     assert everything == {"a", "b", "c", "d"} and clusters == {"near:a": ["a", "b", "c"]} and left == set()
     own, clusters, left = close_over_edges(spark, lakehouse, {"b"}, "own")
     assert own == {"b"} and clusters == {"near:a": ["a", "b", "c"]} and left == {"a", "c"}
+
+
+def test_a_table_added_to_the_catalog_later_is_searched_and_erased(spark, lakehouse: Path, monkeypatch) -> None:
+    from pyspark.sql import types as T
+
+    from lineage import catalog
+    from lineage.erasure import erase_documents
+    from lineage.subjects import ErasurePolicy, find_lineage
+    from lineage.tables import ensure_table
+
+    pairs = catalog.TableSpec(
+        name="silver.preferences",
+        schema=T.StructType(
+            [T.StructField(n, T.StringType()) for n in ("pair_id", "doc_id", "user_id", "chosen", "rejected")]
+        ),
+        key=("pair_id",),
+        description="a table a later issue adds",
+        subject_columns=("user_id",),
+        document_columns=("doc_id",),
+    )
+    monkeypatch.setitem(catalog.TABLES, pairs.name, pairs)
+    ensure_table(spark, pairs, lakehouse)
+    rows = [("p1", "d1", "u-zed", "yes", "no"), ("p2", "d2", "u-amy", "fine", "bad"), ("p3", "d1", None, "a", "b")]
+    spark.createDataFrame(rows, pairs.schema).write.format("delta").mode("append").save(pairs.path(lakehouse))
+
+    found = find_lineage(spark, lakehouse, [subject_forms("u-zed", KEY)], ErasurePolicy())
+    assert found.documents == ["d1"] and found.row_counts == {"silver.preferences": 2}
+    erased = erase_documents(spark, lakehouse, found.documents, 0)
+    assert [(e.table, e.rows_deleted) for e in erased] == [("silver.preferences", 2)]
+    assert read_table(pairs, lakehouse).column("pair_id").to_pylist() == ["p2"]
