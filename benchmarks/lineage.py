@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from benchmarks.curate import measure
     from jobs.config import cache_dir, load_config
-    from jobs.lineage import erase_subjects, find_subjects
     from jobs.spark import SparkSettings, get_spark
+    from jobs.subject_requests import erase_subjects, find_subjects
 
     settings = SparkSettings(master=args.master, driver_memory=args.driver_memory, app_name="millpond-bench-lineage")
     spark = get_spark(settings, cache_dir())

@@ -16,11 +16,11 @@ from jobs.context import effective_config, lakehouse_options, spark_settings
 from jobs.curate import CURATE_ERRORS, curate_command
 from jobs.evalset import evalset_group
 from jobs.ingest import ReconciliationError, ingest_command
-from jobs.lineage import LINEAGE_ERRORS, lineage_group
 from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
 from jobs.snapshot import SNAPSHOT_ERRORS, snapshot_group
 from jobs.spark import SparkStartError
+from jobs.subject_requests import LINEAGE_ERRORS, lineage_group
 from jobs.submit import UnknownJobError
 from jobs.text_specs import TextSpecError
 from jobs.tokens import shards_group, tokenizer_group

@@ -22,8 +22,11 @@ PACKAGES = ("ingestion", "curation", "lineage", "trainers", "evals", "jobs")
 JOBS_DIR = Path(__file__).resolve().parent
 
 
-# Job files that spark-submit can run: `jobs/<name>.py`, each a spark-submit application.
-JOBS = ("ingest", "curate", "snapshot", "lineage")
+# Jobs spark-submit can run, and their files under `jobs/` (each a spark-submit application). A
+# job file never takes the name of a top-level package: spark-submit puts `jobs/` first on the
+# path, so `jobs/lineage.py` would hide the `lineage` package.
+JOB_FILES = {"ingest": "ingest", "curate": "curate", "snapshot": "snapshot", "lineage": "subject_requests"}
+JOBS = tuple(JOB_FILES)
 
 
 class UnknownJobError(ValueError):
@@ -90,7 +93,7 @@ def submit_command_line(
     ]
     for key, value in conf.items():
         command += ["--conf", f"{key}={value}"]
-    command.append(str(JOBS_DIR / f"{job}.py"))
+    command.append(str(JOBS_DIR / f"{JOB_FILES[job]}.py"))
     return command + job_args
 
 

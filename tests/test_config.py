@@ -116,3 +116,12 @@ def test_curate_sections_are_checked_and_open_tables_take_new_keys(tmp_path) -> 
     worse.write_text("[curate.quality.rules.chat]\nmin_wordcount = 3\n")
     with pytest.raises(ConfigError, match="unknown rule 'min_wordcount'"):
         params_from(QualityParams, load_config(worse).section("curate")["quality"])
+
+
+def test_no_job_file_hides_a_package_under_spark_submit() -> None:
+    """spark-submit puts `jobs/` first on sys.path: `jobs/lineage.py` would shadow `lineage`."""
+    from jobs.submit import JOB_FILES, JOBS_DIR, PACKAGES
+
+    stems = {p.stem for p in JOBS_DIR.glob("*.py")}
+    assert not stems & set(PACKAGES)
+    assert all((JOBS_DIR / f"{name}.py").is_file() for name in JOB_FILES.values())

@@ -18,8 +18,8 @@ from conftest import make_config, write_jsonl, write_manifest
 from jobs.cli import cli
 from jobs.curate import run_curate
 from jobs.ingest import run_ingest
-from jobs.lineage import subject_forms
 from jobs.snapshot import create_snapshot
+from jobs.subject_requests import subject_forms
 from jobs.train import prepare_tokens, pretrain
 from lineage.catalog import LINEAGE_EDGES, TABLES
 from lineage.snapshots import SnapshotSpec

@@ -438,7 +438,7 @@ def erase_command(
 
 LINEAGE_ERRORS = (RequestError,)
 
-if __name__ == "__main__":  # spark-submit jobs/lineage.py find --subject ...
+if __name__ == "__main__":  # spark-submit jobs/subject_requests.py find --subject ... (millpond submit lineage)
     from jobs.cli import main
 
     main(["lineage", *sys.argv[1:]])
