@@ -74,9 +74,10 @@ def naming(spec: TableSpec, documents: list[str]) -> Column:
     return condition
 
 
-def _metric(history: DataFrame, since: int, name: str) -> int:
-    rows = history.where(F.col("version") > since).select(F.col("operationMetrics").getItem(name)).collect()
-    return sum(int(r[0]) for r in rows if r[0] is not None)
+def _metrics(delta: DeltaTable, since: int, names: tuple[str, ...]) -> list[int]:
+    """Sums of operation metrics over the commits after `since`, read in one pass over the history."""
+    rows = delta.history().where(F.col("version") > since).select("operationMetrics").collect()
+    return [sum(int((r[0] or {}).get(name) or 0) for r in rows) for name in names]
 
 
 def _files_bytes(path: Path) -> dict[str, int]:
@@ -103,9 +104,7 @@ def erase_table(
     before = latest_version(delta)
     delta.delete(condition)
     spark.sql(f"REORG TABLE {_sql_path(path)} APPLY (PURGE)")
-    history = delta.history()
-    deleted = _metric(history, before, "numDeletedRows")
-    written = _metric(history, before, "numAddedBytes")
+    deleted, written = _metrics(delta, before, ("numDeletedRows", "numAddedBytes"))
     on_disk = _files_bytes(Path(path))
     delta.vacuum(float(retention_hours))  # (the caller set the retention check and listing parallelism)
     removed = sum(size for file, size in on_disk.items() if not Path(file).exists())
