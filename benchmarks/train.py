@@ -43,12 +43,11 @@ def main(argv: list[str] | None = None) -> None:
 
     runtime_environment(cache_dir())
     import torch
-    import torch.nn.functional as F
     from transformers import LlamaForCausalLM
 
     from trainers.data import TokenWindows
     from trainers.loop import train
-    from trainers.model import llama_config, parameter_count
+    from trainers.model import llama_config, next_token_loss, parameter_count
     from trainers.schedule import lr_at
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                                     floor_ratio=settings.min_lr_ratio)  # fmt: skip
             x, y = data.batch(settings.seed, step, 0, settings.micro_batch)
             logits = model(input_ids=torch.from_numpy(x)).logits
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), torch.from_numpy(y).reshape(-1))
+            loss = next_token_loss(logits, torch.from_numpy(y))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)

@@ -6,12 +6,12 @@ import math
 from typing import Any
 
 from trainers.data import TokenWindows
+from trainers.model import next_token_loss
 
 
 def evaluate_loss(model: Any, data: TokenWindows, batch: int, limit: int) -> float:
     """Mean next-token loss over the first `limit` non-overlapping windows of a split."""
     import torch
-    import torch.nn.functional as F
 
     device = next(model.parameters()).device
     losses, weights = [], []
@@ -19,9 +19,7 @@ def evaluate_loss(model: Any, data: TokenWindows, batch: int, limit: int) -> flo
     with torch.no_grad():
         for x, y in data.sequential(batch, limit):
             logits = model(input_ids=torch.from_numpy(x).to(device)).logits
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), torch.from_numpy(y).to(device).reshape(-1)
-            )
+            loss = next_token_loss(logits, torch.from_numpy(y).to(device))
             losses.append(float(loss))
             weights.append(x.size)
     model.train()

@@ -505,7 +505,7 @@ def _write_edges(
         )
     touched = pipeline.batch.select("doc_id").unionByName(removed_ids.select("doc_id"))
     progress("writing lineage edges")
-    replace_edges(spark, lakehouse, rows.distinct(), touched, CURATE_RELATIONS, everything=full)
+    replace_edges(spark, lakehouse, rows, touched, CURATE_RELATIONS, everything=full)
 
 
 def _update_pii_index(

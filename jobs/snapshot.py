@@ -28,6 +28,7 @@ from lineage.snapshots import (
     SnapshotSpecError,
     digest_lines,
     filter_json,
+    member_line,
     parse_where,
     schema_columns,
     select_members,
@@ -131,12 +132,7 @@ def _create(spark: SparkSession, lakehouse: Any, spec: SnapshotSpec, path: str, 
     train_rows = sum(e for e, _ in by_source.values())
     words = sum(w for _, w in by_source.values())
     realized = {s: round(w / words, 4) if words else 0.0 for s, (_, w) in sorted(by_source.items())}
-    lines = [
-        r[0]
-        for r in members.select(
-            F.concat_ws(":", "doc_id", "text_sha256", "split", F.col("repeats").cast("string"))
-        ).toLocalIterator()
-    ]
+    lines = [r[0] for r in members.select(member_line()).toLocalIterator()]
     row = {
         "name": spec.name,
         "source_table": spec.source_table,

@@ -124,20 +124,19 @@ def _all_runs(client: Any) -> list[Any]:
 def exposure(shards_folder: str | None, documents: set[str]) -> int | None:
     """Tokens of `documents` in a run's training shards (every repeat counted); None when the
     shards are gone."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     if not shards_folder or not (Path(shards_folder) / DOCUMENTS).is_file():
         return None
     listed = pq.read_table(Path(shards_folder) / DOCUMENTS, columns=["split", "doc_id", "tokens"])
-    mine = listed.filter(pc.and_(pc.equal(listed["split"], "train"), pc.is_in(listed["doc_id"], pa_array(documents))))
+    mine = listed.filter(
+        pc.and_(
+            pc.equal(listed["split"], "train"), pc.is_in(listed["doc_id"], pa.array(sorted(documents), pa.string()))
+        )
+    )
     return int(pc.sum(mine["tokens"]).as_py() or 0)
-
-
-def pa_array(values: set[str]) -> Any:
-    import pyarrow as pa
-
-    return pa.array(sorted(values), pa.string())
 
 
 def training_runs(config: Config, lineage: Lineage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

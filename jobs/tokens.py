@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,15 @@ def train_tokenizer(spark: SparkSession, config: Config, name: str, settings: To
         .limit(settings.max_documents)
     )
     progress(f"training a {settings.vocab_size}-token byte-level BPE on {name}'s train split")
-    tokenizer = train_bpe((r["text"] for r in train.select("text").toLocalIterator()), settings)
-    documents = train.count()
+    seen = [0]  # documents read, counted in the one pass that trains (no second Spark job)
+
+    def train_texts() -> Iterator[str]:
+        for row in train.select("text").toLocalIterator():
+            seen[0] += 1
+            yield row["text"]
+
+    tokenizer = train_bpe(train_texts(), settings)
+    documents = seen[0]
     as_json = tokenizer.to_str()  # type: ignore[attr-defined]
     digest = tokenizer_digest(as_json)
     folder = config.lakehouse / "_artifacts" / "tokenizers" / f"{name}-v{settings.vocab_size}-{digest[:12]}"

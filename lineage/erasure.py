@@ -35,8 +35,8 @@ from lineage.catalog import (
     TableSpec,
     table,
 )
-from lineage.snapshots import digest_lines
-from lineage.tables import ensure_table, latest_version, merge_rows
+from lineage.snapshots import digest_lines, member_line, word_count
+from lineage.tables import ensure_table, latest_version, load_delta, merge_rows, sql_path
 
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
@@ -59,12 +59,6 @@ class TableErasure:
     purged: bool
     vacuumed_at: str
     retention_hours: int
-
-
-def _sql_path(path: str) -> str:
-    if "`" in path:
-        raise ValueError(f"table paths may not contain backticks: {path}")
-    return f"delta.`{path}`"
 
 
 def naming(spec: TableSpec, documents: list[str]) -> Column:
@@ -103,7 +97,7 @@ def erase_table(
         return None
     before = latest_version(delta)
     delta.delete(condition)
-    spark.sql(f"REORG TABLE {_sql_path(path)} APPLY (PURGE)")
+    spark.sql(f"REORG TABLE {sql_path(path)} APPLY (PURGE)")
     deleted, written = _metrics(delta, before, ("numDeletedRows", "numAddedBytes"))
     on_disk = _files_bytes(Path(path))
     delta.vacuum(float(retention_hours))  # (the caller set the retention check and listing parallelism)
@@ -167,12 +161,11 @@ def tombstone_rows(
     parts: list[DataFrame] = []
 
     def of(spec: TableSpec, kind: str, column: str, signature: str | None = None) -> None:
-        path = spec.path(lakehouse)
-        if not DeltaTable.isDeltaTable(spark, path):
+        table_ = load_delta(spark, spec, lakehouse)
+        if table_ is None:
             return
-        frame = spark.read.format("delta").load(path).where(F.col("doc_id").isin(documents))
         parts.append(
-            frame.select(
+            table_.where(F.col("doc_id").isin(documents)).select(
                 F.lit(kind).alias("kind"),
                 F.col(column).alias("value"),
                 (F.col(signature) if signature else F.lit(None).cast("array<int>")).alias("signature"),
@@ -205,10 +198,9 @@ def write_tombstones(spark: SparkSession, lakehouse: str | Path, rows: DataFrame
 
 def tombstoned(spark: SparkSession, lakehouse: str | Path, docs: DataFrame) -> DataFrame | None:
     """The doc_ids of `docs` (doc_id, content_sha256) that an erasure tombstoned; None without tombstones."""
-    path = GOVERNANCE_TOMBSTONES.path(lakehouse)
-    if not DeltaTable.isDeltaTable(spark, path):
+    stones = load_delta(spark, GOVERNANCE_TOMBSTONES, lakehouse)
+    if stones is None:
         return None
-    stones = spark.read.format("delta").load(path)
     by_id = stones.where(F.col("kind") == "doc_id").select(F.col("value").alias("doc_id"))
     by_content = stones.where(F.col("kind") == "content_sha256").select(F.col("value").alias("content_sha256"))
     return (
@@ -246,13 +238,13 @@ class SnapshotAmendment:
 
 def lost_words(spark: SparkSession, lakehouse: str | Path, documents: list[str]) -> dict[str, int]:
     """Training words each snapshot loses with `documents` (read before they are deleted)."""
-    members_path = GOLD_SNAPSHOT_MEMBERS.path(lakehouse)
-    silver_path = SILVER_DOCUMENTS.path(lakehouse)
-    if not (DeltaTable.isDeltaTable(spark, members_path) and DeltaTable.isDeltaTable(spark, silver_path)):
+    members = load_delta(spark, GOLD_SNAPSHOT_MEMBERS, lakehouse)
+    texts = load_delta(spark, SILVER_DOCUMENTS, lakehouse)
+    if members is None or texts is None:
         return {}
-    members = spark.read.format("delta").load(members_path).where(F.col("doc_id").isin(documents))
-    texts = spark.read.format("delta").load(silver_path).select("doc_id", "text")
-    words = F.size(F.split(F.trim("text"), r"\s+")) * F.col("repeats")
+    members = members.where(F.col("doc_id").isin(documents))
+    texts = texts.select("doc_id", "text")
+    words = word_count("text") * F.col("repeats")
     rows = (
         members.where("split = 'train'")
         .join(texts, "doc_id")
@@ -275,11 +267,11 @@ def repin_snapshots(
     version). Rows, training examples, words and the content digest are recomputed from the
     members left; `stale_members` counts members whose text at the new version is not the one
     the snapshot recorded (changed by curation since it was cut)."""
-    path = GOLD_SNAPSHOTS.path(lakehouse)
-    if not vacuumed or not DeltaTable.isDeltaTable(spark, path):
+    table_ = load_delta(spark, GOLD_SNAPSHOTS, lakehouse)
+    members_all = load_delta(spark, GOLD_SNAPSHOT_MEMBERS, lakehouse)
+    if not vacuumed or table_ is None or members_all is None:
         return []
-    snapshots = [r.asDict() for r in spark.read.format("delta").load(path).collect()]
-    members_all = spark.read.format("delta").load(GOLD_SNAPSHOT_MEMBERS.path(lakehouse))
+    snapshots = [r.asDict() for r in table_.collect()]
     amendments, updates = [], []
     for snap in snapshots:
         if snap["source_table"] not in vacuumed:
@@ -295,12 +287,7 @@ def repin_snapshots(
         stale = members.join(source, "doc_id", "left").where(
             F.col("_now").isNull() | (F.col("_now") != F.col("text_sha256"))
         )
-        lines = [
-            r[0]
-            for r in members.select(
-                F.concat_ws(":", "doc_id", "text_sha256", "split", F.col("repeats").cast("string"))
-            ).collect()
-        ]
+        lines = [r[0] for r in members.select(member_line()).collect()]
         train = members.where("split = 'train'").agg(F.sum("repeats")).first()[0]
         digest = digest_lines(lines)
         lost = removed.get(snap["name"], 0)

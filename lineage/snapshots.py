@@ -229,6 +229,16 @@ def repeats(rank: int, available: int, target: int) -> int:
     return whole + (1 if rank < extra else 0)
 
 
+def word_count(text: str) -> Column:
+    """Whitespace-separated words of a text column: how snapshots count training words."""
+    return F.size(F.split(F.trim(text), r"\s+"))
+
+
+def member_line() -> Column:
+    """A member as one line of the content digest: `doc_id:text_sha256:split:repeats`."""
+    return F.concat_ws(":", "doc_id", "text_sha256", "split", F.col("repeats").cast("string"))
+
+
 def digest_lines(lines: list[str]) -> str:
     """sha256 over sorted member lines: the snapshot's content address."""
     h = hashlib.sha256()
@@ -266,7 +276,7 @@ def select_members(frame: DataFrame, spec: SnapshotSpec) -> Selection:
         "doc_id",
         "source",
         "text_sha256",
-        F.size(F.split(F.trim("text"), r"\s+")).alias("words"),
+        word_count("text").alias("words"),
         filter_column(spec.where).alias("_match"),
         F.coalesce(F.col("license_policy")[spec.purpose], F.lit("unknown")).alias("_license"),
         F.coalesce(F.array_contains("consent", spec.purpose), F.lit(False)).alias("_consent"),

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -26,6 +25,7 @@ from lineage.catalog import (
     TableSpec,
 )
 from lineage.edges import DERIVED_FROM, DUPLICATE_OF, PAIR_OF, SCRUBBED_FROM
+from lineage.tables import load_delta
 
 # Relations whose two ends hold the same person's data: a derived row and its source.
 SAME_DATA = (DERIVED_FROM, SCRUBBED_FROM, PAIR_OF)
@@ -132,11 +132,6 @@ def match_condition(spec: TableSpec, schema: T.StructType, subjects: list[Subjec
     return condition
 
 
-def _load(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> DataFrame | None:
-    path = spec.path(lakehouse)
-    return spark.read.format("delta").load(path) if DeltaTable.isDeltaTable(spark, path) else None
-
-
 def _ids(frame: DataFrame, column: str) -> set[str]:
     return {r[0] for r in frame.select(column).where(F.col(column).isNotNull()).distinct().collect()}
 
@@ -149,7 +144,7 @@ def seed_documents(
     for spec in TABLES.values():
         if not spec.document_columns or not (spec.subject_columns or spec.text_columns):
             continue
-        frame = _load(spark, spec, lakehouse)
+        frame = load_delta(spark, spec, lakehouse)
         if frame is None:
             continue
         found = frame.where(match_condition(spec, frame.schema, subjects, scan_text))
@@ -162,7 +157,7 @@ def close_over_edges(
 ) -> tuple[set[str], dict[str, list[str]], set[str]]:
     """(documents, clusters, copies left): the seeds, everything derived from or by them, and, under
     the `copies` policy, the other members of their duplicate clusters; repeated until nothing new."""
-    frame = _load(spark, LINEAGE_EDGES, lakehouse)
+    frame = load_delta(spark, LINEAGE_EDGES, lakehouse)
     documents = set(seeds)
     clusters: dict[str, set[str]] = {}
     if frame is None or not seeds:
@@ -201,7 +196,7 @@ def rows_of(spark: SparkSession, lakehouse: str | Path, documents: set[str]) -> 
     for spec in TABLES.values():
         if not spec.document_columns or not ids:
             continue
-        frame = _load(spark, spec, lakehouse)
+        frame = load_delta(spark, spec, lakehouse)
         if frame is None:
             continue
         condition = F.lit(False)
@@ -217,8 +212,8 @@ def rows_of(spark: SparkSession, lakehouse: str | Path, documents: set[str]) -> 
 
 def snapshots_holding(spark: SparkSession, lakehouse: str | Path, documents: set[str]) -> list[dict[str, Any]]:
     """The snapshots with a member among `documents`: name, source table, pinned version, members."""
-    members = _load(spark, GOLD_SNAPSHOT_MEMBERS, lakehouse)
-    snapshots = _load(spark, GOLD_SNAPSHOTS, lakehouse)
+    members = load_delta(spark, GOLD_SNAPSHOT_MEMBERS, lakehouse)
+    snapshots = load_delta(spark, GOLD_SNAPSHOTS, lakehouse)
     if members is None or snapshots is None or not documents:
         return []
     held = (
@@ -247,7 +242,7 @@ def snapshots_holding(spark: SparkSession, lakehouse: str | Path, documents: set
 
 def tombstoned_documents(spark: SparkSession, lakehouse: str | Path, labels: list[str]) -> set[str]:
     """Documents tombstoned by earlier requests that named one of these subjects."""
-    stones = _load(spark, GOVERNANCE_TOMBSTONES, lakehouse)
+    stones = load_delta(spark, GOVERNANCE_TOMBSTONES, lakehouse)
     if stones is None or not labels:
         return set()
     requests = stones.where((F.col("kind") == "subject") & F.col("value").isin(labels)).select("request_id")

@@ -18,7 +18,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from lineage.catalog import TABLES, TableSpec
 
 
-def _sql_path(path: str) -> str:
+def sql_path(path: str) -> str:
+    """A table path as a SQL identifier (`delta.`path``), for statements that take no DataFrame."""
     if "`" in path:
         raise ValueError(f"table paths may not contain backticks: {path}")
     return f"delta.`{path}`"
@@ -33,7 +34,7 @@ def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) ->
         for key, value in wanted.items():
             builder = builder.property(key, value)
         return builder.execute()
-    current = {row["key"]: row["value"] for row in spark.sql(f"SHOW TBLPROPERTIES {_sql_path(path)}").collect()}
+    current = {row["key"]: row["value"] for row in spark.sql(f"SHOW TBLPROPERTIES {sql_path(path)}").collect()}
     drifted = {k: v for k, v in wanted.items() if current.get(k) != v}
     table = DeltaTable.forPath(spark, path)
     # A column the catalog added since the table was created (always nullable) is added in place.
@@ -41,11 +42,17 @@ def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) ->
     missing = [f for f in spec.schema.fields if f.name not in present]
     if missing:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        spark.sql(f"ALTER TABLE {_sql_path(path)} ADD COLUMNS ({columns})")
+        spark.sql(f"ALTER TABLE {sql_path(path)} ADD COLUMNS ({columns})")
     if drifted:
         assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
-        spark.sql(f"ALTER TABLE {_sql_path(path)} SET TBLPROPERTIES ({assignments})")
+        spark.sql(f"ALTER TABLE {sql_path(path)} SET TBLPROPERTIES ({assignments})")
     return DeltaTable.forPath(spark, path) if missing else table
+
+
+def load_delta(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> DataFrame | None:
+    """The table's latest version as a DataFrame, or None when it does not exist yet."""
+    path = spec.path(lakehouse)
+    return spark.read.format("delta").load(path) if DeltaTable.isDeltaTable(spark, path) else None
 
 
 def latest_version(table: DeltaTable) -> int:

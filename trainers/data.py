@@ -44,14 +44,15 @@ class TokenWindows:
 
     def sequential(self, size: int, limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """Non-overlapping windows in order (for evaluation), at most `limit` batches."""
-        rows = []
+        wanted = None if limit is None else limit * size  # windows past the last batch are never read
+        rows: list[np.ndarray] = []
         for shard in self.shards:
             for start in range(0, len(shard) - self.seq_len - 1, self.seq_len):
+                if wanted is not None and len(rows) >= wanted:
+                    break
                 rows.append(np.asarray(shard[start : start + self.seq_len + 1], dtype=np.int64))
         batches = []
         for i in range(0, len(rows), size):
             block = np.stack(rows[i : i + size])
             batches.append((block[:, :-1], block[:, 1:]))
-            if limit is not None and len(batches) >= limit:
-                break
         return batches

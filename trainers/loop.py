@@ -11,12 +11,12 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trainers.data import TokenWindows
-from trainers.model import flops_per_token
+from trainers.model import flops_per_token, next_token_loss
 from trainers.schedule import lr_at
 
 
@@ -122,7 +122,6 @@ def train(
     """Train from scratch (or from the latest checkpoint in `checkpoints`); returns (model, ds config, first step)."""
     import deepspeed
     import torch
-    import torch.nn.functional as F
     from transformers import LlamaForCausalLM
 
     rank, world = join_process_group()
@@ -161,7 +160,7 @@ def train(
             inputs = torch.from_numpy(x).to(device)
             targets = torch.from_numpy(y).to(device)
             logits = engine(input_ids=inputs).logits
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
+            loss = next_token_loss(logits, targets)
             engine.backward(loss)
             engine.step()
             total += float(loss.detach())
@@ -174,7 +173,3 @@ def train(
         if done % settings.checkpoint_every == 0 or done == settings.max_steps:
             engine.save_checkpoint(str(checkpoints), tag=f"step{done}", client_state={"step": done})
     return engine.module, config, start
-
-
-def settings_params(settings: TrainSettings) -> dict[str, Any]:
-    return asdict(settings)

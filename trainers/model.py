@@ -56,3 +56,10 @@ def flops_per_token(config: Any, seq_len: int) -> float:
         + 3 * config.hidden_size * config.intermediate_size
     )
     return 6.0 * n + 12.0 * config.num_hidden_layers * config.hidden_size * seq_len
+
+
+def next_token_loss(logits: Any, targets: Any) -> Any:
+    """Mean cross-entropy of next-token logits (batch, seq, vocab) against targets (batch, seq), in fp32."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
