@@ -25,30 +25,55 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 BANDS = [(0.0, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.85), (0.85, 0.9), (0.9, 1.01)]
 
 
-def docstrings(limit: int, min_chars: int = 1200) -> list[str]:
+def docstring_pool(cache: Path) -> list[str]:
+    """Every distinct docstring of at least 200 characters in the installed Python packages
+    (parsed once, then read from `cache`)."""
+    import gzip
     import sysconfig
 
+    if cache.exists():
+        return json.loads(gzip.decompress(cache.read_bytes()))
     root = Path(sysconfig.get_paths()["purelib"])
-    out: list[str] = []
-    seen: set[str] = set()
+    out: dict[str, None] = {}
     for path in sorted(root.rglob("*.py")):
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
         except (SyntaxError, ValueError, UnicodeDecodeError, OSError):
             continue
-        for node in [tree, *ast.walk(tree)]:
+        for node in ast.walk(tree):
             if isinstance(node, ast.Module | ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef):
                 doc = ast.get_docstring(node)
-                if doc and len(doc) >= min_chars and doc not in seen:
-                    seen.add(doc)
-                    out.append(doc[:2500])
-                    if len(out) >= limit:
-                        return out
-    return out
+                if doc and len(doc) >= 200:
+                    out[doc] = None
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(gzip.compress(json.dumps(list(out)).encode()))
+    return list(out)
+
+
+class Originals:
+    """Original documents of about 2 KB from real text: the long docstrings first, then (a
+    corpus of a million needs more) documents of real sentences drawn at random from all of
+    them, so that no two originals share more than a sentence or two by chance."""
+
+    def __init__(self, pool: list[str], seed: int) -> None:
+        self.long = [d[:2500] for d in pool if len(d) >= 1200]
+        self.sentences = sorted({s.strip() for d in pool for s in d.replace("\n", " ").split(". ") if len(s) > 40})
+        self.seed = seed
+
+    def __call__(self, i: int) -> str:
+        if i < len(self.long):
+            return self.long[i]
+        rng = random.Random(self.seed * 1_000_003 + i)
+        parts: list[str] = []
+        while sum(len(p) + 2 for p in parts) < 2000:
+            parts.append(rng.choice(self.sentences))
+        return ". ".join(parts) + "."
 
 
 def variant(rng: random.Random, text: str, replace_share: float) -> str:
@@ -63,37 +88,62 @@ def variant(rng: random.Random, text: str, replace_share: float) -> str:
     return joined
 
 
-def build(docs: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[tuple[str, str, float]]]:
-    """(doc_id, text) rows and planted pairs (a, b, exact Jaccard)."""
-    from curation.minhash import jaccard, shingle_hashes
+def exact_jaccards(pairs: list[tuple[str, str]]) -> list[float]:
+    """The exact Jaccard of the shingle sets of each (text, text) pair."""
+    from curation.minhash import batch_shingles
+
+    hashes, counts = batch_shingles([t for pair in pairs for t in pair])
+    ends = np.cumsum(counts)
+    sets = [np.unique(hashes[e - c : e]) for e, c in zip(ends, counts, strict=True)]
+    out = []
+    for left, right in zip(sets[::2], sets[1::2], strict=True):
+        both = len(np.intersect1d(left, right, assume_unique=True))
+        out.append(both / max(len(left) + len(right) - both, 1))
+    return out
+
+
+def build(docs: int, target: Path, pool: list[str], seed: int = 0, chunk: int = 50_000) -> list[tuple[str, str, float]]:
+    """Write `docs` (doc_id, text) rows to the Parquet file `target`, chunk by chunk; return the
+    planted pairs (a, b, exact Jaccard). One original in five gets 1-3 variants (1-15% of
+    its words replaced, whitespace and boilerplate changes), one in five a hard negative (half
+    of it, then half of another original)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     rng = random.Random(seed)
-    originals = docstrings(docs)
-    rows: list[tuple[str, str]] = []
+    original = Originals(pool, seed)
+    schema = pa.schema([("doc_id", pa.string()), ("text", pa.string())])
     pairs: list[tuple[str, str, float]] = []
-    i = 0
-    while len(rows) < docs:
-        base = originals[i % len(originals)]
-        if i >= len(originals):  # not enough distinct docstrings: make the original unique
-            base = f"{base}\n\nrevision {i} " + " ".join(rng.sample(base.split(), min(30, len(base.split()))))
-        base_id = f"o{i:07d}"
-        rows.append((base_id, base))
-        if i % 5 == 0:
-            for k in range(rng.randint(1, 3)):
-                text = variant(rng, base, rng.choice([0.01, 0.02, 0.04, 0.08, 0.15]))
-                vid = f"v{i:07d}_{k}"
-                rows.append((vid, text))
-                pairs.append((base_id, vid, jaccard(shingle_hashes(base), shingle_hashes(text))))
-        elif i % 5 == 1:
-            words = base.split()
-            other = originals[(i * 7 + 3) % len(originals)].split()
-            text = " ".join(words[: len(words) // 2] + other[len(other) // 2 :])
-            nid = f"n{i:07d}"
-            rows.append((nid, text))
-            pairs.append((base_id, nid, jaccard(shingle_hashes(base), shingle_hashes(text))))
-        i += 1
-    kept = {r[0] for r in rows[:docs]}
-    return rows[:docs], [p for p in pairs if p[0] in kept and p[1] in kept]
+    written, i = 0, 0
+    with pq.ParquetWriter(target, schema) as writer:
+        while written < docs:
+            rows: list[tuple[str, str]] = []
+            planted: list[tuple[str, str]] = []
+            texts: list[tuple[str, str]] = []
+            while len(rows) < min(chunk, docs - written):
+                base, base_id = original(i), f"o{i:07d}"
+                rows.append((base_id, base))
+                if i % 5 == 0:
+                    for k in range(rng.randint(1, 3)):
+                        text = variant(rng, base, rng.choice([0.01, 0.02, 0.04, 0.08, 0.15]))
+                        rows.append((f"v{i:07d}_{k}", text))
+                        planted.append((base_id, f"v{i:07d}_{k}"))
+                        texts.append((base, text))
+                elif i % 5 == 1:
+                    words, other = base.split(), original(i * 7 + 3).split()
+                    text = " ".join(words[: len(words) // 2] + other[len(other) // 2 :])
+                    rows.append((f"n{i:07d}", text))
+                    planted.append((base_id, f"n{i:07d}"))
+                    texts.append((base, text))
+                i += 1
+            rows = rows[: docs - written]
+            ids = {r[0] for r in rows}
+            keep = [k for k, (a, b) in enumerate(planted) if a in ids and b in ids]
+            jaccards = exact_jaccards([texts[k] for k in keep])
+            pairs += [(*planted[k], j) for k, j in zip(keep, jaccards, strict=True)]
+            writer.write_table(pa.table({"doc_id": [r[0] for r in rows], "text": [r[1] for r in rows]}, schema=schema))
+            written += len(rows)
+    return pairs
 
 
 def datasketch_run(rows: list[tuple[str, str]], threshold: float, num_perm: int, bands: tuple[int, int]) -> float:
@@ -120,11 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--docs", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--master", default="local[2]")
-    parser.add_argument("--driver-memory", default="6g")
+    parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--skip-datasketch-above", type=int, default=200_000)
     args = parser.parse_args(argv)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
+    import pyarrow.parquet as pq
+    from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
     from benchmarks.curate import PeakMemory
@@ -138,42 +190,52 @@ def main(argv: list[str] | None = None) -> None:
     spark = get_spark(settings, cache_dir())
     params = FuzzyDedupParams()
     parallelism = spark.sparkContext.defaultParallelism
+    work = cache_dir() / "benchmarks" / "fuzzy"
+    work.mkdir(parents=True, exist_ok=True)
+    print("reading the docstrings of the installed packages", flush=True)
+    pool = docstring_pool(work / "docstrings.json.gz")
     results: dict[str, Any] = {}
     for size in args.docs:
-        print(f"building {size:,} documents", flush=True)
-        rows, pairs = build(size)
-        now = datetime.now(UTC)
-        records = [
-            {f.name: None for f in BRONZE_DOCUMENTS.schema.fields}
-            | {"doc_id": d, "record_id": d, "text": t, "source": "bench", "source_uri": "bench", "locator": d,
-               "ingested_at": now, "ingest_run_id": "bench", "content_sha256": d, "license_source": "declared"}
-            for d, t in rows
-        ]  # fmt: skip
-        frame = prepare(spark.createDataFrame(records, schema=BRONZE_DOCUMENTS.schema))
-        frame = frame.repartition(parallelism * 2, "doc_id").persist()
+        corpus = work / f"corpus-{size}.parquet"
+        print(f"building {size:,} documents in {corpus}", flush=True)
+        pairs = build(size, corpus, pool)
+        literals = {
+            "record_id": F.col("doc_id"), "source": F.lit("bench"), "source_uri": F.lit("bench"),
+            "locator": F.col("doc_id"), "ingested_at": F.current_timestamp(), "ingest_run_id": F.lit("bench"),
+            "content_sha256": F.col("doc_id"), "license_source": F.lit("declared"),
+        }  # fmt: skip
+        raw = spark.read.parquet(str(corpus))
+        bronze = raw.select(
+            *[
+                (F.col(f.name) if f.name in raw.columns else literals.get(f.name, F.lit(None)))
+                .cast(f.dataType)
+                .alias(f.name)
+                for f in BRONZE_DOCUMENTS.schema.fields
+            ]
+        )
+        frame = prepare(bronze).repartition(max(parallelism * 2, size // 25_000), "doc_id")
+        frame = frame.persist(StorageLevel.MEMORY_AND_DISK)
         frame.count()
         with PeakMemory(os.getpid(), tree=True) as memory:
             start = time.perf_counter()
             out = fuzzy_dedup(frame, params).select("doc_id", "decision.action", "decision.cluster_id")
             out = out.localCheckpoint(eager=True)
             seconds = time.perf_counter() - start
-        clusters = {r["doc_id"]: r["cluster_id"] for r in out.collect()}
-        removed = sum(1 for r in out.collect() if r["action"] == "dropped")
+        table = out.toPandas()
+        clusters = dict(zip(table["doc_id"], table["cluster_id"], strict=True))
+        removed = int((table["action"] == "dropped").sum())
+        del table
+        together = [(j, clusters.get(a) is not None and clusters.get(a) == clusters.get(b)) for a, b, j in pairs]
         bands: dict[str, dict[str, int]] = {}
-        for a, b, j in pairs:
+        for j, found in together:
             name = next(f"{lo:.2f}-{min(hi, 1.0):.2f}" for lo, hi in BANDS if lo <= j < hi)
-            found = clusters.get(a) is not None and clusters.get(a) == clusters.get(b)
             entry = bands.setdefault(name, {"pairs": 0, "found": 0})
             entry["pairs"] += 1
             entry["found"] += found
-        truth = [(j >= params.threshold, clusters.get(a) is not None and clusters.get(a) == clusters.get(b))
-                 for a, b, j in pairs]  # fmt: skip
-        tp = sum(1 for t, f in truth if t and f)
-        fp = sum(1 for t, f in truth if not t and f)
-        fn = sum(1 for t, f in truth if t and not f)
-        strong = [
-            (j, clusters.get(a) is not None and clusters.get(a) == clusters.get(b)) for a, b, j in pairs if j >= 0.85
-        ]
+        tp = sum(1 for j, f in together if j >= params.threshold and f)
+        fp = sum(1 for j, f in together if j < params.threshold and f)
+        fn = sum(1 for j, f in together if j >= params.threshold and not f)
+        strong = [f for j, f in together if j >= 0.85]
         entry = {
             "documents": size,
             "spark_s": round(seconds, 1),
@@ -183,17 +245,27 @@ def main(argv: list[str] | None = None) -> None:
             "removed": removed,
             "precision": round(tp / max(tp + fp, 1), 4),
             "recall": round(tp / max(tp + fn, 1), 4),
-            "recall_jaccard_at_least_0.85": round(sum(f for _, f in strong) / max(len(strong), 1), 4),
-            "bands": bands,
+            "recall_jaccard_at_least_0.85": round(sum(strong) / max(len(strong), 1), 4),
+            "bands": dict(sorted(bands.items())),
         }
         if size <= args.skip_datasketch_above:
-            base_s = datasketch_run(rows, params.threshold, params.num_perm, params.bands)
+            rows = pq.read_table(corpus).to_pylist()
+            base_s = datasketch_run(
+                [(r["doc_id"], r["text"]) for r in rows], params.threshold, params.num_perm, params.bands
+            )
             entry["datasketch_s"] = round(base_s, 1)
             entry["datasketch_docs_per_s"] = round(size / base_s)
             entry["ratio_per_core"] = round((size / seconds / parallelism) / (size / base_s), 2)
+            del rows
         results[str(size)] = entry
         print(json.dumps(entry), flush=True)
         frame.unpersist()
+        corpus.unlink()
+    sizes = sorted(results, key=int)
+    if len(sizes) >= 2:  # time against size on log-log axes: 1.0 is linear
+        small, large = results[sizes[0]], results[sizes[-1]]
+        slope = np.log(large["spark_s"] / small["spark_s"]) / np.log(large["documents"] / small["documents"])
+        print(f"slope of log time against log size, {sizes[0]} to {sizes[-1]}: {slope:.2f}", flush=True)
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.master}",
@@ -204,4 +276,3 @@ def main(argv: list[str] | None = None) -> None:
     out_dir.mkdir(exist_ok=True)
     (out_dir / "fuzzy.json").write_text(json.dumps(summary, indent=2) + "\n")
     spark.stop()
-    del F

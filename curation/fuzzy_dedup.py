@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -33,7 +35,7 @@ from pyspark.sql import types as T
 
 from curation.decisions import DECISION, DROPPED, decision, kept
 from curation.exact_dedup import keep_order
-from curation.minhash import band_hashes, optimal_bands, permutations, shingle_hashes, signatures
+from curation.minhash import SHINGLE_HASHING, band_hashes, batch_shingles, optimal_bands, permutations, signatures_of
 
 NEAR_DUPLICATE = "near_duplicate"
 
@@ -50,6 +52,11 @@ class FuzzyDedupParams:
     verify: bool = True  # drop candidate edges whose estimated Jaccard is below the threshold
     max_rounds: int = 40  # connected-components rounds (they converge in O(log n))
     pairs_up_to: int = 16  # buckets up to this size give every pair; larger ones a star
+    # A small side (shared buckets of three or more, the documents on candidate edges, the
+    # verdicts of cluster members) is broadcast when it has at most this many rows, so the
+    # large side (every document's buckets, signatures or text) is not shuffled to meet it;
+    # beyond it, a shuffle join. Memory is bounded by this, not by the corpus.
+    broadcast_up_to: int = 250_000
     # Bands and rows minimize these weights of false positive and false negative probability
     # (datasketch's rule). With verification on, a false positive costs one signature compare
     # while a false negative is a duplicate kept, so misses weigh more: at 128 permutations this
@@ -73,6 +80,7 @@ class FuzzyDedupParams:
         """What stored signatures depend on: they can be reused only under the same settings."""
         keys = {k: v for k, v in asdict(self).items() if k in ("num_perm", "ngram", "shingle", "seed")}
         keys["bands"] = list(self.bands)
+        keys["hashing"] = SHINGLE_HASHING
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,12 +98,11 @@ def sketch(frame: DataFrame, params: FuzzyDedupParams) -> DataFrame:
     bands, rows = params.bands
     n, kind = params.ngram, params.shingle
 
-    @F.pandas_udf(SKETCH)
-    def sketch_batch(texts: pd.Series) -> pd.DataFrame:
-        cache: dict[str, int] = {}
-        sigs = signatures([shingle_hashes(t, n, kind, cache) for t in texts], a, b)
+    @F.arrow_udf(SKETCH)
+    def sketch_batch(texts: pa.Array) -> pa.Array:
+        sigs = signatures_of(*batch_shingles(pc.fill_null(texts, "").to_pylist(), n, kind), a, b)
         hashed = band_hashes(sigs, bands, rows)
-        return pd.DataFrame({"signature": list(sigs.view(np.int32)), "bands": list(hashed)})
+        return pa.StructArray.from_arrays([_rows_of(sigs.view(np.int32)), _rows_of(hashed)], ["signature", "bands"])
 
     return (
         frame.withColumn("_sketch", sketch_batch(F.col("text")))
@@ -105,54 +112,97 @@ def sketch(frame: DataFrame, params: FuzzyDedupParams) -> DataFrame:
     )
 
 
-def candidate_edges(members: DataFrame, pairs_up_to: int = 16) -> DataFrame:
+def _materialized(frame: DataFrame, broadcast_up_to: int) -> tuple[DataFrame, int]:
+    """`frame` computed once and kept, and its row count; marked for broadcast when it has at
+    most `broadcast_up_to` rows, so that joining it to a large side does not shuffle that side."""
+    kept_frame = frame.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+    rows = kept_frame.count()
+    return (F.broadcast(kept_frame) if rows <= broadcast_up_to else kept_frame), rows
+
+
+def _rows_of(matrix: np.ndarray) -> pa.ListArray:
+    """A 2-d array as an Arrow list array, one list per row, without a copy per row."""
+    count, width = matrix.shape
+    offsets = pa.array(np.arange(0, (count + 1) * width, width, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(matrix).ravel()))
+
+
+def candidate_edges(members: DataFrame, pairs_up_to: int = 16, broadcast_up_to: int = 250_000) -> DataFrame:
     """(a, b) edges, a > b, between documents that share a band bucket.
 
     A bucket of up to `pairs_up_to` documents gives every pair (so verification judges each
     pair itself); a larger one links each member to the bucket's smallest `doc_id` only, so a
-    bucket of n documents gives n - 1 edges, never n**2 pairs.
+    bucket of n documents gives n - 1 edges, never n**2 pairs. Bucket hashes carry their
+    band (`band_hashes`), so one bucket column serves every band.
+
+    One aggregation over all (document, bucket) rows finds the shared buckets with their
+    size, smallest and largest member: a bucket of two is its pair already. Only the members
+    of the rarer buckets of three or more are fetched again, by a join on those buckets.
     """
-    buckets = members.select("doc_id", F.posexplode("_bands").alias("band", "bucket"))
-    bucket = Window.partitionBy("band", "bucket")
-    sized = buckets.withColumn("_n", F.count("*").over(bucket)).withColumn("_m", F.min("doc_id").over(bucket))
-    star = sized.where((F.col("_n") > pairs_up_to) & (F.col("doc_id") != F.col("_m"))).select(
-        F.col("doc_id").alias("a"), F.col("_m").alias("b")
+    buckets = members.select("doc_id", F.explode("_bands").alias("bucket"))
+    shared = (
+        buckets.groupBy("bucket")
+        .agg(F.count("*").alias("_n"), F.min("doc_id").alias("_m"), F.max("doc_id").alias("_x"))
+        .where(F.col("_n") > 1)
+        .localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
     )
-    small = (
-        sized.where((F.col("_n") > 1) & (F.col("_n") <= pairs_up_to))
-        .groupBy("band", "bucket")
-        .agg(F.array_sort(F.collect_list("doc_id")).alias("ids"))
-        .select(
-            F.explode(
-                F.expr(
-                    "flatten(transform(ids, (x, i) -> "
-                    "transform(slice(ids, i + 2, size(ids)), y -> named_struct('a', y, 'b', x))))"
-                )
-            ).alias("pair")
+    pairs = shared.where((F.col("_n") == 2) & (F.col("_x") != F.col("_m")))  # != : two bands, one hash
+    edges = pairs.select(F.col("_x").alias("a"), F.col("_m").alias("b"))
+    crowded, rows = _materialized(shared.where(F.col("_n") > 2).select("bucket", "_n", "_m"), broadcast_up_to)
+    if rows:
+        sized = buckets.join(crowded, "bucket")
+        star = sized.where((F.col("_n") > pairs_up_to) & (F.col("doc_id") != F.col("_m"))).select(
+            F.col("doc_id").alias("a"), F.col("_m").alias("b")
         )
-        .select("pair.a", "pair.b")
-    )
-    return star.unionByName(small).distinct()
+        small = (
+            sized.where(F.col("_n") <= pairs_up_to)
+            .groupBy("bucket")
+            .agg(F.array_sort(F.collect_list("doc_id")).alias("ids"))
+            .select(
+                F.explode(
+                    F.expr(
+                        "flatten(transform(ids, (x, i) -> "
+                        "transform(slice(ids, i + 2, size(ids)), y -> named_struct('a', y, 'b', x))))"
+                    )
+                ).alias("pair")
+            )
+            .select("pair.a", "pair.b")
+        )
+        edges = edges.unionByName(star).unionByName(small)
+    return edges.distinct()
 
 
 def verified(edges: DataFrame, members: DataFrame, params: FuzzyDedupParams) -> DataFrame:
-    """Only edges whose signatures agree in at least `threshold` of their values."""
-    sigs = members.select("doc_id", "_signature")
+    """Only edges whose signatures agree in at least `threshold` of their values. Only the
+    signatures of documents on an edge are fetched (by broadcast of their ids when few)."""
+    edges = edges.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+    ends, _ = _materialized(
+        edges.select(F.col("a").alias("doc_id")).union(edges.select(F.col("b").alias("doc_id"))).distinct(),
+        params.broadcast_up_to,
+    )
+    sigs = members.select("doc_id", "_signature").join(ends, "doc_id").localCheckpoint(eager=True)
     left = sigs.withColumnRenamed("doc_id", "a").withColumnRenamed("_signature", "sa")
     right = sigs.withColumnRenamed("doc_id", "b").withColumnRenamed("_signature", "sb")
-    equal = F.aggregate(
-        F.zip_with("sa", "sb", lambda x, y: F.when(x == y, 1).otherwise(0)), F.lit(0), lambda s, x: s + x
-    )
     return (
         edges.join(left, "a")
         .join(right, "b")
-        .where(equal >= F.lit(params.threshold * params.num_perm))
+        .where(_equal_values(F.col("sa"), F.col("sb")) >= F.lit(params.threshold * params.num_perm))
         .select("a", "b")
     )
 
 
+@F.pandas_udf(T.IntegerType())
+def _equal_values(left: pd.Series, right: pd.Series) -> pd.Series:
+    """How many positions two signatures agree in, a whole batch of pairs at once in numpy."""
+    if len(left) == 0:
+        return pd.Series([], dtype="int32")
+    return pd.Series((np.stack(left.to_numpy()) == np.stack(right.to_numpy())).sum(axis=1, dtype=np.int32))
+
+
 def _undirected(edges: DataFrame) -> DataFrame:
-    return edges.union(edges.select(F.col("b").alias("a"), F.col("a").alias("b"))).distinct()
+    """Each edge both ways. Repeats are harmless to the stars (a minimum, then a join row for
+    row) and `_oriented` removes them once per round."""
+    return edges.union(edges.select(F.col("b").alias("a"), F.col("a").alias("b")))
 
 
 def _large_star(edges: DataFrame) -> DataFrame:
@@ -164,7 +214,6 @@ def _large_star(edges: DataFrame) -> DataFrame:
         .where(F.col("b") > F.col("a"))
         .select(F.col("b").alias("a"), F.col("m").alias("b"))
         .where(F.col("a") != F.col("b"))
-        .distinct()
     )
 
 
@@ -173,7 +222,7 @@ def _small_star(edges: DataFrame) -> DataFrame:
     smaller = _undirected(edges).where(F.col("b") < F.col("a"))
     smallest = smaller.groupBy("a").agg(F.min("b").alias("m"))
     linked = smaller.join(smallest, "a").select(F.col("b").alias("a"), F.col("m").alias("b"))
-    return linked.union(smallest.select("a", F.col("m").alias("b"))).where(F.col("a") != F.col("b")).distinct()
+    return linked.union(smallest.select("a", F.col("m").alias("b"))).where(F.col("a") != F.col("b"))
 
 
 def _oriented(edges: DataFrame) -> DataFrame:
@@ -184,12 +233,15 @@ def _oriented(edges: DataFrame) -> DataFrame:
 def connected_components(edges: DataFrame, max_rounds: int = 40) -> DataFrame:
     """(doc_id, component): every node of `edges` with the smallest id of its component."""
     current = _oriented(edges).localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+    size = current.count()
     for _ in range(max_rounds):
         following = _oriented(_small_star(_large_star(current)))
         following = following.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
-        changed = following.exceptAll(current).union(current.exceptAll(following)).limit(1).count()
-        current = following
-        if changed == 0:
+        # Both are sets: equal when they have one size and nothing of the new one is new.
+        following_size = following.count()
+        unchanged = following_size == size and following.join(current, ["a", "b"], "left_anti").limit(1).count() == 0
+        current, size = following, following_size
+        if unchanged:
             break
     else:
         raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
@@ -215,7 +267,7 @@ def fuzzy_dedup(frame: DataFrame, params: FuzzyDedupParams, index: DataFrame | N
         older = index.select(*keep_columns, "eligible").join(batch.select("doc_id"), "doc_id", "left_anti")
         members = members.unionByName(older.withColumn("_existing", F.lit(True)))
     members = members.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
-    edges = candidate_edges(members, params.pairs_up_to)
+    edges = candidate_edges(members, params.pairs_up_to, params.broadcast_up_to)
     if params.verify:
         edges = verified(edges, members, params)
     components = connected_components(edges, params.max_rounds)
@@ -244,9 +296,8 @@ def fuzzy_dedup(frame: DataFrame, params: FuzzyDedupParams, index: DataFrame | N
         .when(F.col("_kept_id") == F.col("doc_id"), decision("kept", cluster_id=F.col("_cluster")))
         .otherwise(decision(DROPPED, NEAR_DUPLICATE, cluster_id=F.col("_cluster"), duplicate_of=F.col("_kept_id")))
     )
-    return (
-        batch.join(ranked.where(~F.col("_existing")).select("doc_id", "_kept_id", "_cluster"), "doc_id", "left")
-        .join(carriers, "doc_id", "left")
-        .withColumn(DECISION, verdict)
-        .drop("_kept_id", "_cluster")
+    verdicts, _ = _materialized(
+        ranked.where(~F.col("_existing")).select("doc_id", "_kept_id", "_cluster").join(carriers, "doc_id", "left"),
+        params.broadcast_up_to,
     )
+    return batch.join(verdicts, "doc_id", "left").withColumn(DECISION, verdict).drop("_kept_id", "_cluster")

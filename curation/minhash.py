@@ -7,12 +7,19 @@ parameters come from `numpy.random.RandomState(seed)` as datasketch draws them. 
 signature computed here equals `MinHash(num_perm, seed=seed, scheme="affine32")` fed the same
 32-bit shingle hashes (a test checks it), and the bands and rows for a threshold are chosen
 as datasketch's `MinHashLSH` chooses them.
+
+Shingles are hashed for a whole batch at once, without a Python loop per token: the batch's
+lower-cased text becomes one array of code points, word characters are looked up in a table
+of what `re`'s `\\w` matches, each token is hashed from prefix sums of a polynomial over its
+code points (then the 64-bit MurmurHash3 finalizer), and each run of n tokens is combined
+from those. `SHINGLE_HASHING` names this scheme: stored signatures record it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -20,6 +27,8 @@ import numpy as np
 EMPTY = np.uint32(0xFFFFFFFF)  # the signature value of a document without shingles
 _WORD = re.compile(r"\w+")
 _MIX64 = np.uint64(0x9E3779B97F4A7C15)
+# How shingles are hashed; stored signatures are reusable only under the same scheme.
+SHINGLE_HASHING = "codepoint-polynomial-fmix64/v2"
 
 
 def permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -62,50 +71,157 @@ def rolling_hashes(ids: np.ndarray, n: int) -> np.ndarray:
     return hashes
 
 
-def shingle_hashes(text: str, n: int = 5, kind: str = "word", cache_: dict[str, int] | None = None) -> np.ndarray:
-    """The distinct 32-bit hashes of the text's shingles: word n-grams of lower-cased `\\w+` tokens,
-    or character n-grams of the whitespace-collapsed text. Fewer tokens than n: one shingle of all."""
+@cache
+def _word_characters() -> np.ndarray:
+    """For every code point, whether `re`'s `\\w` matches it: Python's own word characters."""
+    table = np.zeros(0x110000, dtype=bool)
+    for match in _WORD.finditer("".join(map(chr, range(0x110000)))):
+        table[match.start() : match.end()] = True
+    return table
+
+
+def fmix64(h: np.ndarray) -> np.ndarray:
+    """The MurmurHash3 64-bit finalizer (a bijection), element-wise on uint64."""
+    with np.errstate(over="ignore"):
+        h = h ^ (h >> np.uint64(33))
+        h = h * np.uint64(0xFF51AFD7ED558CCD)
+        h = h ^ (h >> np.uint64(33))
+        h = h * np.uint64(0xC4CEB9FE1A85EC53)
+        return h ^ (h >> np.uint64(33))
+
+
+_POWERS: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    """base**i modulo 2**64 for i < count (kept, so a worker computes them once)."""
+    table = _POWERS.get(base)
+    if table is None or len(table) < count:
+        table = np.full(max(count, 1 << 18), np.uint64(base), dtype=np.uint64)
+        table[0] = 1
+        _POWERS[base] = table = np.cumprod(table, out=table)  # wraps modulo 2**64
+    return table[:count]
+
+
+_BASE = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
+_BASE_INVERSE = pow(_BASE, -1, 1 << 64)
+_LENGTH_KEY = np.uint64(0xD6E8FEB86659FD93)
+
+
+def _run_hashes(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each run points[start:end], all runs at once: the polynomial
+    sum(points[i] * BASE**(i - start)) modulo 2**64 from prefix sums, with the run's length,
+    through fmix64."""
+    with np.errstate(over="ignore"):
+        prefix = np.empty(len(points) + 1, dtype=np.uint64)
+        prefix[0] = 0
+        np.cumsum(points.astype(np.uint64) * _powers(_BASE, len(points)), out=prefix[1:])
+        inverse = _powers(_BASE_INVERSE, len(points) + 1)
+        value = (prefix[ends] - prefix[starts]) * inverse[starts]
+        return fmix64(value ^ ((ends - starts).astype(np.uint64) * _LENGTH_KEY))
+
+
+def _tokens(texts: Sequence[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """(token hash, document index) of every token of the texts, in order: `\\w+` runs of the
+    lower-cased text, or every character of the whitespace-collapsed text."""
     if kind == "word":
-        tokens = _WORD.findall(text.lower())
+        pieces = [t.lower() for t in texts]
     elif kind == "char":
-        tokens = list(" ".join(text.split()))
+        pieces = [" ".join(t.split()) for t in texts]
     else:
         raise ValueError(f"shingle kind must be word or char, got {kind!r}")
-    if not tokens:
-        return np.empty(0, dtype=np.uint32)
-    ids = token_hashes(tokens, {} if cache_ is None else cache_)
-    hashes = rolling_hashes(ids, min(n, len(ids)))
-    folded = (hashes ^ (hashes >> np.uint64(32))).astype(np.uint32)
-    return np.unique(folded)
+    # One code-point array for the batch; a newline (never a word character) between texts.
+    points = np.frombuffer("\n".join(pieces).encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    text_starts = np.cumsum([0] + [len(p) + 1 for p in pieces[:-1]])
+    if kind == "word":
+        word = _word_characters()[points]
+        edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    else:
+        inside = np.ones(len(points), dtype=bool)
+        inside[text_starts[1:] - 1] = False  # the separators
+        starts = np.flatnonzero(inside)
+        ends = starts + 1
+    documents = np.searchsorted(text_starts, starts, side="right") - 1
+    return _run_hashes(points, starts, ends), documents
 
 
-def signatures(shingles: list[np.ndarray], a: np.ndarray, b: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
-    """One signature row (uint32, len(a) values) per document, computed for the whole batch:
-    every shingle of every document is permuted at once, then reduced per document."""
-    num_perm = len(a)
-    out = np.full((len(shingles), num_perm), EMPTY, dtype=np.uint32)
-    lengths = np.array([len(s) for s in shingles], dtype=np.int64)
-    present = np.flatnonzero(lengths)
+def batch_shingles(
+    texts: Sequence[str], n: int = 5, kind: str = "word", max_points: int = 1 << 18
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 32-bit shingle hashes of many texts at once, vectorized: (hashes grouped by text, in
+    order, repeats kept; the count per text). A shingle is a run of n consecutive tokens; a
+    text with fewer tokens (but some) has one shingle of all of them. Texts are processed in
+    groups of about `max_points` characters, so memory stays bounded whatever the batch."""
+    hashes: list[np.ndarray] = []
+    counts = np.zeros(len(texts), dtype=np.int64)
+    lo = 0
+    while lo < len(texts):
+        hi, size = lo, 0
+        while hi < len(texts) and (hi == lo or size + len(texts[hi]) <= max_points):
+            size += len(texts[hi]) + 1
+            hi += 1
+        group, group_counts = _group_shingles(texts[lo:hi], n, kind)
+        hashes.append(group)
+        counts[lo:hi] = group_counts
+        lo = hi
+    flat = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
+    return (flat ^ (flat >> np.uint64(32))).astype(np.uint32), counts
+
+
+def _group_shingles(texts: Sequence[str], n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    ids, documents = _tokens(texts, kind)
+    tokens_per_text = np.bincount(documents, minlength=len(texts))
+    windows = len(ids) - n + 1
+    if windows > 0:
+        hashes = ids[:windows].copy()
+        with np.errstate(over="ignore"):
+            for k in range(1, n):
+                hashes = hashes * _MIX64 + ids[k : windows + k]
+        inside = documents[:windows] == documents[n - 1 :]
+        hashes, owners = hashes[inside], documents[:windows][inside]
+    else:
+        hashes, owners = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
+    short = np.flatnonzero((tokens_per_text > 0) & (tokens_per_text < n))
+    if len(short):  # one shingle of all their tokens
+        firsts = np.searchsorted(documents, short)
+        extra = [rolling_hashes(ids[f : f + c], c) for f, c in zip(firsts, tokens_per_text[short], strict=True)]
+        hashes = np.concatenate([hashes, *extra])
+        owners = np.concatenate([owners, short])
+        order = np.argsort(owners, kind="stable")
+        hashes, owners = hashes[order], owners[order]
+    return hashes, np.bincount(owners, minlength=len(texts))
+
+
+def shingle_hashes(text: str, n: int = 5, kind: str = "word") -> np.ndarray:
+    """The distinct 32-bit hashes of one text's shingles: word n-grams of lower-cased `\\w+`
+    tokens, or character n-grams of the whitespace-collapsed text."""
+    return np.unique(batch_shingles([text], n, kind)[0])
+
+
+def signatures_of(hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One signature row (uint32, len(a) values) per text from its shingle hashes, grouped by
+    text as `batch_shingles` gives them. One permutation at a time over every shingle of the
+    batch, reduced per text with `minimum.reduceat`: memory is one copy of the shingles."""
+    out = np.full((len(a), len(counts)), EMPTY, dtype=np.uint32)
+    present = np.flatnonzero(counts)
     if len(present) == 0:
-        return out
-    flat = fmix32(np.concatenate([shingles[i] for i in present]).astype(np.uint32))
-    starts = np.concatenate([[0], np.cumsum(lengths[present])[:-1]])
-    doc_of_row = np.repeat(np.arange(len(present)), lengths[present])
-    reduced = np.full((len(present), num_perm), EMPTY, dtype=np.uint32)
-    # In chunks of rows, so memory stays bounded by chunk * num_perm whatever the batch.
-    for lo in range(0, len(flat), chunk):
-        hi = min(lo + chunk, len(flat))
-        permuted = flat[lo:hi, None] * a[None, :] + b[None, :]
-        docs = doc_of_row[lo:hi]
-        # reduce the rows of each document inside the chunk, then merge with earlier chunks
-        cuts = np.flatnonzero(np.diff(docs)) + 1
-        firsts = np.concatenate([[0], cuts])
-        partial = np.minimum.reduceat(permuted, firsts, axis=0)
-        targets = docs[firsts]
-        reduced[targets] = np.minimum(reduced[targets], partial)
-    del starts
-    out[present] = reduced
-    return out
+        return out.T.copy()
+    mixed = fmix32(hashes.astype(np.uint32))
+    starts = (np.cumsum(counts) - counts)[present]
+    permuted = np.empty_like(mixed)
+    for k in range(len(a)):
+        np.multiply(mixed, a[k], out=permuted)
+        np.add(permuted, b[k], out=permuted)
+        out[k, present] = np.minimum.reduceat(permuted, starts)
+    return np.ascontiguousarray(out.T)
+
+
+def signatures(shingles: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One signature row per document from its 32-bit shingle hashes."""
+    counts = np.array([len(s) for s in shingles], dtype=np.int64)
+    flat = np.concatenate(shingles).astype(np.uint32) if shingles else np.empty(0, dtype=np.uint32)
+    return signatures_of(flat, counts, a, b)
 
 
 def estimated_jaccard(left: np.ndarray, right: np.ndarray) -> float:

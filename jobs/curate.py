@@ -231,7 +231,7 @@ def near_duplicate_index(spark: SparkSession, config: Config, params: FuzzyDedup
     if any(d != params.index_digest() for d in digests):
         raise CurateError(
             f"{SILVER_MINHASH.name} holds signatures made with other [curate.fuzzy_dedup] settings "
-            "(num_perm, ngram, shingle, seed or the bands changed): run `millpond curate --full` to rebuild it"
+            "(num_perm, ngram, shingle, seed, the bands or the shingle hashing changed): run `millpond curate --full` to rebuild it"
         )
     return stored.select(
         "doc_id",

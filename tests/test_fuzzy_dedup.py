@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -12,7 +13,15 @@ from datasketch.lsh import _optimal_param
 from pyspark.sql import functions as F
 
 from curation.fuzzy_dedup import FuzzyDedupParams, candidate_edges, connected_components, fuzzy_dedup, sketch
-from curation.minhash import jaccard, optimal_bands, permutations, shingle_hashes, signatures
+from curation.minhash import (
+    SHINGLE_HASHING,
+    batch_shingles,
+    jaccard,
+    optimal_bands,
+    permutations,
+    shingle_hashes,
+    signatures,
+)
 
 WORDS = [f"w{i}" for i in range(5000)]
 
@@ -31,13 +40,13 @@ def edited(rng: random.Random, text: str, edits: int) -> str:
 # --- numpy ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("num_perm", "seed", "chunk"), [(128, 1, 1 << 16), (64, 7, 5), (256, 42, 1000)])
-def test_signatures_equal_datasketch_affine32_bit_for_bit(num_perm: int, seed: int, chunk: int) -> None:
+@pytest.mark.parametrize(("num_perm", "seed"), [(128, 1), (64, 7), (256, 42)])
+def test_signatures_equal_datasketch_affine32_bit_for_bit(num_perm: int, seed: int) -> None:
     rng = random.Random(seed)
     texts = [random_text(rng, rng.randrange(0, 300)) for _ in range(40)] + ["", "one", "Two words"]
     shingles = [shingle_hashes(t, 5) for t in texts]
     a, b = permutations(num_perm, seed)
-    ours = signatures(shingles, a, b, chunk=chunk)
+    ours = signatures(shingles, a, b)
     for values, row in zip(shingles, ours, strict=True):
         theirs = MinHash(num_perm=num_perm, seed=seed, scheme="affine32", hashfunc=lambda x: x)
         theirs.update_batch([int(v) for v in values])
@@ -49,6 +58,23 @@ def test_signatures_equal_datasketch_affine32_bit_for_bit(num_perm: int, seed: i
 def test_bands_and_rows_equal_datasketch_optimal_parameters(threshold: float, num_perm: int, weights) -> None:
     assert optimal_bands(threshold, num_perm, *weights) == _optimal_param(threshold, num_perm, *weights)
     assert FuzzyDedupParams(threshold=0.8).bands == (14, 9)
+
+
+def test_batch_shingles_equal_one_text_at_a_time_and_python_word_tokens(monkeypatch) -> None:
+    texts = ["", "one", "Two words", "The Mill, the pond.", "a b c d e f g", "", "x"]
+    texts.append("Straße café—naïve ½ x² İstanbul ǅ 한국어 テスト 123_abc don’t " * 3)  # word characters beyond ASCII
+    hashes, counts = batch_shingles(texts * 20, 5, max_points=64)  # many small groups
+    ends = np.cumsum(counts)
+    for text, end, count in zip(texts * 20, ends, counts, strict=True):
+        assert np.array_equal(np.unique(hashes[end - count : end]), shingle_hashes(text))
+        # the tokens are exactly what `re` calls words in the lower-cased text
+        assert np.array_equal(shingle_hashes(text), shingle_hashes(" ".join(re.findall(r"\w+", text.lower()))))
+    assert list(counts[:7]) == [0, 1, 1, 1, 3, 0, 1]
+    # The hashes are part of the stored index: they must not drift between versions or machines.
+    assert shingle_hashes("the quick brown fox jumps over").tolist() == [500101764, 500262705]
+    before = FuzzyDedupParams().index_digest()
+    monkeypatch.setattr("curation.fuzzy_dedup.SHINGLE_HASHING", SHINGLE_HASHING + "-next")
+    assert FuzzyDedupParams().index_digest() != before  # a new scheme refuses the old index
 
 
 def test_shingles_ignore_case_and_punctuation_and_char_shingles_work() -> None:
