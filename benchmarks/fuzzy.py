@@ -248,31 +248,41 @@ def main(argv: list[str] | None = None) -> None:
             "recall_jaccard_at_least_0.85": round(sum(strong) / max(len(strong), 1), 4),
             "bands": dict(sorted(bands.items())),
         }
-        if size <= args.skip_datasketch_above:
-            rows = pq.read_table(corpus).to_pylist()
-            base_s = datasketch_run(
-                [(r["doc_id"], r["text"]) for r in rows], params.threshold, params.num_perm, params.bands
-            )
-            entry["datasketch_s"] = round(base_s, 1)
-            entry["datasketch_docs_per_s"] = round(size / base_s)
-            entry["ratio_per_core"] = round((size / seconds / parallelism) / (size / base_s), 2)
-            del rows
         results[str(size)] = entry
         print(json.dumps(entry), flush=True)
         frame.unpersist()
+    # datasketch after Spark has stopped, so the two never share the memory or the cores
+    spark.stop()
+    for size in args.docs:
+        corpus = work / f"corpus-{size}.parquet"
+        if size <= args.skip_datasketch_above:
+            table = pq.read_table(corpus)
+            rows = list(zip(table["doc_id"].to_pylist(), table["text"].to_pylist(), strict=True))
+            del table
+            print(f"datasketch on {size:,} documents", flush=True)
+            base_s = datasketch_run(rows, params.threshold, params.num_perm, params.bands)
+            entry = results[str(size)]
+            entry["datasketch_s"] = round(base_s, 1)
+            entry["datasketch_docs_per_s"] = round(size / base_s)
+            entry["ratio_per_core"] = round((size / entry["spark_s"] / parallelism) / (size / base_s), 2)
+            print(json.dumps({k: v for k, v in entry.items() if k != "bands"}), flush=True)
+            del rows
         corpus.unlink()
     sizes = sorted(results, key=int)
-    if len(sizes) >= 2:  # time against size on log-log axes: 1.0 is linear
-        small, large = results[sizes[0]], results[sizes[-1]]
-        slope = np.log(large["spark_s"] / small["spark_s"]) / np.log(large["documents"] / small["documents"])
-        print(f"slope of log time against log size, {sizes[0]} to {sizes[-1]}: {slope:.2f}", flush=True)
+    slopes = {}
+    for lo, hi in zip(sizes, sizes[1:], strict=False):  # time against size on log-log axes: 1.0 is linear
+        small, large = results[lo], results[hi]
+        slopes[f"{lo}-{hi}"] = round(
+            float(np.log(large["spark_s"] / small["spark_s"]) / np.log(large["documents"] / small["documents"])), 2
+        )
+    print(f"slope of log time against log size: {slopes}", flush=True)
     summary = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.master}",
         "params": {"threshold": params.threshold, "num_perm": params.num_perm, "bands": list(params.bands)},
         "results": results,
+        "slopes": slopes,
     }
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "fuzzy.json").write_text(json.dumps(summary, indent=2) + "\n")
-    spark.stop()

@@ -8,20 +8,23 @@ signature computed here equals `MinHash(num_perm, seed=seed, scheme="affine32")`
 32-bit shingle hashes (a test checks it), and the bands and rows for a threshold are chosen
 as datasketch's `MinHashLSH` chooses them.
 
-Shingles are hashed for a whole batch at once, without a Python loop per token: the batch's
-lower-cased text becomes one array of code points, word characters are looked up in a table
-of what `re`'s `\\w` matches, each token is hashed from prefix sums of a polynomial over its
-code points (then the 64-bit MurmurHash3 finalizer), and each run of n tokens is combined
-from those. `SHINGLE_HASHING` names this scheme: stored signatures record it.
+Shingles are hashed for a whole batch at once, without Python work per token: the batch's
+lower-cased text becomes one array of code points, and one compiled pass (numba) finds the
+tokens (word characters are what `re`'s `\\w` matches, from a table over all code points),
+hashes each as a polynomial over its code points through the 64-bit MurmurHash3 finalizer,
+and combines each run of n tokens. `SHINGLE_HASHING` names this scheme: stored signatures
+record it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Sequence
 from functools import cache
 
+import numba
 import numpy as np
 
 EMPTY = np.uint32(0xFFFFFFFF)  # the signature value of a document without shingles
@@ -80,79 +83,88 @@ def _word_characters() -> np.ndarray:
     return table
 
 
-def fmix64(h: np.ndarray) -> np.ndarray:
-    """The MurmurHash3 64-bit finalizer (a bijection), element-wise on uint64."""
-    with np.errstate(over="ignore"):
-        h = h ^ (h >> np.uint64(33))
-        h = h * np.uint64(0xFF51AFD7ED558CCD)
-        h = h ^ (h >> np.uint64(33))
-        h = h * np.uint64(0xC4CEB9FE1A85EC53)
-        return h ^ (h >> np.uint64(33))
-
-
-_POWERS: dict[int, np.ndarray] = {}
-
-
-def _powers(base: int, count: int) -> np.ndarray:
-    """base**i modulo 2**64 for i < count (kept, so a worker computes them once)."""
-    table = _POWERS.get(base)
-    if table is None or len(table) < count:
-        table = np.full(max(count, 1 << 18), np.uint64(base), dtype=np.uint64)
-        table[0] = 1
-        _POWERS[base] = table = np.cumprod(table, out=table)  # wraps modulo 2**64
-    return table[:count]
-
-
-_BASE = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
-_BASE_INVERSE = pow(_BASE, -1, 1 << 64)
+_BASE = np.uint64(0x9E3779B97F4A7C15)  # odd
 _LENGTH_KEY = np.uint64(0xD6E8FEB86659FD93)
+_FMIX1, _FMIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_LOW32 = np.uint64(0xFFFFFFFF)
+# Compiled code is cached beside the module; not when it is imported from a zip (spark-submit's
+# --py-files), where numba has nowhere to keep it and each process compiles once (about 1 s).
+_CACHE = os.path.isfile(__file__)
 
 
-def _run_hashes(points: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each run points[start:end], all runs at once: the polynomial
-    sum(points[i] * BASE**(i - start)) modulo 2**64 from prefix sums, with the run's length,
-    through fmix64."""
-    with np.errstate(over="ignore"):
-        prefix = np.empty(len(points) + 1, dtype=np.uint64)
-        prefix[0] = 0
-        np.cumsum(points.astype(np.uint64) * _powers(_BASE, len(points)), out=prefix[1:])
-        inverse = _powers(_BASE_INVERSE, len(points) + 1)
-        value = (prefix[ends] - prefix[starts]) * inverse[starts]
-        return fmix64(value ^ ((ends - starts).astype(np.uint64) * _LENGTH_KEY))
+@numba.njit(cache=_CACHE, nogil=True)
+def _fmix64(h: np.uint64) -> np.uint64:
+    """The MurmurHash3 64-bit finalizer (a bijection)."""
+    h ^= h >> np.uint64(33)
+    h *= _FMIX1
+    h ^= h >> np.uint64(33)
+    h *= _FMIX2
+    return h ^ (h >> np.uint64(33))
 
 
-def _tokens(texts: Sequence[str], kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """(token hash, document index) of every token of the texts, in order: `\\w+` runs of the
-    lower-cased text, or every character of the whitespace-collapsed text."""
-    if kind == "word":
-        pieces = [t.lower() for t in texts]
-    elif kind == "char":
-        pieces = [" ".join(t.split()) for t in texts]
-    else:
-        raise ValueError(f"shingle kind must be word or char, got {kind!r}")
-    # One code-point array for the batch; a newline (never a word character) between texts.
-    points = np.frombuffer("\n".join(pieces).encode("utf-32-le", "surrogatepass"), dtype="<u4")
-    text_starts = np.cumsum([0] + [len(p) + 1 for p in pieces[:-1]])
-    if kind == "word":
-        word = _word_characters()[points]
-        edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    else:
-        inside = np.ones(len(points), dtype=bool)
-        inside[text_starts[1:] - 1] = False  # the separators
-        starts = np.flatnonzero(inside)
-        ends = starts + 1
-    documents = np.searchsorted(text_starts, starts, side="right") - 1
-    return _run_hashes(points, starts, ends), documents
+@numba.njit(cache=_CACHE, nogil=True)
+def _shingle_kernel(
+    points: np.ndarray, text_ends: np.ndarray, word: np.ndarray, n: int, words: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the code points of many texts (each ended by a separator at `text_ends`).
+
+    A token is a run of word characters (`words`), or a single character. Its hash is the
+    polynomial sum(point[i] * BASE**(i - start)) modulo 2**64, xor its length times a key,
+    through fmix64. A shingle is n consecutive tokens h0..h(n-1) of one text, combined as
+    (((h0 * MIX + h1) * MIX + h2) ...), folded to 32 bits; a text with fewer tokens (but
+    some) has one shingle of all of them. Returns the shingles and the running count at the
+    end of each text."""
+    out = np.empty(len(points), dtype=np.uint32)
+    ends = np.empty(len(text_ends), dtype=np.int64)
+    tokens_of_text = np.empty(len(points) + 1, dtype=np.uint64)
+    written = 0
+    start = 0
+    for t in range(len(text_ends)):
+        end = text_ends[t]
+        tokens = 0
+        i = start
+        while i < end:
+            if words:
+                if not word[points[i]]:
+                    i += 1
+                    continue
+                value, power, j = np.uint64(0), np.uint64(1), i
+                while j < end and word[points[j]]:
+                    value += np.uint64(points[j]) * power
+                    power *= _BASE
+                    j += 1
+            else:
+                value, j = np.uint64(points[i]), i + 1
+            tokens_of_text[tokens] = _fmix64(value ^ (np.uint64(j - i) * _LENGTH_KEY))
+            tokens += 1
+            if tokens >= n:
+                h = tokens_of_text[tokens - n]
+                for k in range(tokens - n + 1, tokens):
+                    h = h * _MIX64 + tokens_of_text[k]
+                out[written] = np.uint32((h ^ (h >> np.uint64(32))) & _LOW32)
+                written += 1
+            i = j
+        if 0 < tokens < n:
+            h = tokens_of_text[0]
+            for k in range(1, tokens):
+                h = h * _MIX64 + tokens_of_text[k]
+            out[written] = np.uint32((h ^ (h >> np.uint64(32))) & _LOW32)
+            written += 1
+        ends[t] = written
+        start = end + 1
+    return out[:written], ends
 
 
 def batch_shingles(
     texts: Sequence[str], n: int = 5, kind: str = "word", max_points: int = 1 << 18
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The 32-bit shingle hashes of many texts at once, vectorized: (hashes grouped by text, in
-    order, repeats kept; the count per text). A shingle is a run of n consecutive tokens; a
-    text with fewer tokens (but some) has one shingle of all of them. Texts are processed in
-    groups of about `max_points` characters, so memory stays bounded whatever the batch."""
+    """The 32-bit shingle hashes of many texts at once: (hashes grouped by text, in order,
+    repeats kept; the count per text). Word shingles are runs of n `\\w+` tokens of the
+    lower-cased text, char shingles runs of n characters of the whitespace-collapsed text.
+    Texts go through the compiled pass in groups of about `max_points` characters, so memory
+    stays bounded whatever the batch."""
+    if kind not in ("word", "char"):
+        raise ValueError(f"shingle kind must be word or char, got {kind!r}")
     hashes: list[np.ndarray] = []
     counts = np.zeros(len(texts), dtype=np.int64)
     lo = 0
@@ -165,32 +177,16 @@ def batch_shingles(
         hashes.append(group)
         counts[lo:hi] = group_counts
         lo = hi
-    flat = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
-    return (flat ^ (flat >> np.uint64(32))).astype(np.uint32), counts
+    return (np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint32)), counts
 
 
 def _group_shingles(texts: Sequence[str], n: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    ids, documents = _tokens(texts, kind)
-    tokens_per_text = np.bincount(documents, minlength=len(texts))
-    windows = len(ids) - n + 1
-    if windows > 0:
-        hashes = ids[:windows].copy()
-        with np.errstate(over="ignore"):
-            for k in range(1, n):
-                hashes = hashes * _MIX64 + ids[k : windows + k]
-        inside = documents[:windows] == documents[n - 1 :]
-        hashes, owners = hashes[inside], documents[:windows][inside]
-    else:
-        hashes, owners = np.empty(0, dtype=np.uint64), np.empty(0, dtype=np.int64)
-    short = np.flatnonzero((tokens_per_text > 0) & (tokens_per_text < n))
-    if len(short):  # one shingle of all their tokens
-        firsts = np.searchsorted(documents, short)
-        extra = [rolling_hashes(ids[f : f + c], c) for f, c in zip(firsts, tokens_per_text[short], strict=True)]
-        hashes = np.concatenate([hashes, *extra])
-        owners = np.concatenate([owners, short])
-        order = np.argsort(owners, kind="stable")
-        hashes, owners = hashes[order], owners[order]
-    return hashes, np.bincount(owners, minlength=len(texts))
+    pieces = [t.lower() for t in texts] if kind == "word" else [" ".join(t.split()) for t in texts]
+    # One code-point array for the group; a newline (never a word character) ends each text.
+    points = np.frombuffer("\n".join(pieces).encode("utf-32-le", "surrogatepass"), dtype="<u4")
+    text_ends = np.cumsum([len(p) + 1 for p in pieces], dtype=np.int64) - 1
+    hashes, ends = _shingle_kernel(points, text_ends, _word_characters(), n, kind == "word")
+    return hashes, np.diff(ends, prepend=0)
 
 
 def shingle_hashes(text: str, n: int = 5, kind: str = "word") -> np.ndarray:
@@ -199,29 +195,38 @@ def shingle_hashes(text: str, n: int = 5, kind: str = "word") -> np.ndarray:
     return np.unique(batch_shingles([text], n, kind)[0])
 
 
-def signatures_of(hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def signatures_of(
+    hashes: np.ndarray, counts: np.ndarray, a: np.ndarray, b: np.ndarray, block: int = 1 << 16
+) -> np.ndarray:
     """One signature row (uint32, len(a) values) per text from its shingle hashes, grouped by
-    text as `batch_shingles` gives them. One permutation at a time over every shingle of the
-    batch, reduced per text with `minimum.reduceat`: memory is one copy of the shingles."""
+    text as `batch_shingles` gives them. The shingles go in blocks of whole texts of about
+    `block` values (small enough to stay in the CPU cache); in each block every permutation
+    in turn is applied to all its shingles at once and reduced per text with `minimum.reduceat`."""
     out = np.full((len(a), len(counts)), EMPTY, dtype=np.uint32)
-    present = np.flatnonzero(counts)
-    if len(present) == 0:
-        return out.T.copy()
     mixed = fmix32(hashes.astype(np.uint32))
-    starts = (np.cumsum(counts) - counts)[present]
-    permuted = np.empty_like(mixed)
-    for k in range(len(a)):
-        np.multiply(mixed, a[k], out=permuted)
-        np.add(permuted, b[k], out=permuted)
-        out[k, present] = np.minimum.reduceat(permuted, starts)
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    permuted = np.empty(max(block, int(counts.max(initial=0))), dtype=np.uint32)
+    first = 0
+    while first < len(counts):
+        last = max(int(np.searchsorted(ends, starts[first] + block, side="right")), first + 1)
+        lo, hi = starts[first], ends[last - 1]
+        texts = first + np.flatnonzero(counts[first:last])
+        if len(texts):
+            values, scratch, cuts = mixed[lo:hi], permuted[: hi - lo], starts[texts] - lo
+            for k in range(len(a)):
+                np.multiply(values, a[k], out=scratch)
+                np.add(scratch, b[k], out=scratch)
+                out[k, texts] = np.minimum.reduceat(scratch, cuts)
+        first = last
     return np.ascontiguousarray(out.T)
 
 
-def signatures(shingles: list[np.ndarray], a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def signatures(shingles: list[np.ndarray], a: np.ndarray, b: np.ndarray, block: int = 1 << 16) -> np.ndarray:
     """One signature row per document from its 32-bit shingle hashes."""
     counts = np.array([len(s) for s in shingles], dtype=np.int64)
     flat = np.concatenate(shingles).astype(np.uint32) if shingles else np.empty(0, dtype=np.uint32)
-    return signatures_of(flat, counts, a, b)
+    return signatures_of(flat, counts, a, b, block)
 
 
 def estimated_jaccard(left: np.ndarray, right: np.ndarray) -> float:

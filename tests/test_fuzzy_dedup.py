@@ -40,13 +40,13 @@ def edited(rng: random.Random, text: str, edits: int) -> str:
 # --- numpy ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("num_perm", "seed"), [(128, 1), (64, 7), (256, 42)])
-def test_signatures_equal_datasketch_affine32_bit_for_bit(num_perm: int, seed: int) -> None:
+@pytest.mark.parametrize(("num_perm", "seed", "block"), [(128, 1, 1 << 16), (64, 7, 5), (256, 42, 300)])
+def test_signatures_equal_datasketch_affine32_bit_for_bit(num_perm: int, seed: int, block: int) -> None:
     rng = random.Random(seed)
     texts = [random_text(rng, rng.randrange(0, 300)) for _ in range(40)] + ["", "one", "Two words"]
     shingles = [shingle_hashes(t, 5) for t in texts]
     a, b = permutations(num_perm, seed)
-    ours = signatures(shingles, a, b)
+    ours = signatures(shingles, a, b, block)
     for values, row in zip(shingles, ours, strict=True):
         theirs = MinHash(num_perm=num_perm, seed=seed, scheme="affine32", hashfunc=lambda x: x)
         theirs.update_batch([int(v) for v in values])
