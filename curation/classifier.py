@@ -10,6 +10,10 @@ held-out figures.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +25,12 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from curation.decisions import DECISION, DROPPED, decision, kept
+from curation.fasttext_fit import DIVERGED
 from curation.language import ModelMissingError, load_fasttext
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 BELOW_THRESHOLD = "quality_score_below_threshold"
 
 
@@ -84,12 +90,52 @@ def positive_probability(model: Any, lines: list[str]) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
+def _fit(train_file: Path, output: Path, settings: TrainSettings) -> tuple[Any, float]:
+    """Train in a child interpreter (see `curation.fasttext_fit`), halving the learning rate
+    while fastText diverges; the saved model, loaded, and the learning rate that converged."""
+    from curation.language import load_fasttext
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lr = settings.lr
+    for _ in range(4):
+        args = {
+            "input": str(train_file),
+            "output": str(output),
+            "epoch": settings.epoch,
+            "lr": lr,
+            "dim": settings.dim,
+            "wordNgrams": settings.word_ngrams,
+            "bucket": settings.bucket,
+            "minCount": settings.min_count,
+            "thread": settings.threads,
+            "seed": settings.seed,
+            "verbose": 0,
+        }
+        child = subprocess.run(
+            [sys.executable, "-m", "curation.fasttext_fit", json.dumps(args)],
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")])),
+            },
+            capture_output=True,
+            text=True,
+        )
+        if child.returncode == 0:
+            return load_fasttext(output, reload=True), lr
+        if child.returncode != DIVERGED:
+            raise RuntimeError(f"fastText training failed (exit {child.returncode}): {child.stderr.strip()[-2000:]}")
+        lr /= 2
+    raise RuntimeError(
+        f"fastText training diverged (Encountered NaN) at every learning rate from {settings.lr} down to {lr * 2}: "
+        "check the training examples"
+    )
+
+
 def train_quality_model(
     positive: list[str], negative: list[str], output: Path, settings: TrainSettings = TrainSettings()
 ) -> dict[str, float]:
-    """Train, save to `output`, and return held-out precision, recall, F1, accuracy and counts."""
-    import fasttext
-
+    """Train, save to `output`, and return held-out precision, recall, F1, accuracy, counts and
+    the learning rate that converged."""
     examples = [(POSITIVE, t) for t in positive] + [(NEGATIVE, t) for t in negative]
     train = [(label, one_line(t)) for label, t in examples if not in_holdout(t, settings.holdout, settings.seed)]
     test = [(label, one_line(t)) for label, t in examples if in_holdout(t, settings.holdout, settings.seed)]
@@ -104,29 +150,12 @@ def train_quality_model(
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("".join(f"{train[i][0]} {train[i][1]}\n" for i in order), encoding="utf-8")
-        lr = settings.lr
-        for attempt in range(4):
-            try:
-                model = fasttext.train_supervised(
-                    input=str(train_file),
-                    epoch=settings.epoch,
-                    lr=lr,
-                    dim=settings.dim,
-                    wordNgrams=settings.word_ngrams,
-                    bucket=settings.bucket,
-                    minCount=settings.min_count,
-                    thread=settings.threads,
-                    seed=settings.seed,
-                    verbose=0,
-                )
-                break
-            except RuntimeError as err:  # "Encountered NaN": the learning rate was too high for this data
-                if "NaN" not in str(err) or attempt == 3:
-                    raise
-                lr /= 2
-    output.parent.mkdir(parents=True, exist_ok=True)
-    model.save_model(str(output))
-    figures: dict[str, float] = {"train_examples": float(len(train)), "test_examples": float(len(test))}
+        model, lr = _fit(train_file, output, settings)
+    figures: dict[str, float] = {
+        "train_examples": float(len(train)),
+        "test_examples": float(len(test)),
+        "lr": float(lr),
+    }
     if test:
         truth = np.array([label == POSITIVE for label, _ in test])
         predicted = positive_probability(model, [text for _, text in test]) >= 0.5

@@ -63,10 +63,10 @@ def model_path(params: LanguageParams) -> Path:
 _MODELS: dict[str, Any] = {}
 
 
-def load_fasttext(path: Path) -> Any:
-    """A fastText model, loaded once per Python worker."""
+def load_fasttext(path: Path, reload: bool = False) -> Any:
+    """A fastText model, loaded once per Python worker (`reload`: the file was just rewritten)."""
     key = str(path)
-    if key not in _MODELS:
+    if reload or key not in _MODELS:
         import fasttext
 
         fasttext.FastText.eprint = lambda *args, **kwargs: None  # its load-time warning is noise

@@ -153,6 +153,15 @@ def test_classifier_trains_evaluates_and_scores(spark, tmp_path: Path) -> None:
     assert out["spam"]["decision"]["reason"] == "quality_score_below_threshold"
 
 
+def test_classifier_training_that_diverges_is_retried_at_half_the_rate_in_a_fresh_process(tmp_path: Path) -> None:
+    good = [prose(i, 6) for i in range(100)]
+    bad = [f"{SPAM[i % 4]} offer {i}" for i in range(100)]
+    figures = train_quality_model(good, bad, tmp_path / "m.bin", TrainSettings(epoch=5, threads=1, lr=200.0))
+    assert figures["lr"] < 200.0 and figures["accuracy"] > 0.9  # fastText hit NaN at 200 and the caller survived
+    with pytest.raises(RuntimeError, match="diverged .* from 1000000.0 down to 125000.0"):
+        train_quality_model(good, bad, tmp_path / "m.bin", TrainSettings(epoch=5, threads=1, lr=1e6))
+
+
 def test_classifier_without_a_model_says_how_to_get_one(spark) -> None:
     with pytest.raises(ModelMissingError, match="millpond classifier train"):
         classifier(frame(spark, [bronze_row("a", "x")]), ClassifierParams())
