@@ -176,6 +176,8 @@ def verified(edges: DataFrame, members: DataFrame, params: FuzzyDedupParams) -> 
     """Only edges whose signatures agree in at least `threshold` of their values. Only the
     signatures of documents on an edge are fetched (by broadcast of their ids when few)."""
     edges = edges.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+    if edges.isEmpty():  # a batch without candidates: nothing to fetch
+        return edges
     ends, _ = _materialized(
         edges.select(F.col("a").alias("doc_id")).union(edges.select(F.col("b").alias("doc_id"))).distinct(),
         params.broadcast_up_to,
@@ -234,17 +236,18 @@ def connected_components(edges: DataFrame, max_rounds: int = 40) -> DataFrame:
     """(doc_id, component): every node of `edges` with the smallest id of its component."""
     current = _oriented(edges).localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
     size = current.count()
-    for _ in range(max_rounds):
+    rounds = 0
+    while size:  # no edges: nothing to join
+        if rounds == max_rounds:
+            raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
         following = _oriented(_small_star(_large_star(current)))
         following = following.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
         # Both are sets: equal when they have one size and nothing of the new one is new.
         following_size = following.count()
         unchanged = following_size == size and following.join(current, ["a", "b"], "left_anti").limit(1).count() == 0
-        current, size = following, following_size
+        current, size, rounds = following, following_size, rounds + 1
         if unchanged:
             break
-    else:
-        raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
     nodes = _undirected(current)
     return nodes.groupBy(F.col("a").alias("doc_id")).agg(F.least(F.col("a"), F.min("b")).alias("component"))
 

@@ -166,6 +166,15 @@ def test_planted_near_duplicates_are_removed_and_partial_overlaps_kept(spark) ->
         assert kept[0] == min(members)  # same score, license and ingest time: the smallest id
 
 
+def test_a_batch_without_near_duplicates_is_kept_whole_and_clusterless(spark) -> None:
+    rng = random.Random(15)
+    rows = [bronze_row(f"u{i}", random_text(rng)) for i in range(20)]
+    out = decided(fuzzy_dedup(frame(spark, rows), FuzzyDedupParams()))
+    assert {k: (r["decision"]["action"], r["decision"]["cluster_id"]) for k, r in out.items()} == {
+        r["doc_id"]: ("kept", None) for r in rows
+    }
+
+
 def test_same_kept_set_with_1_or_64_partitions(spark) -> None:
     rows, _, _ = _planted(random.Random(12))
     data = frame(spark, rows)
