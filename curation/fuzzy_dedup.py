@@ -7,8 +7,8 @@
 3. Optionally, edges whose estimated Jaccard (equal signature values) is below the threshold
    are dropped.
 4. Connected components in Spark itself: alternating large-star and small-star rounds
-   (Kiveris et al., "Connected Components in MapReduce and Beyond", 2014) until the edge set
-   stops changing; each round is checkpointed, so plans stay short.
+   (Kiveris et al., "Connected Components in MapReduce and Beyond", 2014) until every
+   component is a star around its smallest node; each round is checkpointed, so plans stay short.
 5. In each component the keep rule of exact dedup picks one document; the others are dropped
    as `near_duplicate` with `duplicate_of`, and every member, the kept one too, records the
    component's `cluster_id` (its smallest `doc_id`).
@@ -232,22 +232,29 @@ def _oriented(edges: DataFrame) -> DataFrame:
     return edges.select(F.greatest("a", "b").alias("a"), F.least("a", "b").alias("b")).distinct()
 
 
+def _is_star_forest(edges: DataFrame) -> bool:
+    """Whether every component of `edges` (a > b) is already a star around its smallest node:
+    no node is the larger end of two edges, or both a larger and a smaller end. Stars are the
+    fixed point of the rounds, so this ends them without a round that changes nothing."""
+    ends = edges.select(F.col("a").alias("node"), F.lit(1).alias("larger"), F.lit(0).alias("smaller")).union(
+        edges.select(F.col("b").alias("node"), F.lit(0).alias("larger"), F.lit(1).alias("smaller"))
+    )
+    roles = ends.groupBy("node").agg(F.sum("larger").alias("larger"), F.max("smaller").alias("smaller"))
+    return roles.where((F.col("larger") > 1) | ((F.col("larger") > 0) & (F.col("smaller") > 0))).isEmpty()
+
+
 def connected_components(edges: DataFrame, max_rounds: int = 40) -> DataFrame:
-    """(doc_id, component): every node of `edges` with the smallest id of its component."""
+    """(doc_id, component): every node of `edges` with the smallest id of its component.
+
+    Most clusters of near duplicates are pairs, already stars: such edges need no round."""
     current = _oriented(edges).localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
-    size = current.count()
     rounds = 0
-    while size:  # no edges: nothing to join
+    while not _is_star_forest(current):
         if rounds == max_rounds:
             raise RuntimeError(f"connected components did not converge in {max_rounds} rounds")
-        following = _oriented(_small_star(_large_star(current)))
-        following = following.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
-        # Both are sets: equal when they have one size and nothing of the new one is new.
-        following_size = following.count()
-        unchanged = following_size == size and following.join(current, ["a", "b"], "left_anti").limit(1).count() == 0
-        current, size, rounds = following, following_size, rounds + 1
-        if unchanged:
-            break
+        current = _oriented(_small_star(_large_star(current)))
+        current = current.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+        rounds += 1
     nodes = _undirected(current)
     return nodes.groupBy(F.col("a").alias("doc_id")).agg(F.least(F.col("a"), F.min("b")).alias("component"))
 

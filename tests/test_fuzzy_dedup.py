@@ -109,9 +109,19 @@ def test_connected_components_equal_union_find(spark) -> None:
     edges = [(rng.choice(nodes), rng.choice(nodes)) for _ in range(300)]
     edges += [(f"c{i:03d}", f"c{i + 1:03d}") for i in range(60)]  # a long chain
     edges = [(a, b) for a, b in edges if a != b]
-    expected = _union_find({x for e in edges for x in e}, edges)
-    got = connected_components(spark.createDataFrame(edges, "a string, b string"))
-    assert {r["doc_id"]: r["component"] for r in got.collect()} == expected
+    shapes = {
+        "random with a chain": edges,
+        "pairs only (already stars)": [("p1", "p0"), ("p3", "p2"), ("p2", "p3")],
+        "a star around a larger centre": [("s5", "s1"), ("s5", "s2"), ("s5", "s3")],
+        "a node at both ends": [("t3", "t2"), ("t2", "t1")],
+        "a cycle": [("r1", "r2"), ("r2", "r3"), ("r3", "r1")],
+    }
+    for name, shape in shapes.items():
+        got = connected_components(spark.createDataFrame(shape, "a string, b string"))
+        expected = _union_find({x for e in shape for x in e}, shape)
+        assert {r["doc_id"]: r["component"] for r in got.collect()} == expected, name
+    with pytest.raises(RuntimeError, match="did not converge in 1 rounds"):
+        connected_components(spark.createDataFrame(edges, "a string, b string"), max_rounds=1)
 
 
 def _planted(rng: random.Random) -> tuple[list[dict], dict[str, str], set[str]]:
