@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
     import pyarrow.parquet as pq
-    from pyspark import StorageLevel
+    from pyspark import SparkContext, StorageLevel
     from pyspark.sql import functions as F
 
     from benchmarks.curate import PeakMemory
@@ -251,8 +251,14 @@ def main(argv: list[str] | None = None) -> None:
         results[str(size)] = entry
         print(json.dumps(entry), flush=True)
         frame.unpersist()
-    # datasketch after Spark has stopped, so the two never share the memory or the cores
+    # datasketch after Spark has stopped and its JVM has exited (a stopped session keeps the
+    # JVM and its heap), so the two never share the memory or the cores
+    gateway = SparkContext._gateway
     spark.stop()
+    if gateway is not None:
+        gateway.shutdown()
+        gateway.proc.terminate()
+        gateway.proc.wait(60)
     for size in args.docs:
         corpus = work / f"corpus-{size}.parquet"
         if size <= args.skip_datasketch_above:
