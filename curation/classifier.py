@@ -30,8 +30,8 @@ from curation.language import ModelMissingError, load_fasttext
 
 POSITIVE = "__label__hq"
 NEGATIVE = "__label__lq"
-_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 BELOW_THRESHOLD = "quality_score_below_threshold"
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)  # on the child's path, however millpond is installed
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,6 @@ def positive_probability(model: Any, lines: list[str]) -> np.ndarray:
 def _fit(train_file: Path, output: Path, settings: TrainSettings) -> tuple[Any, float]:
     """Train in a child interpreter (see `curation.fasttext_fit`), halving the learning rate
     while fastText diverges; the saved model, loaded, and the learning rate that converged."""
-    from curation.language import load_fasttext
-
     output.parent.mkdir(parents=True, exist_ok=True)
     lr = settings.lr
     for _ in range(4):
