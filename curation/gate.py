@@ -13,6 +13,8 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
+from lineage.errors import MillpondError
+
 PROVENANCE = ("doc_id", "source", "source_uri", "locator", "ingested_at", "ingest_run_id", "content_sha256")
 EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 IPV4 = r"\b(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\b"
@@ -30,7 +32,7 @@ class GateParams:
             raise ValueError(f"[curate.gate] residual_pii must be auto, on or off, got {self.residual_pii!r}")
 
 
-class GateFailedError(RuntimeError):
+class GateFailedError(MillpondError, RuntimeError):
     """The batch failed the quality gate: nothing was committed."""
 
     def __init__(self, result: GateResult) -> None:

@@ -18,12 +18,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from curation.decisions import DECISION, DROPPED, decision, kept
+from lineage.errors import MillpondError
 
 NOT_ALLOWED = "language_not_allowed"
 LOW_SCORE = "language_score_below_min"
 
 
-class ModelMissingError(FileNotFoundError):
+class ModelMissingError(MillpondError, FileNotFoundError):
     """A model file named in the config (or its default) is not there."""
 
 

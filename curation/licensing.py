@@ -208,8 +208,34 @@ def resolve(
         license_, source = normalize_expression(declared) or declared, declared_source or "declared"
     else:
         license_, source = NOASSERTION, UNKNOWN
-    policy = {purpose: allowed_under(license_, set(ids)) for purpose, ids in params.purposes.items()}
-    return license_, source, policy
+    return license_, source, policy_of(license_, params.purposes)
+
+
+def policy_of(expression: str | None, purposes: dict[str, list[str]]) -> dict[str, str]:
+    """allowed / not_allowed / unknown by purpose for a license expression as it stands."""
+    canonical = (normalize_expression(expression) or expression) if expression else None
+    return {purpose: allowed_under(canonical, set(ids)) for purpose, ids in purposes.items()}
+
+
+def carry_license(frame: DataFrame, params: LicenseParams) -> DataFrame:
+    """`license_policy` from the license a row already has (declared in the manifest or read from a
+    field), for a run without the `license` stage: skipping the stage that refines a license must
+    not turn a known one into `unknown` for the snapshot policy. No detection, no decision."""
+    purposes = {purpose: list(ids) for purpose, ids in params.purposes.items()}
+    cache: dict[str | None, str] = {}
+
+    @F.pandas_udf(T.StringType())
+    def policies(licenses: pd.Series) -> pd.Series:
+        out = []
+        for lic in licenses:
+            key = lic if isinstance(lic, str) else None
+            if key not in cache:
+                cache[key] = json.dumps(policy_of(key, purposes))
+            out.append(cache[key])
+        return pd.Series(out)
+
+    carried = F.from_json(policies(F.col("license")), T.MapType(T.StringType(), T.StringType()))
+    return frame.withColumn("license_policy", F.coalesce(F.col("license_policy"), carried))
 
 
 _RESOLVED = T.StructType(

@@ -34,12 +34,13 @@ from curation.pii_detect import (
     subject_key,
     value_hmac,
 )
+from lineage.errors import MillpondError
 
 KEY_ENV = "MILLPOND_PII_KEY"
 MIN_KEY_BYTES = 16
 
 
-class PiiKeyMissingError(RuntimeError):
+class PiiKeyMissingError(MillpondError, RuntimeError):
     """No key to hash personal data with: the index cannot be built without one."""
 
 

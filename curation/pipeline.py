@@ -20,6 +20,7 @@ from pyspark.sql import types as T
 
 from curation.decisions import DECISION, DROPPED, KEPT, MODIFIED
 from lineage.catalog import SILVER_DOCUMENTS
+from lineage.errors import MillpondError
 
 # The order the default pipeline runs them in: cheap filters first, so that the costly stages
 # (dedup, decontamination, PII) see fewer documents; licenses before dedup, whose keep rule
@@ -104,7 +105,7 @@ class PipelineRun:
         self._cached.clear()
 
 
-class FunnelMismatchError(RuntimeError):
+class FunnelMismatchError(MillpondError, RuntimeError):
     """A stage lost or invented rows: the funnel does not reconcile."""
 
 

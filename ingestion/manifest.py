@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from lineage.errors import MillpondError
+
 FORMATS = ("jsonl", "parquet", "text", "html", "python-env")
 
 # File name endings each format picks up when its path is a folder.
@@ -34,7 +36,7 @@ SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ManifestError(ValueError):
+class ManifestError(MillpondError, ValueError):
     """The manifest is wrong; the message names the file and the source."""
 
 

@@ -3,47 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 
 import click
 
-from curation.pipeline import FunnelMismatchError
-from ingestion.manifest import ManifestError
 from jobs.classifier import classifier_group
-from jobs.config import ConfigError
 from jobs.context import effective_config, lakehouse_options, spark_settings
-from jobs.curate import CURATE_ERRORS, curate_command
+from jobs.curate import curate_command
 from jobs.evalset import evalset_group
-from jobs.ingest import ReconciliationError, ingest_command
+from jobs.ingest import ingest_command
 from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
-from jobs.snapshot import SNAPSHOT_ERRORS, snapshot_group
-from jobs.spark import SparkStartError
-from jobs.subject_requests import LINEAGE_ERRORS, lineage_group
-from jobs.submit import UnknownJobError
-from jobs.text_specs import TextSpecError
+from jobs.snapshot import snapshot_group
+from jobs.subject_requests import lineage_group
 from jobs.tokens import shards_group, tokenizer_group
 from jobs.train import eval_command, train_group
 from jobs.why import why_command
 from lineage.catalog import LINEAGE_RUNS, QUARANTINE_RECORDS
+from lineage.errors import MillpondError
 from lineage.tables import inspect_tables, read_table
-from trainers.tokenizer import TokenizerMissingError
 
-# Errors a user can fix; shown as one line, without a traceback.
-USER_ERRORS = (
-    ConfigError,
-    ManifestError,
-    SparkStartError,
-    ReconciliationError,
-    UnknownJobError,
-    TextSpecError,
-    FunnelMismatchError,
-    *CURATE_ERRORS,
-    *SNAPSHOT_ERRORS,
-    *LINEAGE_ERRORS,
-    TokenizerMissingError,
-)
+DEBUG_FLAG = "--debug"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -55,9 +37,15 @@ USER_ERRORS = (
     default=None,
     help="Config file (env MILLPOND_CONFIG; default ./millpond.toml if present).",
 )
+@click.option(
+    DEBUG_FLAG,
+    "debug",
+    is_flag=True,
+    help="Show the traceback of an error instead of one line (also after the command; env MILLPOND_DEBUG=1).",
+)
 @click.version_option(package_name="millpond")
 @click.pass_context
-def cli(ctx: click.Context, lakehouse: str | None, config_file: str | None) -> None:
+def cli(ctx: click.Context, lakehouse: str | None, config_file: str | None, debug: bool) -> None:
     """millpond: a lakehouse for LLM training data, on Spark and Delta."""
     ctx.obj = {"lakehouse": lakehouse, "config_file": config_file}
 
@@ -219,11 +207,24 @@ def demo_command(lakehouse: str | None, config_file: str | None) -> None:
     run_demo(effective_config(lakehouse, config_file))
 
 
+def split_debug(argv: list[str]) -> tuple[list[str], bool]:
+    """The arguments without `--debug`, and whether it was given: it may stand anywhere before a
+    `--` (after which arguments belong to a submitted job)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:cut] if a != DEBUG_FLAG]
+    return head + argv[cut:], len(head) < cut or os.environ.get("MILLPOND_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; an error the user can fix ends as one line on stderr and exit status 2."""
+    args, debug = split_debug(list(sys.argv[1:] if argv is None else argv))
     try:
-        cli.main(args=argv, prog_name="millpond")
-    except USER_ERRORS as err:
-        click.echo(f"millpond: error: {err}", err=True)
+        cli.main(args=args, prog_name="millpond", standalone_mode=True)
+    except MillpondError as err:
+        if debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        click.echo(f"millpond: error: {message} (--debug shows the traceback)", err=True)
         sys.exit(2)
 
 

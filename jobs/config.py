@@ -29,6 +29,7 @@ from curation.pii import PiiParams
 from curation.quality import QualityParams
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
+from lineage.errors import MillpondError
 from lineage.subjects import ErasurePolicy
 from trainers.loop import TrainSettings
 from trainers.shards import ShardSettings
@@ -102,7 +103,7 @@ FREE_FORM = {("spark", "conf")}
 OPEN_TABLES = {("curate", "quality", "rules"), ("curate", "license", "purposes")}
 
 
-class ConfigError(ValueError):
+class ConfigError(MillpondError, ValueError):
     """The config file or a setting is wrong; the message says which and where."""
 
 

@@ -28,10 +28,10 @@ from curation.decontaminate import DecontaminateParams, decontaminate, load_inde
 from curation.exact_dedup import EXACT_DUPLICATE, ExactDedupParams, displaced_rows, exact_dedup
 from curation.fuzzy_dedup import NEAR_DUPLICATE, FuzzyDedupParams, fuzzy_dedup
 from curation.gate import GateFailedError, GateParams, GateResult, validate
-from curation.language import LanguageParams, ModelMissingError, language, model_path
-from curation.licensing import LicenseParams, license_stage
+from curation.language import LanguageParams, language, model_path
+from curation.licensing import LicenseParams, carry_license, license_stage
 from curation.normalize import NormalizeParams, normalize
-from curation.pii import PiiKeyMissingError, PiiParams, check_ready, pii
+from curation.pii import PiiParams, check_ready, pii
 from curation.pipeline import STAGES, PipelineRun, Stage, StageCounts, prepare, run_stages
 from curation.quality import QualityParams, quality
 from jobs.config import Config, params_from
@@ -46,6 +46,7 @@ from lineage.catalog import (
     SILVER_PII_INDEX,
 )
 from lineage.edges import CURATE_RELATIONS, DERIVED_FROM, DUPLICATE_OF, SCRUBBED_FROM, edges, replace_edges
+from lineage.errors import MillpondError
 from lineage.runs import Run, finish_run, start_run
 from lineage.tables import ensure_table, latest_version, read_table
 
@@ -60,11 +61,11 @@ DISPLACING_STAGES = (
 )
 
 
-class CurateError(ValueError):
+class CurateError(MillpondError, ValueError):
     """A curate request that cannot run as asked (unknown or unbuilt stage, missing model)."""
 
 
-class CurateReconciliationError(RuntimeError):
+class CurateReconciliationError(MillpondError, RuntimeError):
     """The rows written do not match the funnel."""
 
 
@@ -328,8 +329,11 @@ def _curate(
         existing = silver_table.toDF().select("doc_id", "text_sha256", "quality_score", "license_policy", "ingested_at")
     bound, index = build_stages(spark, config, chosen, existing, full)
     progress(f"curating with stages {', '.join(chosen) or '(none)'}")
+    batch = prepare(bronze)
+    if "license" not in chosen:  # the declared license still decides the policy
+        batch = carry_license(batch, params_from(LicenseParams, config.section("curate")["license"]))
     with spark_progress(spark, "curating"):
-        pipeline = run_stages(prepare(bronze), bound, progress)
+        pipeline = run_stages(batch, bound, progress)
     try:
         report.rows_in = pipeline.rows_in
         report.rows_out = pipeline.rows_out
@@ -649,8 +653,7 @@ def curate_command(
         print_report(report)
 
 
-CURATE_ERRORS = (CurateError, ModelMissingError, PiiKeyMissingError, GateFailedError, CurateReconciliationError)
-__all__ = ["CURATE_ERRORS", "GateResult", "curate_command", "run_curate"]
+__all__ = ["GateResult", "curate_command", "run_curate"]
 
 
 if __name__ == "__main__":  # spark-submit jobs/curate.py [--stages ...] [--full] [--lakehouse ...]

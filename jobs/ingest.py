@@ -34,11 +34,12 @@ from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
 from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
 from lineage.erasure import tombstoned
+from lineage.errors import MillpondError
 from lineage.runs import Run, finish_run, start_run
 from lineage.tables import ensure_table, latest_version, merge_rows
 
 
-class ReconciliationError(RuntimeError):
+class ReconciliationError(MillpondError, RuntimeError):
     """The counts of a run do not add up: something would have been lost."""
 
 

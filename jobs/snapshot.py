@@ -22,6 +22,7 @@ from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
 from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
+from lineage.errors import MillpondError
 from lineage.runs import Run, finish_run, start_run
 from lineage.snapshots import (
     SnapshotSpec,
@@ -30,6 +31,7 @@ from lineage.snapshots import (
     filter_json,
     member_line,
     parse_where,
+    require_training_split,
     schema_columns,
     select_members,
 )
@@ -38,11 +40,11 @@ from lineage.tables import ensure_table, latest_version, read_table
 NEEDED = ("doc_id", "text", "source", "text_sha256", "license_policy", "consent")
 
 
-class SnapshotExistsError(ValueError):
+class SnapshotExistsError(MillpondError, ValueError):
     """A snapshot of that name exists: snapshots are immutable."""
 
 
-class SnapshotNotFoundError(ValueError):
+class SnapshotNotFoundError(MillpondError, ValueError):
     """No snapshot of that name."""
 
 
@@ -97,6 +99,8 @@ def _create(spark: SparkSession, lakehouse: Any, spec: SnapshotSpec, path: str, 
     progress(f"selecting the members of {spec.name} from {spec.source_table} v{version}")
     selection = select_members(frame, spec)
     members = selection.members
+    per_split = {r["split"]: r["count"] for r in members.groupBy("split").count().collect()}
+    require_training_split(spec, per_split, selection.excluded)  # before anything is written
     members_table = ensure_table(spark, GOLD_SNAPSHOT_MEMBERS, lakehouse)
     ensure_table(spark, GOLD_SNAPSHOTS, lakehouse)
     # A create killed after writing members but before its snapshot row left them behind.
@@ -121,7 +125,6 @@ def _create(spark: SparkSession, lakehouse: Any, spec: SnapshotSpec, path: str, 
             table_version=version,
         ),  # fmt: skip
     )
-    per_split = {r["split"]: r["count"] for r in members.groupBy("split").count().collect()}
     train = members.where("split = 'train'")
     by_source = {
         r["source"]: (int(r["examples"]), int(r["words"]))
@@ -337,9 +340,6 @@ def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: s
     click.echo("  filter: " + (json.dumps(summary["filter"]) if summary["filter"] else "none"))
     for digest, tokens in summary["tokens_by_tokenizer"].items():
         click.echo(f"  tokens with tokenizer {digest}: " + ", ".join(f"{k} {v}" for k, v in tokens.items()))
-
-
-SNAPSHOT_ERRORS = (SnapshotSpecError, SnapshotExistsError, SnapshotNotFoundError)
 
 
 if __name__ == "__main__":  # spark-submit jobs/snapshot.py create NAME [--where ...] [--lakehouse ...]

@@ -24,13 +24,15 @@ from pyspark.errors import PySparkRuntimeError
 from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
+from lineage.errors import MillpondError
+
 DELTA_SQL_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
 
-class SparkStartError(RuntimeError):
+class SparkStartError(MillpondError, RuntimeError):
     """Spark could not start; the message says why and what to do."""
 
 

@@ -43,6 +43,7 @@ from lineage.erasure import (
     tombstone_rows,
     write_tombstones,
 )
+from lineage.errors import MillpondError
 from lineage.runs import Run, finish_run, start_run
 from lineage.subjects import ErasurePolicy, Lineage, SubjectForms, find_lineage
 from lineage.tables import read_table
@@ -51,7 +52,7 @@ from trainers.shards import DOCUMENTS
 PHONE_SEPARATORS = r"[\s().\-/]{0,3}"
 
 
-class RequestError(ValueError):
+class RequestError(MillpondError, ValueError):
     """A data subject request that cannot run as asked."""
 
 
@@ -434,8 +435,6 @@ def erase_command(
         click.echo(f"  pending: {model['kind']} run {model['run_id']} saw {model['tokens']} tokens: {model['action']}")
     click.echo(f"certificate: {result['certificate_file']} (sha256 {result['certificate_sha256'][:16]})")
 
-
-LINEAGE_ERRORS = (RequestError,)
 
 if __name__ == "__main__":  # spark-submit jobs/subject_requests.py find --subject ... (millpond submit lineage)
     from jobs.cli import main

@@ -17,6 +17,7 @@ import pyspark
 
 from jobs.config import Config, cache_dir
 from jobs.spark import SparkSettings, prepare_environment, spark_conf
+from lineage.errors import MillpondError
 
 PACKAGES = ("ingestion", "curation", "lineage", "trainers", "evals", "jobs")
 JOBS_DIR = Path(__file__).resolve().parent
@@ -29,7 +30,7 @@ JOB_FILES = {"ingest": "ingest", "curate": "curate", "snapshot": "snapshot", "li
 JOBS = tuple(JOB_FILES)
 
 
-class UnknownJobError(ValueError):
+class UnknownJobError(MillpondError, ValueError):
     """`millpond submit` was asked for a job that does not exist."""
 
 

@@ -15,10 +15,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from lineage.catalog import table as table_spec
+from lineage.errors import MillpondError
 from lineage.tables import read_table
 
 
-class TextSpecError(ValueError):
+class TextSpecError(MillpondError, ValueError):
     """A text source on the command line is wrong; the message names the file and line."""
 
 

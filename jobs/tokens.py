@@ -22,16 +22,19 @@ from jobs.context import effective_config, lakehouse_options, open_spark, progre
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
 from jobs.tracking import tracking_uri, use_experiment
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, table
+from lineage.snapshots import require_train_documents
 from trainers.shards import ShardSettings, build_shards, load_manifest, shard_folder
 from trainers.tokenizer import TokenizerSettings, audit, load_tokenizer, tokenizer_digest, train_bpe
 
 AUDIT_DOCUMENTS = 200  # per domain, from the validation split
 
 
-def _snapshot(config: Config, name: str) -> dict[str, Any]:
+def snapshot_for(config: Config, name: str, to_do: str) -> dict[str, Any]:
+    """The snapshot's row; refused when it does not exist or has nothing to `to_do` with."""
     row = snapshot_row(config.lakehouse, name)
     if row is None:
         raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    require_train_documents(row, to_do)
     return row
 
 
@@ -56,7 +59,7 @@ def train_tokenizer(spark: SparkSession, config: Config, name: str, settings: To
     """Train on the snapshot's train split (a hash-chosen sample), audit on validation, log to MLflow."""
     import mlflow
 
-    snapshot = _snapshot(config, name)
+    snapshot = snapshot_for(config, name, "train a tokenizer on")
     members, texts = snapshot_frames(spark, config, snapshot)
     train = (
         members.where("split = 'train'")
@@ -124,7 +127,7 @@ def train_tokenizer(spark: SparkSession, config: Config, name: str, settings: To
 
 def cached_shards(config: Config, name: str, tokenizer_path: str) -> dict[str, Any] | None:
     """The manifest of this snapshot's shards for this tokenizer, when they are cut already."""
-    snapshot = _snapshot(config, name)
+    snapshot = snapshot_for(config, name, "cut into shards")
     digest = tokenizer_digest(load_tokenizer(tokenizer_path).to_str())  # type: ignore[attr-defined]
     folder = shard_folder(config.lakehouse, name, digest)
     cached = load_manifest(folder)
@@ -141,7 +144,7 @@ def cut_shards(
     cached = cached_shards(config, name, tokenizer_path)
     if cached is not None:
         return cached
-    snapshot = _snapshot(config, name)
+    snapshot = snapshot_for(config, name, "cut into shards")
     tokenizer = load_tokenizer(tokenizer_path)
     as_json = tokenizer.to_str()  # type: ignore[attr-defined]
     digest = tokenizer_digest(as_json)

@@ -23,11 +23,17 @@ import click
 from jobs.config import Config, cache_dir, params_from, project_root
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
+from jobs.tokens import snapshot_for
 from jobs.tracking import tracking_uri, use_experiment
 from lineage.catalog import table
+from lineage.errors import MillpondError, NotEnoughDataError
 from trainers.loop import TrainSettings, runtime_environment
 from trainers.shards import ShardSettings
 from trainers.tokenizer import EOS, PAD, TokenizerSettings
+
+
+class TrainingInputError(MillpondError, FileNotFoundError):
+    """What a training or evaluation run reads is not there (shards, a checkpoint, a run)."""
 
 
 def latest_tokenizer(lakehouse: Path, snapshot: str) -> Path | None:
@@ -39,12 +45,13 @@ def prepare_tokens(config: Config, name: str, tokenizer: str | None, master: str
     """The snapshot's shards (and tokenizer): cached ones, else made now on Spark."""
     from jobs.tokens import cached_shards, cut_shards, train_tokenizer
 
+    snapshot_for(config, name, "train on")  # refused before any work when it is missing or empty
     path = Path(tokenizer) if tokenizer else latest_tokenizer(config.lakehouse, name)
     manifest = cached_shards(config, name, str(path)) if path is not None else None
     if manifest is not None:
         return manifest
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise FileNotFoundError(
+        raise TrainingInputError(
             f"no token shards of {name} yet: cut them once before a multi-process run "
             f"(`millpond shards build --snapshot {name} --tokenizer ...`, or a single-process run)"
         )
@@ -98,14 +105,22 @@ def pretrain(
         settings.preset, tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS), tokenizer.token_to_id(PAD)
     )
     train_data = TokenWindows(folder, manifest, "train", settings.seq_len)
-    has_validation = any(s["split"] == "validation" for s in manifest["shards"])
+    validation = None
+    if any(s["split"] == "validation" for s in manifest["shards"]):
+        try:
+            validation = TokenWindows(folder, manifest, "validation", settings.seq_len)
+        except NotEnoughDataError as err:
+            progress(f"no validation perplexity: {err}")
     # Under the deepspeed launcher every rank trains; rank 0 alone talks to MLflow and saves.
     rank, _ = join_process_group()
     tracking = rank == 0
     run_id = None
     if tracking:
         use_experiment(config, "pretrain")
-        run = mlflow.start_run(run_id=resume_run) if resume_run else mlflow.start_run(run_name=f"pretrain-{name}")
+        try:
+            run = mlflow.start_run(run_id=resume_run) if resume_run else mlflow.start_run(run_name=f"pretrain-{name}")
+        except mlflow.exceptions.MlflowException as err:
+            raise TrainingInputError(f"--resume {resume_run}: {err.message}") from None
         run_id = run.info.run_id
     run_id = share_from_rank0(run_id)
     run_dir = config.lakehouse / "_runs" / run_id
@@ -160,8 +175,7 @@ def pretrain(
             model_config, train_data, settings, run_dir / "checkpoints", bool(resume_run), on_step
         )
         figures["parameters"] = parameter_count(model)
-        if tracking and has_validation:
-            validation = TokenWindows(folder, manifest, "validation", settings.seq_len)
+        if tracking and validation is not None:
             figures |= perplexity(model, validation, settings.micro_batch, settings.eval_batches)
         if tracking:
             _log_outputs(model, manifest, ds_config, run_dir, name, figures)
@@ -280,12 +294,17 @@ def evaluate_run(config: Config, run_id: str, batches: int | None = None) -> dic
     from trainers.shards import load_manifest
 
     use_experiment(config, "pretrain")
-    run = mlflow.get_run(run_id)
+    try:
+        run = mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise TrainingInputError(
+            f"no run {run_id!r} at {tracking_uri(config)}; `millpond mlflow` lists the runs"
+        ) from None
     params = run.data.params
     folder = Path(params["shards.folder"])
     manifest = load_manifest(folder)
     if manifest is None:
-        raise FileNotFoundError(f"run {run_id}: its shards ({folder}) are gone; `millpond shards build` rebuilds them")
+        raise TrainingInputError(f"run {run_id}: its shards ({folder}) are gone; `millpond shards build` rebuilds them")
     model_dir = Path(params["run_dir"]) / "model"
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     data = TokenWindows(folder, manifest, "validation", int(params["train.seq_len"]))

@@ -21,12 +21,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lineage.errors import MillpondError, NotEnoughDataError
+
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "in", "not in")
 SPLITS = ("train", "validation", "test")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
-class SnapshotSpecError(ValueError):
+class SnapshotSpecError(MillpondError, ValueError):
     """A snapshot request that cannot be honoured as written (bad filter, weights, name)."""
 
 
@@ -260,6 +262,55 @@ def split_of(doc_id: Column, validation: float, test: float) -> Column:
     """train | validation | test by a hash of `doc_id` (stable across runs, tables and snapshots)."""
     u = F.conv(F.substring(F.sha2(F.concat(F.lit("split:"), doc_id), 256), 1, 8), 16, 10).cast("double") / 4294967296.0
     return F.when(u < test, "test").when(u < test + validation, "validation").otherwise("train")
+
+
+# What to do about each reason a document is left out of a snapshot.
+EXCLUSION_FIXES = {
+    "license_unknown": "run the license stage, or declare licenses in the manifest",
+    "license_not_allowed": "their licenses are not on the purpose's allowlist ([curate.license.purposes])",
+    "no_consent": "declare the purpose in the manifest's consent",
+    "filtered_out": "loosen --where",
+    "downsampled_by_mix": "give their sources a weight in --mix",
+}
+
+
+def left_out(excluded: dict[str, int]) -> str:
+    """`license_unknown 1,030 (run the license stage, ...)`: the counts left out by reason, with the fixes."""
+    reasons = sorted(excluded.items(), key=lambda kv: -kv[1])
+    counts = ", ".join(f"{reason} {count:,}" for reason, count in reasons)
+    fixes = "; ".join(EXCLUSION_FIXES[r] for r, _ in reasons if r in EXCLUSION_FIXES)
+    return counts + (f" ({fixes})" if fixes else "")
+
+
+def require_training_split(spec: SnapshotSpec, per_split: dict[str, int], excluded: dict[str, int]) -> None:
+    """Refuse a snapshot with nothing to train on, saying how many documents were left out and why."""
+    if per_split.get("train", 0) > 0:
+        return
+    members = sum(per_split.values())
+    total = members + sum(excluded.values())
+    if total == 0:
+        raise NotEnoughDataError(f"snapshot {spec.name}: {spec.source_table} is empty (run `millpond curate` first)")
+    if members == 0:
+        raise NotEnoughDataError(
+            f"snapshot {spec.name}: 0 of {total:,} documents are allowed for {spec.purpose}: {left_out(excluded)}"
+        )
+    raise NotEnoughDataError(
+        f"snapshot {spec.name}: its train split would be empty ({members:,} of {total:,} documents are allowed for "
+        f"{spec.purpose}, all of them in validation or test): curate more documents, or lower --validation and --test"
+    )
+
+
+def require_train_documents(snapshot: dict[str, Any], to_do: str) -> None:
+    """Refuse work on a snapshot (a row of gold.snapshots) whose train split holds no text, before any
+    work: such a snapshot was cut before snapshots refused to be empty."""
+    if snapshot["train_rows"] and snapshot["words"]:
+        return
+    excluded = dict(snapshot["excluded"] or {})
+    why = f": it left out {left_out(excluded)}" if excluded else ""
+    raise NotEnoughDataError(
+        f"snapshot {snapshot['name']} has no text in its train split to {to_do}{why}; cut a new snapshot once "
+        f"documents are allowed for {snapshot['purpose']} (`millpond snapshot show {snapshot['name']}`)"
+    )
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from lineage.errors import NotEnoughDataError
 from trainers.shards import shard_tokens
 
 
@@ -22,9 +23,9 @@ class TokenWindows:
         self.shards = [shard_tokens(folder, s, manifest["dtype"]) for s in manifest["shards"] if s["split"] == split]
         self.shards = [s for s in self.shards if len(s) > seq_len + 1]
         if not self.shards:
-            raise ValueError(
+            raise NotEnoughDataError(
                 f"the {split} split of {manifest['snapshot']} has no shard longer than {seq_len + 1} tokens: "
-                "a shorter context (--seq-len) or a larger snapshot"
+                "train with a shorter context (--seq-len) or on a larger snapshot"
             )
         sizes = np.array([len(s) - seq_len - 1 for s in self.shards], dtype=np.float64)
         self.weights = sizes / sizes.sum()

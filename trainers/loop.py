@@ -15,9 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lineage.errors import MillpondError
 from trainers.data import TokenWindows
 from trainers.model import flops_per_token, next_token_loss
 from trainers.schedule import lr_at
+
+
+class CheckpointMissingError(MillpondError, FileNotFoundError):
+    """--resume names a run with no checkpoint to continue from."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ def train(
     if resume:
         path, client = engine.load_checkpoint(str(checkpoints))
         if path is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints}")
+            raise CheckpointMissingError(f"--resume: no checkpoint in {checkpoints}; resume a run that saved one")
         start = int(client["step"])
     per_step_tokens = settings.micro_batch * settings.grad_accum * settings.seq_len * world
     flops = flops_per_token(model_config, settings.seq_len)

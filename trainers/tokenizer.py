@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lineage.errors import MillpondError
+
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = (EOS, PAD)
@@ -56,7 +58,7 @@ def tokenizer_digest(tokenizer_json: str) -> str:
     return hashlib.sha256(tokenizer_json.encode()).hexdigest()
 
 
-class TokenizerMissingError(FileNotFoundError):
+class TokenizerMissingError(MillpondError, FileNotFoundError):
     """No tokenizer file where one was named."""
 
 
