@@ -23,7 +23,8 @@ from jobs.train import eval_command, train_group
 from jobs.why import why_command
 from lineage.catalog import LINEAGE_RUNS, QUARANTINE_RECORDS
 from lineage.errors import MillpondError
-from lineage.tables import inspect_tables, read_table
+from lineage.reader import inspect_tables
+from lineage.tables import read_table
 
 DEBUG_FLAG = "--debug"
 

@@ -26,8 +26,9 @@ from jobs.snapshot import print_summary as print_snapshot
 from jobs.subject_requests import find_subjects
 from jobs.why import explain
 from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS, SILVER_DOCUMENTS
+from lineage.reader import inspect_tables
 from lineage.snapshots import SnapshotSpec
-from lineage.tables import inspect_tables, read_table
+from lineage.tables import read_table
 
 DEMO_SNAPSHOT = "demo"
 DEMO_DISTRIBUTIONS = [

@@ -11,18 +11,12 @@ import pyarrow.compute as pc
 from curation.pipeline import STAGES
 from jobs.context import effective_config, lakehouse_options
 from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS, SILVER_DOCUMENTS, TableSpec
+from lineage.tables import read_table
 
 
 def _rows(spec: TableSpec, lakehouse: Any, doc_id: str, columns: list[str]) -> list[dict[str, Any]]:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        table = DeltaTable(spec.path(lakehouse))
-    except TableNotFoundError:
-        return []
-    dataset = table.to_pyarrow_dataset()
-    return dataset.to_table(columns=columns, filter=pc.field("doc_id") == doc_id, use_threads=False).to_pylist()
+    rows = read_table(spec, lakehouse, columns, where=pc.field("doc_id") == doc_id)
+    return [] if rows is None else rows.to_pylist()
 
 
 def explain(lakehouse: Any, doc_id: str) -> dict[str, Any]:

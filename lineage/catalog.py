@@ -12,6 +12,8 @@ from pathlib import Path
 
 from pyspark.sql import types as T
 
+from lineage.errors import MillpondError
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -429,10 +431,17 @@ TABLES: dict[str, TableSpec] = {
 }
 
 
+class UnknownTableError(MillpondError, KeyError):
+    """A table name the catalog does not hold."""
+
+    def __str__(self) -> str:  # KeyError's own would quote the whole message
+        return str(self.args[0])
+
+
 def table(name: str) -> TableSpec:
     """The spec of a registered table; a clear error for an unknown name."""
     try:
         return TABLES[name]
     except KeyError:
         known = ", ".join(sorted(TABLES))
-        raise KeyError(f"unknown table {name!r}; known tables: {known}") from None
+        raise UnknownTableError(f"unknown table {name!r}; known tables: {known}") from None

@@ -15,7 +15,8 @@ import pyarrow as pa
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 
-from lineage.catalog import TABLES, TableSpec
+from lineage.catalog import TableSpec
+from lineage.reader import read_delta
 
 
 def sql_path(path: str) -> str:
@@ -118,45 +119,17 @@ def merge_rows(
     )
 
 
-@dataclass(frozen=True)
-class TableInfo:
-    """A row of `millpond tables`."""
-
-    name: str
-    path: str
-    version: int | None
-    rows: int | None
-    description: str
-
-
-def inspect_tables(lakehouse: str | Path) -> list[TableInfo]:
-    """Name, path, Delta version and row count of every catalog table, read with delta-rs (no JVM)."""
-    from deltalake import DeltaTable as RsDeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    infos = []
-    for spec in TABLES.values():
-        path = spec.path(lakehouse)
-        try:
-            table = RsDeltaTable(path)
-        except TableNotFoundError:
-            infos.append(TableInfo(spec.name, path, None, None, spec.description))
-            continue
-        rows = table.to_pyarrow_dataset().count_rows()
-        infos.append(TableInfo(spec.name, path, table.version(), rows, spec.description))
-    return infos
-
-
 def read_table(
-    spec: TableSpec, lakehouse: str | Path, columns: list[str] | None = None, version: int | None = None
+    spec: TableSpec,
+    lakehouse: str | Path,
+    columns: list[str] | None = None,
+    version: int | None = None,
+    where: Any = None,
 ) -> pa.Table | None:
-    """A whole (small) table as a pyarrow Table via delta-rs, or None when it does not exist."""
-    from deltalake import DeltaTable as RsDeltaTable
+    """A (small) table as a pyarrow Table via delta-rs, or None when it does not exist."""
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        table = RsDeltaTable(spec.path(lakehouse), version=version)
+        return read_delta(spec.path(lakehouse), version, columns, where)
     except TableNotFoundError:
         return None
-    # Single-threaded: pyarrow's threaded scan of a delta-rs dataset aborts the process at exit.
-    return table.to_pyarrow_dataset().to_table(columns=columns, use_threads=False)

@@ -4,7 +4,6 @@ in one line naming the cause and the fix (exit status 2), never a traceback."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
