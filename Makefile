@@ -27,6 +27,7 @@ demo: $(STAMP)
 # pytest exits 5 when it collects no test: not a failure of the project.
 test: $(TRAIN_STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	SPARK_LOCAL_IP=127.0.0.1 $(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
 # e.g. make bench BENCH_ARGS="ingest --records 1000000"

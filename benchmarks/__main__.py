@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m benchmarks {ingest,curate,fuzzy,pii,train,lineage} [--help]"
+BENCHMARKS = ("ingest", "curate", "fuzzy", "pii", "pii-structured", "train", "lineage")
+USAGE = f"usage: python -m benchmarks {{{','.join(BENCHMARKS)}}} [--help]"
 
 
 def main() -> None:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("ingest", "curate", "fuzzy", "pii", "train", "lineage"):
+    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
         sys.exit(USAGE)
     name, rest = sys.argv[1], sys.argv[2:]
     if name == "ingest":
@@ -17,6 +18,8 @@ def main() -> None:
         from benchmarks.train import main as run
     elif name == "pii":
         from benchmarks.pii import main as run
+    elif name == "pii-structured":
+        from benchmarks.pii_structured import main as run
     elif name == "lineage":
         from benchmarks.lineage import main as run
     elif name == "fuzzy":

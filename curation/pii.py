@@ -54,6 +54,10 @@ class PiiParams:
     entities: tuple[str, ...] = ENTITIES
     score_threshold: float = 0.4
     phone_region: str = "US"  # how phone numbers without a country code are read for the index
+    # Regions a number under a phone key or column (`tel = 030 1234567`) may be national to.
+    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "NL")
+    # Keys and column headers as context: names and phone numbers in JSON, CSV, config and log fields.
+    structured: bool = True
     batch_size: int = 32  # documents per spaCy `pipe` batch
     # Domains whose text gets the pattern recognizers only: a news-trained NER model reads
     # identifiers in source code as names and places. Names in code comments are not found.
@@ -74,6 +78,8 @@ class PiiParams:
             entities=self.entities,
             score_threshold=self.score_threshold,
             phone_region=self.phone_region,
+            phone_regions=self.phone_regions,
+            structured=self.structured,
         )
 
 

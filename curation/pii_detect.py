@@ -30,6 +30,7 @@ import phonenumbers
 import regex
 
 from curation.language import ModelMissingError  # one error type for every missing model
+from curation.pii_structure import PERSON, Candidate, candidates
 
 # What the stage looks for (the default), and the placeholder each becomes: `<EMAIL_ADDRESS>`.
 ENTITIES = (
@@ -71,6 +72,9 @@ class DetectorSettings:
     entities: tuple[str, ...] = ENTITIES
     score_threshold: float = 0.4
     phone_region: str = "US"  # how numbers without a country code are read for the index
+    # Regions a phone number under a phone key (`tel = 030 1234567`) may be national to.
+    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "NL")
+    structured: bool = True  # keys and column headers as context (`curation/pii_structure.py`)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,8 +190,10 @@ def counts(findings: Sequence[Finding]) -> dict[str, int]:
 
 # Patterns run case-sensitively (Presidio's default is to ignore case, which turns every
 # `3 way` and `unit == 1` in source code into an address); a name starts with a capital.
-_CAP = r"\p{Lu}[\w'’.-]*"
-_WORD = r"[^\W\d_][\w'’.-]*"
+# A word may hold dots (`St.Gallen`) but end in one only before another word (`St. Mary`), so a
+# sentence's full stop stays out of the address.
+_CAP = r"\p{Lu}[\w'’-]*(?:\.[\w'’-]+)*(?:\.(?=[ \t]+\p{L}))?"
+_WORD = r"[^\W\d_][\w'’-]*(?:\.[\w'’-]+)*(?:\.(?=[ \t]+\p{L}))?"
 # "Road", "St.", ... after a name: "90 Whitchurch Road".
 _SUFFIX_AFTER = (
     r"(?i:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Ter|"
@@ -271,6 +277,47 @@ STREET_ADDRESS_PATTERNS = (
     ("unit_alone", r"(?<![\w])(?:Apt|Apartment|Suite)\.?[ \t]+#?\d{1,5}[A-Za-z]?(?![\w])", 0.4),
 )
 
+# European addresses, anchored on the postcode line that follows the street: "Judith-Kusch-Straße
+# 658, 78128 Kemnath", "7, boulevard Paulette Gosselin, 01812 Da Costa-sur-Mer", "Kerkstraat 12,
+# 1012 AB Amsterdam", "Plaza Mayor 23 Piso 2, Navarra, 47074", "Flat 7, Ben Pike, Middletown,
+# BH49 2GW". Comma or line break between the parts; the postcode keeps it precise.
+_SEP = r"[ \t]*(?:,[ \t]*(?:\n[ \t]*)?|\n[ \t]*)"
+_LOWER_LINK = r"(?:de|del|la|las|los|du|des|le|les|van|der|den|am|an|im|zum|zur|von|y|e|da|di|dos|of|the|on)(?![\w'’-])"
+_EU_ANY = r"[\w'’-]+(?:\.[\w'’-]+)*(?:\.(?=[ \t]+\p{L}))?"
+_EU_WORD = _CAP
+_EU_UNIT = (
+    r"(?:Flat|Studio|Apartment|Apt\.?|Unit|Room|Suite|Wohnung|Appartement|Appt\.?|Piso|Bus|Etage)"
+    r"[ \t]+\d{1,4}[A-Za-z]?"
+)
+_EU_STREET_NUMBER_LAST = (
+    rf"{_EU_WORD}(?:[ \t]+(?:{_EU_WORD}|{_LOWER_LINK})){{0,5}}[ \t]+\d{{1,5}}[A-Za-z]?(?:[-/]\d{{1,4}}[A-Za-z]?)?"
+    r"(?:[ \t]+(?:Piso|piso|Puerta|puerta|Esc\.?|bis|ter|Etage|Stock|hs|huis)(?:[ \t]*\w{1,3})?)?"
+)
+_EU_STREET_NUMBER_FIRST = (
+    r"\d{1,5}[A-Za-z]?(?:[ \t]?(?:bis|ter))?,?[ \t]+(?:[\p{Lu}]|rue|avenue|boulevard|chemin|allée|impasse|"
+    r"place|quai|route|square|cours|passage|voie|rond-point|sentier|rampe|faubourg)"
+    rf"[\w'’-]*(?:[ \t]+{_EU_ANY}){{0,5}}?"
+)
+_EU_TOWN = rf"{_EU_WORD}(?:[ \t]+(?:{_EU_WORD}|{_LOWER_LINK}|[\w'’-]+-[\w'’-]+)){{0,3}}"
+_EU_POSTAL = (
+    rf"(?:(?:[A-Z]{{1,2}}-)?\d{{5}}[ \t]+{_EU_TOWN}"  # DE, FR, ES, IT: 78128 Kemnath, D-12345 Berlin
+    rf"|\d{{4}}[ \t]?[A-Z]{{2}}(?:{_SEP}|[ \t]+){_EU_TOWN}"  # NL: 1012 AB Amsterdam
+    r"|[A-Z]{1,2}\d{1,2}[A-Z]?[ \t]*\d[A-Z]{2}(?![\w]))"  # UK: SW1A 1AA, PE07 6SG
+)
+# "rue Petitjean", "chemin de Aubert", "Calle Mayor": a street type and its name, no number.
+_EU_STREET_TYPE_FIRST = (
+    r"(?i:rue|avenue|av\.|boulevard|bd|chemin|allée|impasse|place|quai|route|square|cours|passage|voie|"
+    rf"calle|c/|avenida|paseo|plaza|camino|carretera|ronda|travesía|pasaje)[ \t]+{_EU_ANY}(?:[ \t]+{_EU_ANY}){{0,4}}?"
+)
+_EU_STREET = f"(?:{_EU_STREET_NUMBER_LAST}|{_EU_STREET_NUMBER_FIRST}|{_EU_STREET_TYPE_FIRST})"
+_EU_AFTER_UNIT = rf"(?:{_EU_STREET_NUMBER_LAST}|{_EU_STREET_NUMBER_FIRST}|{_EU_WORD}(?:[ \t]+{_EU_WORD}){{0,3}})"
+EUROPEAN_ADDRESS = (
+    rf"(?<![\w])(?:{_EU_UNIT}{_SEP}{_EU_AFTER_UNIT}|{_EU_STREET})"
+    rf"(?:{_SEP}{_EU_TOWN}){{0,2}}?"
+    rf"(?:(?:{_SEP}|[ \t]+){_EU_POSTAL}|{_SEP}{_EU_TOWN},?[ \t]+\d{{5}}(?![\w]))"
+)
+STREET_ADDRESS_PATTERNS = (*STREET_ADDRESS_PATTERNS, ("european_postcode", EUROPEAN_ADDRESS, 0.65))
+
 STREET_ADDRESS_CONTEXT = ("address", "live", "lives", "living", "moved", "street", "apartment", "ship", "mail")
 
 # Phone numbers: "+41 (0)69 979 80 58", "(579)888-3058", "024 971 50 30", "3660170548".
@@ -304,6 +351,26 @@ PHONE_CONTEXT = (
     "work",
     "answering",
     "sms",
+    "reached",
+    # de, fr, es, nl
+    "anrufen",
+    "rufen",
+    "telefon",
+    "telefonnummer",
+    "handy",
+    "appeler",
+    "appelez",
+    "contacter",
+    "téléphone",
+    "portable",
+    "llame",
+    "llamar",
+    "teléfono",
+    "móvil",
+    "bel",
+    "bellen",
+    "telefoon",
+    "mobiel",
 )
 
 # E-mail addresses whose domain is not a public suffix (`ops@build.internal`, `x@mill.example`):
@@ -630,6 +697,7 @@ class PiiDetector:
             )
         )
         threshold = self.settings.score_threshold
+        unconfirmed: list[tuple[int, int, str, Candidate]] = []
         for (index, offset, piece), use in zip(pieces, with_ner, strict=True):
             nlp_artifacts = next(parsed)[1] if use else self._tokens_only(piece)
             results = self.analyzer.analyze(
@@ -657,6 +725,15 @@ class PiiDetector:
                 spans.extend(("IBAN_CODE", s, e, score) for s, e, score in find_ibans(piece))
             if self._secret_patterns:
                 spans.extend(("SECRET", s, e, score) for s, e, score in find_secrets(piece, self._secret_patterns))
+            if self.settings.structured:
+                for candidate in candidates(piece, self.settings.phone_regions):
+                    if candidate.entity_type not in self.settings.entities:
+                        continue
+                    if candidate.confirm:
+                        unconfirmed.append((index, offset, piece, candidate))
+                    else:
+                        score = KEYED_SCORE if candidate.valid else SHAPED_SCORE
+                        spans.append((candidate.entity_type, candidate.start, candidate.end, score))
             for entity_type, start, end, score in spans:
                 if entity_type in _NUMERIC and _inside_decimal(piece, start, end):
                     continue
@@ -664,10 +741,34 @@ class PiiDetector:
                     found[index].append(
                         Finding(entity_type, offset + start, offset + end, round(score, 3), piece[start:end])
                     )
+        for index, offset, piece, candidate in self._confirmed_names(unconfirmed, batch_size):
+            value = piece[candidate.start : candidate.end]
+            found[index].append(
+                Finding(PERSON, offset + candidate.start, offset + candidate.end, CONFIRMED_SCORE, value)
+            )
         return found
+
+    def _confirmed_names(
+        self, unconfirmed: list[tuple[int, int, str, Candidate]], batch_size: int
+    ) -> list[tuple[int, int, str, Candidate]]:
+        """The name candidates under ambiguous keys that NER reads as a person in a short sentence
+        (`Contact: Setup Python` is not one); none without a model."""
+        if self._nlp is None or not unconfirmed:
+            return []
+        sentences = [f"{NAME_PROBE}{piece[c.start : c.end]}" for _, _, piece, c in unconfirmed]
+        confirmed = []
+        for item, doc in zip(unconfirmed, self._nlp.pipe(sentences, batch_size=batch_size), strict=True):
+            covered = sum(len(e.text) for e in doc.ents if e.label_ == "PERSON" and e.start_char >= len(NAME_PROBE))
+            if covered >= 0.6 * (item[3].end - item[3].start):
+                confirmed.append(item)
+        return confirmed
 
 
 _NUMERIC = ("CREDIT_CARD", "PHONE_NUMBER", "US_SSN")
+KEYED_SCORE = 0.85  # a name or phone number its key or column header names
+SHAPED_SCORE = 0.6  # a phone-shaped value under a phone key that no region's numbering plan knows
+CONFIRMED_SCORE = 0.7  # a name under an ambiguous key that NER confirmed
+NAME_PROBE = "Contact: "  # the sentence NER reads an ambiguous key's value in
 
 
 def _inside_decimal(text: str, start: int, end: int) -> bool:
@@ -680,10 +781,16 @@ def _inside_decimal(text: str, start: int, end: int) -> bool:
 
 
 def _plausible_ip(value: str) -> bool:
-    """IPv4, or IPv6 with at least three groups: `parts[1::2]` and `Framework :: IPython` are not addresses."""
-    if ":" not in value:
-        return True
-    return sum(1 for group in value.split(":") if group) >= 3
+    """IPv4, or IPv6 with at least three groups (`parts[1::2]` and `Framework :: IPython` are not
+    addresses). Loopback, unspecified, link-local and multicast addresses (`127.0.0.1`, `0.0.0.0`
+    in a config file) point at no one and stay; private ones may name a home network and go."""
+    if ":" in value and sum(1 for group in value.split(":") if group) < 3:
+        return False
+    try:
+        address = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return True  # a shape Presidio found that Python cannot parse: keep the finding
+    return not (address.is_loopback or address.is_unspecified or address.is_link_local or address.is_multicast)
 
 
 def _with_context(
