@@ -36,17 +36,20 @@ def decision(
     cluster_id: str | Column | None = None,
     duplicate_of: str | Column | None = None,
 ) -> Column:
-    """A `decision` struct column; plain values become literals."""
-
-    def col(value: object, kind: T.DataType) -> Column:
-        return value if isinstance(value, Column) else F.lit(value).cast(kind)
-
+    """A `decision` struct column of `DECISION_TYPE`; plain values become literals of its field types."""
+    values = {
+        "action": action,
+        "reason": reason,
+        "score": score,
+        "cluster_id": cluster_id,
+        "duplicate_of": duplicate_of,
+    }
     return F.struct(
-        col(action, T.StringType()).alias("action"),
-        col(reason, T.StringType()).alias("reason"),
-        col(score, T.DoubleType()).alias("score"),
-        col(cluster_id, T.StringType()).alias("cluster_id"),
-        col(duplicate_of, T.StringType()).alias("duplicate_of"),
+        *[
+            (value if isinstance(value, Column) else F.lit(value).cast(field.dataType)).alias(field.name)
+            for field in DECISION_TYPE.fields
+            for value in (values[field.name],)
+        ]
     )
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from curation.decisions import DECISION, DROPPED, decision, kept
+from curation.decisions import DECISION
+from curation.ranking import EXISTING, dedup_verdict, displaced_rows, keep_order, outranked_silver, with_kept_copy
 
 EXACT_DUPLICATE = "exact_duplicate"
 
@@ -25,18 +26,6 @@ class ExactDedupParams:
     preferred_purpose: str = "pretraining"  # copies whose license this purpose allows win ties on quality
 
 
-def keep_order(preferred_purpose: str = "pretraining") -> list[Column]:
-    """Sort order of the copies of one document: the first one is kept."""
-    policy = F.col("license_policy")[preferred_purpose]
-    license_rank = F.when(policy == "allowed", 0).when(policy == "not_allowed", 1).otherwise(2)
-    return [
-        F.col("quality_score").desc_nulls_last(),
-        license_rank.asc(),
-        F.col("ingested_at").asc_nulls_last(),
-        F.col("doc_id").asc(),
-    ]
-
-
 _RANKED_COLUMNS = ["doc_id", "text_sha256", "quality_score", "license_policy", "ingested_at"]
 
 
@@ -46,18 +35,14 @@ def with_text_hash(frame: DataFrame) -> DataFrame:
 
 def _ranked(batch: DataFrame, existing: DataFrame | None, params: ExactDedupParams) -> DataFrame:
     """Every copy (batch and silver) with the id of its group's kept copy and the group size."""
-    copies = batch.select(*_RANKED_COLUMNS, F.lit(False).alias("_existing"))
+    copies = batch.select(*_RANKED_COLUMNS, F.lit(False).alias(EXISTING))
     if existing is not None:
         # a silver row that this batch re-curates is replaced by its new version
         older = existing.select(*_RANKED_COLUMNS).join(batch.select("doc_id"), "doc_id", "left_anti")
-        copies = copies.unionByName(older.withColumn("_existing", F.lit(True)))
-    group = Window.partitionBy("text_sha256")
-    ordered = group.orderBy(*keep_order(params.preferred_purpose))
-    return (
-        copies.withColumn("_kept_id", F.first("doc_id").over(ordered.rowsBetween(Window.unboundedPreceding, 0)))
-        .withColumn("_copies", F.count("*").over(group))
-        .withColumn("_cluster", F.concat(F.lit("exact:"), F.substring("text_sha256", 1, 32)))
-    )
+        copies = copies.unionByName(older.withColumn(EXISTING, F.lit(True)))
+    cluster = F.concat(F.lit("exact:"), F.substring("text_sha256", 1, 32))
+    ranked = with_kept_copy(copies, "text_sha256", keep_order(params.preferred_purpose), cluster)
+    return ranked.withColumn("_copies", F.count("*").over(Window.partitionBy("text_sha256")))
 
 
 def exact_dedup(frame: DataFrame, params: ExactDedupParams, existing: DataFrame | None = None) -> DataFrame:
@@ -69,35 +54,12 @@ def exact_dedup(frame: DataFrame, params: ExactDedupParams, existing: DataFrame 
     """
     batch = with_text_hash(frame)
     ranked = _ranked(batch, existing, params)
-    ousted = (
-        ranked.where(F.col("_existing") & (F.col("_kept_id") != F.col("doc_id")))
-        .groupBy("text_sha256")
-        .agg(F.collect_list(F.struct("doc_id", F.col("_kept_id").alias("kept_id"), "_cluster")).alias("_ousted"))
-    )
-    carriers = (
-        ranked.where(~F.col("_existing"))
-        .groupBy("text_sha256")
-        .agg(F.min("doc_id").alias("doc_id"))
-        .join(ousted, "text_sha256")
-        .select("doc_id", F.col("_ousted").alias("_displaced_exact"))
-    )
-    verdict = (
-        F.when(F.col("_copies") == 1, kept())
-        .when(F.col("_kept_id") == F.col("doc_id"), decision("kept", cluster_id=F.col("_cluster")))
-        .otherwise(decision(DROPPED, EXACT_DUPLICATE, cluster_id=F.col("_cluster"), duplicate_of=F.col("_kept_id")))
-    )
-    decided = ranked.where(~F.col("_existing")).select("doc_id", verdict.alias(DECISION))
+    carriers = outranked_silver(ranked, "text_sha256", "_displaced_exact")
+    verdict = dedup_verdict(F.col("_copies") == 1, EXACT_DUPLICATE)
+    decided = ranked.where(~F.col(EXISTING)).select("doc_id", verdict.alias(DECISION))
     return batch.join(decided, "doc_id").join(carriers, "doc_id", "left")
 
 
 def displaced(frame: DataFrame, params: ExactDedupParams, existing: DataFrame) -> DataFrame:
     """Silver documents that a copy in this batch outranks: (doc_id, decision) to drop from silver."""
     return displaced_rows(exact_dedup(frame, params, existing), "_displaced_exact", EXACT_DUPLICATE)
-
-
-def displaced_rows(decided: DataFrame, column: str, reason: str) -> DataFrame:
-    """(doc_id, decision) of the silver documents a dedup stage's output says it displaced."""
-    return decided.select(F.explode(column).alias("d")).select(
-        F.col("d.doc_id").alias("doc_id"),
-        decision(DROPPED, reason, cluster_id=F.col("d._cluster"), duplicate_of=F.col("d.kept_id")).alias(DECISION),
-    )

@@ -29,13 +29,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from curation.decisions import DECISION, DROPPED, decision, kept
-from curation.exact_dedup import keep_order
+from curation.decisions import DECISION
 from curation.minhash import SHINGLE_HASHING, band_hashes, batch_shingles, optimal_bands, permutations, signatures_of
+from curation.ranking import CLUSTER, EXISTING, KEPT_ID, dedup_verdict, keep_order, outranked_silver, with_kept_copy
 
 NEAR_DUPLICATE = "near_duplicate"
 
@@ -272,42 +272,25 @@ def fuzzy_dedup(frame: DataFrame, params: FuzzyDedupParams, index: DataFrame | N
     # Materialized once: the signatures feed the edges, the verification and the output.
     batch = sketch(frame, params).localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
     keep_columns = ["doc_id", "_signature", "_bands", "quality_score", "license_policy", "ingested_at"]
-    members = batch.select(*keep_columns, F.lit(True).alias("eligible"), F.lit(False).alias("_existing"))
+    members = batch.select(*keep_columns, F.lit(True).alias("eligible"), F.lit(False).alias(EXISTING))
     if index is not None:
         older = index.select(*keep_columns, "eligible").join(batch.select("doc_id"), "doc_id", "left_anti")
-        members = members.unionByName(older.withColumn("_existing", F.lit(True)))
+        members = members.unionByName(older.withColumn(EXISTING, F.lit(True)))
     members = members.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
     edges = candidate_edges(members, params.pairs_up_to, params.broadcast_up_to)
     if params.verify:
         edges = verified(edges, members, params)
     components = connected_components(edges, params.max_rounds)
-    ranked = members.select("doc_id", "quality_score", "license_policy", "ingested_at", "eligible", "_existing").join(
+    ranked = members.select("doc_id", "quality_score", "license_policy", "ingested_at", "eligible", EXISTING).join(
         components, "doc_id"
     )
-    ordered = Window.partitionBy("component").orderBy(F.col("eligible").desc(), *keep_order(params.preferred_purpose))
-    ranked = ranked.withColumn(
-        "_kept_id", F.first("doc_id").over(ordered.rowsBetween(Window.unboundedPreceding, 0))
-    ).withColumn("_cluster", F.concat(F.lit("near:"), F.col("component")))
+    order = [F.col("eligible").desc(), *keep_order(params.preferred_purpose)]
+    ranked = with_kept_copy(ranked, "component", order, F.concat(F.lit("near:"), F.col("component")))
     # The silver members a batch document outranks, carried by the cluster's smallest batch row.
-    ousted = (
-        ranked.where(F.col("_existing") & F.col("eligible") & (F.col("_kept_id") != F.col("doc_id")))
-        .groupBy("component")
-        .agg(F.collect_list(F.struct("doc_id", F.col("_kept_id").alias("kept_id"), "_cluster")).alias("_displaced"))
-    )
-    carriers = (
-        ranked.where(~F.col("_existing"))
-        .groupBy("component")
-        .agg(F.min("doc_id").alias("doc_id"))
-        .join(ousted, "component")
-        .select("doc_id", "_displaced")
-    )
-    verdict = (
-        F.when(F.col("_kept_id").isNull(), kept())
-        .when(F.col("_kept_id") == F.col("doc_id"), decision("kept", cluster_id=F.col("_cluster")))
-        .otherwise(decision(DROPPED, NEAR_DUPLICATE, cluster_id=F.col("_cluster"), duplicate_of=F.col("_kept_id")))
-    )
+    carriers = outranked_silver(ranked, "component", "_displaced", eligible=F.col("eligible"))
+    verdict = dedup_verdict(F.col(KEPT_ID).isNull(), NEAR_DUPLICATE)
     verdicts, _ = _materialized(
-        ranked.where(~F.col("_existing")).select("doc_id", "_kept_id", "_cluster").join(carriers, "doc_id", "left"),
+        ranked.where(~F.col(EXISTING)).select("doc_id", KEPT_ID, CLUSTER).join(carriers, "doc_id", "left"),
         params.broadcast_up_to,
     )
-    return batch.join(verdicts, "doc_id", "left").withColumn(DECISION, verdict).drop("_kept_id", "_cluster")
+    return batch.join(verdicts, "doc_id", "left").withColumn(DECISION, verdict).drop(KEPT_ID, CLUSTER)

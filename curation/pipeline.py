@@ -142,9 +142,7 @@ def run_stages(
         if report is not None:
             report(f"{name}: {alive_rows} in, {counts.rows_out} out ({counts.seconds:.1f} s)")
         run.outputs[name] = decided
-        decision_frames.append(
-            decided.select("doc_id", F.lit(name).alias("stage"), *[F.col(f"{DECISION}.{f}") for f in _DECISION_FIELDS])
-        )
+        decision_frames.append(decided.select("doc_id", F.lit(name).alias("stage"), f"{DECISION}.*"))
         current = decided.where(F.col(f"{DECISION}.action") != DROPPED).drop(DECISION)
         alive_rows = counts.rows_out
     run.survivors = current
@@ -154,9 +152,6 @@ def run_stages(
             union = union.unionByName(more)
         run.decisions = union
     return run
-
-
-_DECISION_FIELDS = ("action", "reason", "score", "cluster_id", "duplicate_of")
 
 
 def _materialize(frame: DataFrame) -> DataFrame:

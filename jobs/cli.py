@@ -202,7 +202,7 @@ cli.add_command(lineage_group)
 @cli.command("demo")
 @lakehouse_options
 def demo_command(lakehouse: str | None, config_file: str | None) -> None:
-    """Run the whole loop on bundled data: ingest a real, license-tagged corpus and list the tables."""
+    """Ingest, curate, snapshot and trace one person's data on bundled, license-tagged data; list the tables."""
     from jobs.demo import run_demo
 
     run_demo(effective_config(lakehouse, config_file))

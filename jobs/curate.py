@@ -9,7 +9,6 @@ rows in = rows out + rows dropped, stage by stage, and is stored with the run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from pyspark.sql import functions as F
 from curation.classifier import ClassifierParams, classifier, model_file
 from curation.decisions import DECISION, DROPPED, decision
 from curation.decontaminate import DecontaminateParams, decontaminate, load_index, overlap_report
-from curation.exact_dedup import EXACT_DUPLICATE, ExactDedupParams, displaced_rows, exact_dedup
+from curation.exact_dedup import EXACT_DUPLICATE, ExactDedupParams, exact_dedup
 from curation.fuzzy_dedup import NEAR_DUPLICATE, FuzzyDedupParams, fuzzy_dedup
 from curation.gate import GateFailedError, GateParams, GateResult, validate
 from curation.language import LanguageParams, language, model_path
@@ -34,6 +33,7 @@ from curation.normalize import NormalizeParams, normalize
 from curation.pii import PiiParams, check_ready, pii
 from curation.pipeline import STAGES, PipelineRun, Stage, StageCounts, prepare, run_stages
 from curation.quality import QualityParams, quality
+from curation.ranking import displaced_rows
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
 from lineage.catalog import (
@@ -47,13 +47,10 @@ from lineage.catalog import (
 )
 from lineage.edges import CURATE_RELATIONS, DERIVED_FROM, DUPLICATE_OF, SCRUBBED_FROM, edges, replace_edges
 from lineage.errors import MillpondError
-from lineage.runs import Run, finish_run, start_run
+from lineage.runs import ERASE_JOB, Run, recorded_run
 from lineage.tables import ensure_table, latest_version, read_table
 
-# Stages whose issue is still open: refused by name when asked for, skipped by the default run.
-NOT_BUILT: dict[str, str] = {}
 UPSTREAM_DELETED = "deleted_from_bronze"
-ERASE_JOB = "erase"  # lineage.runs job name of `millpond lineage erase`
 # (stage, the column of its output that lists displaced silver documents, their reason)
 DISPLACING_STAGES = (
     ("exact_dedup", "_displaced_exact", EXACT_DUPLICATE),
@@ -108,12 +105,6 @@ def plan_stages(requested: list[str] | None, config: Config) -> tuple[list[str],
         unknown = [s for s in requested if s not in STAGES]
         if unknown:
             raise CurateError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
-        unbuilt = [s for s in requested if s in NOT_BUILT]
-        if unbuilt:
-            raise CurateError(
-                "; ".join(f"stage {s!r} ({NOT_BUILT[s]}) is not built yet" for s in unbuilt)
-                + f"; built stages: {', '.join(s for s in STAGES if s not in NOT_BUILT)}"
-            )
         chosen = [s for s in STAGES if s in requested]
         skipped: dict[str, str] = {}
         if "classifier" in chosen:
@@ -121,9 +112,7 @@ def plan_stages(requested: list[str] | None, config: Config) -> tuple[list[str],
     else:
         chosen, skipped = [], {}
         for stage in STAGES:
-            if stage in NOT_BUILT:
-                skipped[stage] = "not built yet"
-            elif stage == "classifier" and not section["classifier"]["model"]:
+            if stage == "classifier" and not section["classifier"]["model"]:
                 skipped[stage] = "no model: set [curate.classifier] model (see `millpond classifier train`)"
             else:
                 chosen.append(stage)
@@ -264,28 +253,25 @@ def run_curate(
     lakehouse = config.lakehouse
     chosen, skipped = plan_stages(stages, config)
     run = Run(job="curate", config_digest=config.digest(), params={"stages": chosen, "full": full})
-    start_run(spark, lakehouse, run)
-    try:
+
+    def keep_gate_result(err: BaseException) -> None:
+        if isinstance(err, GateFailedError):
+            run.reports["gate"] = json.dumps(err.result.as_json())
+
+    with recorded_run(spark, lakehouse, run, on_failure=keep_gate_result):
         report = _curate(spark, config, chosen, skipped, full, run)
-    except BaseException as err:
-        with contextlib.suppress(Exception):  # recording the failure must not hide its cause
-            if isinstance(err, GateFailedError):
-                run.reports["gate"] = json.dumps(err.result.as_json())
-            finish_run(spark, lakehouse, run, error=err)
-        raise
-    run.counts = {"in": report.rows_in, "out": report.rows_out, "superseded": report.superseded} | {
-        f"silver_{k}": v for k, v in report.silver.items()
-    }
-    for stage in report.stages:
-        for reason, count in stage["dropped"].items():
-            run.counts[f"{stage['stage']}:{reason}"] = count
-    run.reports["funnel"] = json.dumps(report.as_json(), sort_keys=True)
-    if report.gate is not None:
-        run.reports["gate"] = json.dumps(report.gate)
-    if report.bronze_version is not None:
-        run.input_versions = {BRONZE_DOCUMENTS.name: report.bronze_version}
-    run.output_versions = report.versions
-    finish_run(spark, lakehouse, run)
+        run.counts = {"in": report.rows_in, "out": report.rows_out, "superseded": report.superseded} | {
+            f"silver_{k}": v for k, v in report.silver.items()
+        }
+        for stage in report.stages:
+            for reason, count in stage["dropped"].items():
+                run.counts[f"{stage['stage']}:{reason}"] = count
+        run.reports["funnel"] = json.dumps(report.as_json(), sort_keys=True)
+        if report.gate is not None:
+            run.reports["gate"] = json.dumps(report.gate)
+        if report.bronze_version is not None:
+            run.input_versions = {BRONZE_DOCUMENTS.name: report.bronze_version}
+        run.output_versions = report.versions
     return report
 
 

@@ -1,4 +1,4 @@
-"""`millpond demo`: the whole loop on data every machine has, with no download.
+"""`millpond demo`: ingest, curate, snapshot and lineage on data every machine has, with no download.
 
 The corpus is the documentation and source of a few installed Python distributions, each
 file tagged with its distribution's license, plus a small landing file of chat-style records
@@ -26,6 +26,7 @@ from jobs.snapshot import print_summary as print_snapshot
 from jobs.subject_requests import find_subjects
 from jobs.why import explain
 from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS, SILVER_DOCUMENTS
+from lineage.locations import demo_folder
 from lineage.reader import inspect_tables
 from lineage.snapshots import SnapshotSpec
 from lineage.tables import read_table
@@ -101,7 +102,7 @@ def demo_pii_key(config: Config) -> None:
 def run_demo(config: Config) -> None:
     lakehouse = config.lakehouse
     demo_pii_key(config)
-    manifest = write_demo_sources(lakehouse / "_demo")
+    manifest = write_demo_sources(demo_folder(lakehouse))
     progress(f"demo lakehouse: {lakehouse}  (manifest: {manifest})")
     spark = open_spark(config, app_name="millpond-demo")
     click.echo("\n== 1. ingest: raw files -> bronze.documents (bad records -> quarantine.records)")

@@ -7,7 +7,6 @@ Every run reconciles: read = ingested + unchanged + quarantined + tombstoned (er
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -35,7 +34,7 @@ from jobs.context import effective_config, lakehouse_options, open_spark, progre
 from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
 from lineage.erasure import tombstoned
 from lineage.errors import MillpondError
-from lineage.runs import Run, finish_run, start_run
+from lineage.runs import Run, recorded_run
 from lineage.tables import ensure_table, latest_version, merge_rows
 
 
@@ -123,18 +122,12 @@ def run_ingest(
         config_digest=config.digest(),
         params={"manifest": str(plan.manifest), "sources": [s.name for s in sources], "files": len(tasks)},
     )
-    start_run(spark, lakehouse, run)
-    try:
+    with recorded_run(spark, lakehouse, run):
         report = _ingest(spark, lakehouse, params, sources, tasks, run)
-    except BaseException as err:
-        with contextlib.suppress(Exception):  # recording the failure must not hide its cause
-            finish_run(spark, lakehouse, run, error=err)
-        raise
-    run.counts = {k: v for k, v in report.as_json().items() if isinstance(v, int)} | {
-        f"quarantined:{k}": v for k, v in report.quarantine_reasons.items()
-    }
-    run.output_versions = {k: v for k, v in report.versions.items() if v is not None}
-    finish_run(spark, lakehouse, run)
+        run.counts = {k: v for k, v in report.as_json().items() if isinstance(v, int)} | {
+            f"quarantined:{k}": v for k, v in report.quarantine_reasons.items()
+        }
+        run.output_versions = {k: v for k, v in report.versions.items() if v is not None}
     return report
 
 

@@ -16,10 +16,11 @@ import click
 
 from jobs.context import effective_config, lakehouse_options
 from jobs.tracking import tracking_uri
+from lineage.locations import mlflow_folder
 
 
 def server_command(config_lakehouse: object, store: str, host: str, port: int) -> list[str]:
-    artifacts = os.path.join(str(config_lakehouse), "_mlflow", "artifacts")
+    artifacts = str(mlflow_folder(config_lakehouse) / "artifacts")
     return [
         sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", "1",
         "--backend-store-uri", store, "--artifacts-destination", artifacts,

@@ -23,7 +23,8 @@ from jobs.context import effective_config, lakehouse_options, open_spark, progre
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
 from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
 from lineage.errors import MillpondError
-from lineage.runs import Run, finish_run, start_run
+from lineage.locations import shards_folder
+from lineage.runs import Run, recorded_run
 from lineage.snapshots import (
     SnapshotSpec,
     SnapshotSpecError,
@@ -80,17 +81,12 @@ def create_snapshot(spark: SparkSession, config: Config, spec: SnapshotSpec) -> 
         params={"name": spec.name, "source": spec.source_table, "filter": filter_json(spec.where),
                 "mix": dict(spec.mix), "temperature": spec.temperature, "purpose": spec.purpose},
     )  # fmt: skip
-    start_run(spark, lakehouse, run)
-    try:
+    with recorded_run(spark, lakehouse, run):
         summary = _create(spark, lakehouse, spec, path, version, run)
-    except BaseException as err:
-        finish_run(spark, lakehouse, run, error=err)
-        raise
-    run.input_versions = {spec.source_table: version}
-    run.counts = {"rows": summary["rows"], "train_rows": summary["train_rows"]} | {
-        f"excluded:{k}": v for k, v in summary["excluded"].items()
-    }
-    finish_run(spark, lakehouse, run)
+        run.input_versions = {spec.source_table: version}
+        run.counts = {"rows": summary["rows"], "train_rows": summary["train_rows"]} | {
+            f"excluded:{k}": v for k, v in summary["excluded"].items()
+        }
     return summary
 
 
@@ -329,7 +325,7 @@ def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: s
     summary["tokens_by_tokenizer"] = {
         m["tokenizer_digest"][:12]: m["tokens"]
         for m in (
-            json.loads(p.read_text()) for p in sorted((config.lakehouse / "_shards" / name).glob("*/manifest.json"))
+            json.loads(p.read_text()) for p in sorted(shards_folder(config.lakehouse, name).glob("*/manifest.json"))
         )
         if m.get("content_digest") == summary["content_digest"]
     }

@@ -31,7 +31,6 @@ from curation.pii import PiiParams, pii_key
 from curation.pii_detect import SUBJECT_ID, e164, subject_key, value_hmac
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
-from jobs.curate import ERASE_JOB
 from jobs.tracking import tracking_uri
 from lineage.catalog import GOVERNANCE_REQUESTS, GOVERNANCE_TOMBSTONES
 from lineage.erasure import (
@@ -44,7 +43,8 @@ from lineage.erasure import (
     write_tombstones,
 )
 from lineage.errors import MillpondError
-from lineage.runs import Run, finish_run, start_run
+from lineage.locations import certificates_folder, shards_folder
+from lineage.runs import ERASE_JOB, Run, recorded_run
 from lineage.subjects import ErasurePolicy, Lineage, SubjectForms, find_lineage
 from lineage.tables import read_table
 from trainers.shards import DOCUMENTS
@@ -219,7 +219,7 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
 def _drop_shards(config: Config, snapshots: list[str]) -> list[str]:
     dropped = []
     for name in snapshots:
-        folder = config.lakehouse / "_shards" / name
+        folder = shards_folder(config.lakehouse, name)
         if folder.is_dir():
             shutil.rmtree(folder)
             dropped.append(str(folder))
@@ -274,9 +274,12 @@ def erase_subjects(
         "found": found["row_counts"],
     }
     run = Run(job=ERASE_JOB, config_digest=config.digest(), params={"request_id": request_id, "subjects": len(labels)})
-    start_run(spark, lakehouse, run)
-    record_request(spark, lakehouse, request)
-    try:
+
+    def record_failure(err: BaseException) -> None:
+        record_request(spark, lakehouse, request | {"status": "failed", "error": f"{type(err).__name__}: {err}"[:4000]})
+
+    with recorded_run(spark, lakehouse, run, on_failure=record_failure):
+        record_request(spark, lakehouse, request)
         progress(f"request {request_id}: writing tombstones")
         words = lost_words(spark, lakehouse, documents) if documents else {}
         stones = write_tombstones(spark, lakehouse, tombstone_rows(spark, lakehouse, documents, labels, request_id))
@@ -294,61 +297,56 @@ def erase_subjects(
         amendments = repin_snapshots(spark, lakehouse, vacuumed, removed, words, request_id)
         dropped = _drop_shards(config, affected)
         _tag_mlflow(config, request_id, found["runs"], found["models"])
-    except BaseException as err:
-        record_request(spark, lakehouse, request | {"status": "failed", "error": f"{type(err).__name__}: {err}"[:4000]})
-        finish_run(spark, lakehouse, run, error=err)
-        raise
-    completed_at = datetime.now(UTC)
-    certificate = {
-        "request_id": request_id,
-        "reason": reason,
-        "subjects": found["subjects"],
-        "requested_at": requested_at.isoformat(timespec="seconds"),
-        "completed_at": completed_at.isoformat(timespec="seconds"),
-        "policy": found["policy"],
-        "found": {
-            "documents": documents,
-            "rows": found["row_counts"],
-            "clusters": found["clusters"],
-            "copies_left": found["copies_left"],
-            "snapshots": found["snapshots"],
-        },
-        "deleted": [asdict(e) for e in erased],
-        "tombstones": stones,
-        "snapshots_repinned": [a.as_json() for a in amendments],
-        "shards_dropped": dropped,
-        "mlflow_tagged": {"runs": [r["run_id"] for r in found["runs"]], "models": found["models"]},
-        "pending": {
-            "models": [
-                {
-                    "run_id": r["run_id"],
-                    "kind": r["kind"],
-                    "snapshot": r["snapshot"],
-                    "tokens": r["tokens"],
-                    "models": [m for m in found["models"] if m["run_id"] == r["run_id"]],
-                    "action": "retrain or retire: the weights were trained on the erased data",
-                }
-                for r in found["runs"]
-            ],
-        },
-    }
-    text = json.dumps(certificate, indent=2, sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    folder = lakehouse / "_governance" / "certificates"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{request_id}.json").write_text(text, encoding="utf-8")
-    deleted = {e.table: e.rows_deleted for e in erased}
-    record_request(
-        spark,
-        lakehouse,
-        request
-        | {"status": "completed", "completed_at": completed_at, "deleted": deleted, "certificate": text,
-           "certificate_sha256": digest},
-    )  # fmt: skip
-    run.input_versions = {e.table: e.version_before for e in erased}
-    run.output_versions = {e.table: e.version_after for e in erased}
-    run.counts = {f"deleted:{k}": v for k, v in deleted.items()} | {"documents": len(documents)}
-    finish_run(spark, lakehouse, run)
+        completed_at = datetime.now(UTC)
+        certificate = {
+            "request_id": request_id,
+            "reason": reason,
+            "subjects": found["subjects"],
+            "requested_at": requested_at.isoformat(timespec="seconds"),
+            "completed_at": completed_at.isoformat(timespec="seconds"),
+            "policy": found["policy"],
+            "found": {
+                "documents": documents,
+                "rows": found["row_counts"],
+                "clusters": found["clusters"],
+                "copies_left": found["copies_left"],
+                "snapshots": found["snapshots"],
+            },
+            "deleted": [asdict(e) for e in erased],
+            "tombstones": stones,
+            "snapshots_repinned": [a.as_json() for a in amendments],
+            "shards_dropped": dropped,
+            "mlflow_tagged": {"runs": [r["run_id"] for r in found["runs"]], "models": found["models"]},
+            "pending": {
+                "models": [
+                    {
+                        "run_id": r["run_id"],
+                        "kind": r["kind"],
+                        "snapshot": r["snapshot"],
+                        "tokens": r["tokens"],
+                        "models": [m for m in found["models"] if m["run_id"] == r["run_id"]],
+                        "action": "retrain or retire: the weights were trained on the erased data",
+                    }
+                    for r in found["runs"]
+                ],
+            },
+        }
+        text = json.dumps(certificate, indent=2, sort_keys=True, default=str)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        folder = certificates_folder(lakehouse)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{request_id}.json").write_text(text, encoding="utf-8")
+        deleted = {e.table: e.rows_deleted for e in erased}
+        record_request(
+            spark,
+            lakehouse,
+            request
+            | {"status": "completed", "completed_at": completed_at, "deleted": deleted, "certificate": text,
+               "certificate_sha256": digest},
+        )  # fmt: skip
+        run.input_versions = {e.table: e.version_before for e in erased}
+        run.output_versions = {e.table: e.version_after for e in erased}
+        run.counts = {f"deleted:{k}": v for k, v in deleted.items()} | {"documents": len(documents)}
     return certificate | {"certificate_file": str(folder / f"{request_id}.json"), "certificate_sha256": digest}
 
 

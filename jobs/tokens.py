@@ -22,8 +22,9 @@ from jobs.context import effective_config, lakehouse_options, open_spark, progre
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
 from jobs.tracking import tracking_uri, use_experiment
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, table
+from lineage.locations import shard_folder, tokenizer_folder
 from lineage.snapshots import require_train_documents
-from trainers.shards import ShardSettings, build_shards, load_manifest, shard_folder
+from trainers.shards import ShardSettings, build_shards, load_manifest
 from trainers.tokenizer import TokenizerSettings, audit, load_tokenizer, tokenizer_digest, train_bpe
 
 AUDIT_DOCUMENTS = 200  # per domain, from the validation split
@@ -79,7 +80,7 @@ def train_tokenizer(spark: SparkSession, config: Config, name: str, settings: To
     documents = seen[0]
     as_json = tokenizer.to_str()  # type: ignore[attr-defined]
     digest = tokenizer_digest(as_json)
-    folder = config.lakehouse / "_artifacts" / "tokenizers" / f"{name}-v{settings.vocab_size}-{digest[:12]}"
+    folder = tokenizer_folder(config.lakehouse, name, settings.vocab_size, digest)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tokenizer.json").write_text(as_json, encoding="utf-8")
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from jobs.config import Config, MlflowSettings, params_from
+from lineage.locations import mlflow_folder
 
 
 def tracking_uri(config: Config) -> str:
@@ -15,7 +16,7 @@ def tracking_uri(config: Config) -> str:
         return settings.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    folder = config.lakehouse / "_mlflow"
+    folder = mlflow_folder(config.lakehouse)
     folder.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{folder / 'mlflow.db'}"
 

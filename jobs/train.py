@@ -27,6 +27,7 @@ from jobs.tokens import snapshot_for
 from jobs.tracking import tracking_uri, use_experiment
 from lineage.catalog import table
 from lineage.errors import MillpondError, NotEnoughDataError
+from lineage.locations import run_folder, tokenizers_folder
 from trainers.loop import TrainSettings, runtime_environment
 from trainers.shards import ShardSettings
 from trainers.tokenizer import EOS, PAD, TokenizerSettings
@@ -37,7 +38,7 @@ class TrainingInputError(MillpondError, FileNotFoundError):
 
 
 def latest_tokenizer(lakehouse: Path, snapshot: str) -> Path | None:
-    folders = sorted((lakehouse / "_artifacts" / "tokenizers").glob(f"{snapshot}-v*"), key=lambda p: p.stat().st_mtime)
+    folders = sorted(tokenizers_folder(lakehouse).glob(f"{snapshot}-v*"), key=lambda p: p.stat().st_mtime)
     return folders[-1] / "tokenizer.json" if folders else None
 
 
@@ -123,7 +124,7 @@ def pretrain(
             raise TrainingInputError(f"--resume {resume_run}: {err.message}") from None
         run_id = run.info.run_id
     run_id = share_from_rank0(run_id)
-    run_dir = config.lakehouse / "_runs" / run_id
+    run_dir = run_folder(config.lakehouse, run_id)
     figures: dict[str, Any] = {"steps": 0, "losses": []}
     try:
         if tracking and not resume_run:

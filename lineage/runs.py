@@ -6,8 +6,10 @@ never reached its end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +19,8 @@ from pyspark.sql import SparkSession
 
 from lineage.catalog import LINEAGE_RUNS
 from lineage.tables import ensure_table, merge_rows
+
+ERASE_JOB = "erase"  # the job name `millpond lineage erase` records its runs under
 
 
 def new_run_id(job: str) -> str:
@@ -90,3 +94,25 @@ def finish_run(spark: SparkSession, lakehouse: str | Path, run: Run, *, error: B
     run.ended_at = datetime.now(UTC)
     record_run(spark, lakehouse, run)
     return run
+
+
+@contextlib.contextmanager
+def recorded_run(
+    spark: SparkSession,
+    lakehouse: str | Path,
+    run: Run,
+    on_failure: Callable[[BaseException], None] | None = None,
+) -> Iterator[Run]:
+    """Record `run` in `lineage.runs` around a job's work: `running` at the start, `succeeded` when
+    the block ends, `failed` with the error when it raises. The error propagates unchanged:
+    `on_failure` (to keep a report with the run) and the record itself never hide it."""
+    start_run(spark, lakehouse, run)
+    try:
+        yield run
+    except BaseException as err:
+        with contextlib.suppress(Exception):
+            if on_failure is not None:
+                on_failure(err)
+            finish_run(spark, lakehouse, run, error=err)
+        raise
+    finish_run(spark, lakehouse, run)

@@ -49,10 +49,6 @@ def dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def shard_folder(root: Path, snapshot: str, tokenizer_digest: str) -> Path:
-    return root / "_shards" / snapshot / tokenizer_digest[:16]
-
-
 def load_manifest(folder: Path) -> dict[str, Any] | None:
     file = folder / MANIFEST
     return json.loads(file.read_text()) if file.is_file() else None

@@ -1,0 +1,50 @@
+"""Where the lakehouse keeps what is not a table: shards, tokenizers, run folders, certificates,
+the MLflow store. One module, so that no job builds these paths by hand and lineage and erasure
+know every place a person's data can be."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _root(lakehouse: str | Path) -> Path:
+    return Path(lakehouse).expanduser().resolve()
+
+
+def shards_folder(lakehouse: str | Path, snapshot: str) -> Path:
+    """Every token-shard cache of a snapshot (one sub-folder per tokenizer)."""
+    return _root(lakehouse) / "_shards" / snapshot
+
+
+def shard_folder(lakehouse: str | Path, snapshot: str, tokenizer_digest: str) -> Path:
+    """The shards of a snapshot cut with one tokenizer."""
+    return shards_folder(lakehouse, snapshot) / tokenizer_digest[:16]
+
+
+def tokenizers_folder(lakehouse: str | Path) -> Path:
+    """Trained tokenizers, one sub-folder each (`<snapshot>-v<vocab>-<digest>`)."""
+    return _root(lakehouse) / "_artifacts" / "tokenizers"
+
+
+def tokenizer_folder(lakehouse: str | Path, snapshot: str, vocab_size: int, digest: str) -> Path:
+    return tokenizers_folder(lakehouse) / f"{snapshot}-v{vocab_size}-{digest[:12]}"
+
+
+def run_folder(lakehouse: str | Path, run_id: str) -> Path:
+    """A training run's checkpoints and saved model."""
+    return _root(lakehouse) / "_runs" / run_id
+
+
+def certificates_folder(lakehouse: str | Path) -> Path:
+    """Erasure certificates, one JSON file per request."""
+    return _root(lakehouse) / "_governance" / "certificates"
+
+
+def mlflow_folder(lakehouse: str | Path) -> Path:
+    """The MLflow store (SQLite and artifacts) when no tracking server is configured."""
+    return _root(lakehouse) / "_mlflow"
+
+
+def demo_folder(lakehouse: str | Path) -> Path:
+    """The raw files `millpond demo` writes and ingests."""
+    return _root(lakehouse) / "_demo"
