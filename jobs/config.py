@@ -17,16 +17,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
-from curation.classifier import ClassifierParams
-from curation.decontaminate import DecontaminateParams
-from curation.exact_dedup import ExactDedupParams
-from curation.fuzzy_dedup import FuzzyDedupParams
-from curation.gate import GateParams
-from curation.language import LanguageParams
-from curation.licensing import LicenseParams
-from curation.normalize import NormalizeParams
-from curation.pii import PiiParams
-from curation.quality import QualityParams
+from curation.registry import stages
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
 from lineage.errors import MillpondError
@@ -61,20 +52,6 @@ def params_from(cls: type[Params], values: dict[str, Any]) -> Params:
         raise ConfigError(str(err)) from None
 
 
-CURATE_PARAMS: dict[str, type] = {
-    "normalize": NormalizeParams,
-    "language": LanguageParams,
-    "quality": QualityParams,
-    "classifier": ClassifierParams,
-    "license": LicenseParams,
-    "exact_dedup": ExactDedupParams,
-    "fuzzy_dedup": FuzzyDedupParams,
-    "decontaminate": DecontaminateParams,
-    "pii": PiiParams,
-    "gate": GateParams,
-}
-
-
 @dataclass(frozen=True)
 class MlflowSettings:
     """The `[mlflow]` section."""
@@ -84,18 +61,23 @@ class MlflowSettings:
     experiment_prefix: str = "millpond"
 
 
-# The dataclasses that consume each section hold its defaults (and say what each key means).
-DEFAULTS: dict[str, Any] = {
-    "lakehouse": "./lakehouse",
-    "spark": section_defaults(SparkSettings()),
-    "ingest": section_defaults(IngestParams()),
-    "curate": {name: section_defaults(cls()) for name, cls in CURATE_PARAMS.items()},
-    "mlflow": section_defaults(MlflowSettings()),
-    "tokenizer": section_defaults(TokenizerSettings()),
-    "shards": section_defaults(ShardSettings()),
-    "train": section_defaults(TrainSettings()),
-    "lineage": section_defaults(ErasurePolicy()),
-}
+def defaults() -> dict[str, Any]:
+    """The built-in settings: the dataclasses that consume each section hold its defaults (and say
+    what each key means); `[curate.<stage>]` for every stage registered now."""
+    return {
+        "lakehouse": "./lakehouse",
+        "spark": section_defaults(SparkSettings()),
+        "ingest": section_defaults(IngestParams()),
+        "curate": {spec.name: section_defaults(spec.params()) for spec in stages()},
+        "mlflow": section_defaults(MlflowSettings()),
+        "tokenizer": section_defaults(TokenizerSettings()),
+        "shards": section_defaults(ShardSettings()),
+        "train": section_defaults(TrainSettings()),
+        "lineage": section_defaults(ErasurePolicy()),
+    }
+
+
+DEFAULTS: dict[str, Any] = defaults()
 
 # Sections whose keys are free-form (no validation against the defaults).
 FREE_FORM = {("spark", "conf")}
@@ -175,7 +157,7 @@ class Config:
 
 def load_config(config_file: str | Path | None = None, lakehouse: str | Path | None = None) -> Config:
     """Defaults, then the config file (flag, MILLPOND_CONFIG, or ./millpond.toml), then env and flags."""
-    values = copy.deepcopy(DEFAULTS)
+    values = defaults()
     chosen = config_file or os.environ.get("MILLPOND_CONFIG")
     path: Path | None = None
     if chosen:

@@ -13,7 +13,6 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -21,49 +20,27 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from curation.classifier import ClassifierParams, classifier, model_file
-from curation.decisions import DECISION, DROPPED, decision
-from curation.decontaminate import DecontaminateParams, decontaminate, load_index, overlap_report
-from curation.exact_dedup import EXACT_DUPLICATE, ExactDedupParams, exact_dedup
-from curation.fuzzy_dedup import NEAR_DUPLICATE, FuzzyDedupParams, fuzzy_dedup
-from curation.gate import GateFailedError, GateParams, GateResult, validate
-from curation.language import LanguageParams, language, model_path
-from curation.licensing import LicenseParams, carry_license, license_stage
-from curation.normalize import NormalizeParams, normalize
-from curation.pii import PiiParams, check_ready, pii
-from curation.pipeline import STAGES, PipelineRun, Stage, StageCounts, prepare, run_stages
-from curation.quality import QualityParams, quality
-from curation.ranking import displaced_rows
-from jobs.config import Config, params_from
+from curation.commit import CommittedBatch, commit_batch, near_duplicate_index
+from curation.decontaminate import load_index, overlap_report
+from curation.gate import GateFailedError, GateResult
+from curation.licensing import carry_license
+from curation.pipeline import Stage, StageCounts, prepare, run_stages
+from curation.registry import EVAL_INDEX, MINHASH_INDEX, SILVER, SURVIVORS, StageSpec, stage, stage_names, stages
+from jobs.config import Config, params_from, section_defaults
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
 from lineage.catalog import (
     BRONZE_DOCUMENTS,
     GOVERNANCE_EVAL_ITEMS,
-    LINEAGE_RUNS,
     SILVER_DECISIONS,
     SILVER_DOCUMENTS,
-    SILVER_MINHASH,
-    SILVER_PII_INDEX,
 )
-from lineage.edges import CURATE_RELATIONS, DERIVED_FROM, DUPLICATE_OF, SCRUBBED_FROM, edges, replace_edges
 from lineage.errors import MillpondError
-from lineage.runs import ERASE_JOB, Run, recorded_run
-from lineage.tables import ensure_table, latest_version, read_table
-
-UPSTREAM_DELETED = "deleted_from_bronze"
-# (stage, the column of its output that lists displaced silver documents, their reason)
-DISPLACING_STAGES = (
-    ("exact_dedup", "_displaced_exact", EXACT_DUPLICATE),
-    ("fuzzy_dedup", "_displaced", NEAR_DUPLICATE),
-)
+from lineage.runs import Run, abandoned_runs, curated_version, recorded_run
+from lineage.tables import changed_documents, ensure_table, latest_version
 
 
 class CurateError(MillpondError, ValueError):
     """A curate request that cannot run as asked (unknown or unbuilt stage, missing model)."""
-
-
-class CurateReconciliationError(MillpondError, RuntimeError):
-    """The rows written do not match the funnel."""
 
 
 @dataclass
@@ -98,152 +75,65 @@ class CurateReport:
         }
 
 
-def plan_stages(requested: list[str] | None, config: Config) -> tuple[list[str], dict[str, str]]:
-    """The stages to run and those skipped with why; refuses unknown, unbuilt or unrunnable ones."""
+def stage_params(spec: StageSpec, config: Config) -> Any:
+    """The stage's frozen parameters from `[curate.<name>]` (its defaults when the section is absent)."""
     section = config.section("curate")
+    return params_from(spec.params, section.get(spec.name) or section_defaults(spec.params()))
+
+
+def plan_stages(requested: list[str] | None, config: Config) -> tuple[list[str], dict[str, str]]:
+    """The stages to run and those skipped with why; refuses unknown or unrunnable ones before
+    Spark starts (a missing model or key)."""
+    names = stage_names()
+    skipped: dict[str, str] = {}
     if requested:
-        unknown = [s for s in requested if s not in STAGES]
+        unknown = [s for s in requested if s not in names]
         if unknown:
-            raise CurateError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
-        chosen = [s for s in STAGES if s in requested]
-        skipped: dict[str, str] = {}
-        if "classifier" in chosen:
-            model_file(params_from(ClassifierParams, section["classifier"]))
+            raise CurateError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(names)}")
+        chosen = [s for s in names if s in requested]
     else:
-        chosen, skipped = [], {}
-        for stage in STAGES:
-            if stage == "classifier" and not section["classifier"]["model"]:
-                skipped[stage] = "no model: set [curate.classifier] model (see `millpond classifier train`)"
+        chosen = []
+        for spec in stages():
+            why = spec.skip_by_default(stage_params(spec, config)) if spec.skip_by_default else None
+            if why:
+                skipped[spec.name] = why
             else:
-                chosen.append(stage)
-    if "language" in chosen:
-        model_path(params_from(LanguageParams, section["language"]))
-    if "pii" in chosen:
-        check_ready(params_from(PiiParams, section["pii"]))  # the key and the spaCy model, before Spark works
+                chosen.append(spec.name)
+    for name in chosen:
+        spec = stage(name)
+        if spec.check is not None:
+            spec.check(stage_params(spec, config))
     return chosen, skipped
-
-
-def curated_version(lakehouse: Any) -> int | None:
-    """The bronze version the last successful curate run read (the incremental watermark)."""
-    columns = ["job", "status", "input_versions", "output_versions", "started_at"]
-    runs = read_table(LINEAGE_RUNS, lakehouse, columns=columns)
-    if runs is None:
-        return None
-    watermark = None
-    for r in sorted(runs.to_pylist(), key=lambda r: r["started_at"]):
-        if r["status"] != "succeeded":
-            continue
-        read = dict(r["input_versions"] or []).get(BRONZE_DOCUMENTS.name)
-        if r["job"] == "curate" and read is not None:
-            watermark = read
-        elif r["job"] == ERASE_JOB and read is not None and read == watermark:
-            # An erasure already removed its rows from silver, and vacuumed the change data of its
-            # own commits: a curate run that was up to date before it is up to date after it.
-            watermark = dict(r["output_versions"] or []).get(BRONZE_DOCUMENTS.name, watermark)
-    return watermark
-
-
-def _abandoned_runs(lakehouse: Any, current: str) -> list[str]:
-    runs = read_table(LINEAGE_RUNS, lakehouse, columns=["run_id", "job", "status"])
-    if runs is None:
-        return []
-    return [
-        r["run_id"]
-        for r in runs.to_pylist()
-        if r["job"] == "curate" and r["status"] != "succeeded" and r["run_id"] != current
-    ]
-
-
-def changed_documents(spark: SparkSession, path: str, since: int, until: int) -> tuple[DataFrame, DataFrame]:
-    """(doc_ids inserted or updated, doc_ids deleted) in bronze after version `since` up to `until`."""
-    changes = (
-        spark.read.format("delta")
-        .option("readChangeFeed", "true")
-        .option("startingVersion", since + 1)
-        .option("endingVersion", until)
-        .load(path)
-        .select("doc_id", "_change_type", "_commit_version")
-    )
-    last = changes.groupBy("doc_id").agg(F.max_by("_change_type", "_commit_version").alias("change"))
-    upserted = last.where(F.col("change").isin("insert", "update_postimage")).select("doc_id")
-    deleted = last.where(F.col("change") == "delete").select("doc_id")
-    return upserted, deleted
-
-
-# Stages that need nothing but their rows and parameters.
-ROW_STAGES: dict[str, tuple[type, Callable[[DataFrame, Any], DataFrame]]] = {
-    "normalize": (NormalizeParams, normalize),
-    "language": (LanguageParams, language),
-    "quality": (QualityParams, quality),
-    "classifier": (ClassifierParams, classifier),
-    "license": (LicenseParams, license_stage),
-    "pii": (PiiParams, pii),
-}
 
 
 def build_stages(
     spark: SparkSession, config: Config, chosen: list[str], existing: DataFrame | None, full: bool
 ) -> tuple[list[tuple[str, Stage]], Any]:
-    """Each chosen stage bound to its parameters; also the eval index (for the overlap report)."""
-    section = config.section("curate")
-    eval_index = None
+    """Each chosen row stage bound to its parameters and to what it needs; also the eval index
+    (for the overlap report). Batch checks run later, on the survivors."""
+    loaders: dict[str, Callable[[Any], Any]] = {
+        SILVER: lambda params: existing,
+        MINHASH_INDEX: lambda params: None if full else near_duplicate_index(spark, config.lakehouse, params),
+        EVAL_INDEX: lambda params: eval_index(spark, config, params.ngram),
+    }
     bound: list[tuple[str, Stage]] = []
+    needed: dict[str, Any] = {}
     for name in chosen:
-        if name == "gate":
-            continue  # validated on the survivors, see run_curate
-        if name in ROW_STAGES:
-            cls, stage = ROW_STAGES[name]
-            p_row = params_from(cls, section[name])
-            bound.append((name, lambda df, f=stage, p=p_row: f(df, p)))
-        elif name == "exact_dedup":
-            p_dedup = params_from(ExactDedupParams, section[name])
-            bound.append((name, lambda df, p=p_dedup: exact_dedup(df, p, existing)))
-        elif name == "fuzzy_dedup":
-            p_fuzzy = params_from(FuzzyDedupParams, section[name])
-            index = None if full else near_duplicate_index(spark, config, p_fuzzy)
-            bound.append((name, lambda df, p=p_fuzzy, ix=index: fuzzy_dedup(df, p, ix)))
-        elif name == "decontaminate":
-            p_dec = params_from(DecontaminateParams, section[name])
-            eval_table = GOVERNANCE_EVAL_ITEMS.path(config.lakehouse)
-            items = spark.read.format("delta").load(eval_table) if DeltaTable.isDeltaTable(spark, eval_table) else None
-            eval_index = load_index(items, p_dec.ngram)
-            bound.append((name, lambda df, p=p_dec, ix=eval_index: decontaminate(df, p, ix)))
-    return bound, eval_index
+        spec = stage(name)
+        params = stage_params(spec, config)
+        if spec.needs is None:
+            bound.append((name, lambda df, f=spec.apply, p=params: f(df, p)))
+        elif spec.needs != SURVIVORS:
+            needed[spec.needs] = loaders[spec.needs](params)
+            bound.append((name, lambda df, f=spec.apply, p=params, x=needed[spec.needs]: f(df, p, x)))
+    return bound, needed.get(EVAL_INDEX)
 
 
-def near_duplicate_index(spark: SparkSession, config: Config, params: FuzzyDedupParams) -> DataFrame | None:
-    """The stored signatures of earlier runs, with their keep-rule columns and eligibility."""
-    path = SILVER_MINHASH.path(config.lakehouse)
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    stored = spark.read.format("delta").load(path)
-    digests = [r[0] for r in stored.select("params_digest").distinct().collect()]
-    if any(d != params.index_digest() for d in digests):
-        raise CurateError(
-            f"{SILVER_MINHASH.name} holds signatures made with other [curate.fuzzy_dedup] settings "
-            "(num_perm, ngram, shingle, seed, the bands or the shingle hashing changed): run `millpond curate --full` to rebuild it"
-        )
-    return stored.select(
-        "doc_id",
-        F.col("signature").alias("_signature"),
-        F.col("bands").alias("_bands"),
-        "quality_score",
-        "license_policy",
-        "ingested_at",
-        (F.col("status") == "kept").alias("eligible"),
-    )
-
-
-def _silver_rows(frame: DataFrame, stamps: dict[str, Any]) -> DataFrame:
-    columns = []
-    for f in SILVER_DOCUMENTS.schema.fields:
-        if f.name in stamps:
-            columns.append(F.lit(stamps[f.name]).cast(f.dataType).alias(f.name))
-        elif f.name == "text_sha256":
-            columns.append(F.coalesce(F.col("text_sha256"), F.sha2(F.col("text"), 256)).alias(f.name))
-        else:
-            columns.append(F.col(f.name).cast(f.dataType).alias(f.name))
-    return frame.select(*columns)
+def eval_index(spark: SparkSession, config: Config, ngram: int) -> Any:
+    """The n-gram index of the registered eval sets (`governance.eval_items`; empty when none)."""
+    path = GOVERNANCE_EVAL_ITEMS.path(config.lakehouse)
+    items = spark.read.format("delta").load(path) if DeltaTable.isDeltaTable(spark, path) else None
+    return load_index(items, ngram)
 
 
 def run_curate(
@@ -263,9 +153,9 @@ def run_curate(
         run.counts = {"in": report.rows_in, "out": report.rows_out, "superseded": report.superseded} | {
             f"silver_{k}": v for k, v in report.silver.items()
         }
-        for stage in report.stages:
-            for reason, count in stage["dropped"].items():
-                run.counts[f"{stage['stage']}:{reason}"] = count
+        for row in report.stages:
+            for reason, count in row["dropped"].items():
+                run.counts[f"{row['stage']}:{reason}"] = count
         run.reports["funnel"] = json.dumps(report.as_json(), sort_keys=True)
         if report.gate is not None:
             run.reports["gate"] = json.dumps(report.gate)
@@ -287,7 +177,7 @@ def _curate(
     report = CurateReport(run.run_id, "full" if full else "incremental", bronze_version, 0, 0, skipped=skipped)
 
     # A run killed half way left decisions without a finished run: they are redone now.
-    abandoned = _abandoned_runs(lakehouse, run.run_id)
+    abandoned = abandoned_runs(lakehouse, "curate", run.run_id)
     if abandoned:
         decisions_table.delete(F.col("run_id").isin(abandoned))
 
@@ -317,7 +207,7 @@ def _curate(
     progress(f"curating with stages {', '.join(chosen) or '(none)'}")
     batch = prepare(bronze)
     if "license" not in chosen:  # the declared license still decides the policy
-        batch = carry_license(batch, params_from(LicenseParams, config.section("curate")["license"]))
+        batch = carry_license(batch, stage_params(stage("license"), config))
     with spark_progress(spark, "curating"):
         pipeline = run_stages(batch, bound, progress)
     try:
@@ -327,26 +217,21 @@ def _curate(
         if index is not None and "decontaminate" in pipeline.outputs:
             report.overlap = overlap_report(index, pipeline.outputs["decontaminate"])
 
-        survivors = pipeline.survivors
-        if "gate" in chosen:
-            gate_params = params_from(GateParams, config.section("curate")["gate"])
-            progress("validating the batch (quality gate)")
-            result = validate(
-                survivors,
-                check_lang="language" in chosen,
-                check_license="license" in chosen,
-                check_pii=gate_params.residual_pii == "on" or (gate_params.residual_pii == "auto" and "pii" in chosen),
-            )
+        for spec in (stage(name) for name in chosen):
+            if spec.needs != SURVIVORS:
+                continue
+            progress(f"validating the batch ({spec.name})")
+            result = spec.apply(pipeline.survivors, stage_params(spec, config), chosen)
             report.gate = result.as_json()
             if not result.success:
                 raise GateFailedError(result)
-            pipeline.funnel.append(StageCounts("gate", pipeline.rows_out, kept=pipeline.rows_out))
+            pipeline.funnel.append(StageCounts(spec.name, pipeline.rows_out, kept=pipeline.rows_out))
             report.stages = [c.as_json() for c in pipeline.funnel]
-        fuzzy = params_from(FuzzyDedupParams, config.section("curate")["fuzzy_dedup"])
-        _commit(
-            spark, lakehouse, run, pipeline, survivors, bronze_version, deleted, full, chosen, report,
-            fuzzy.index_digest(),
-        )  # fmt: skip
+        fuzzy = stage_params(stage("fuzzy_dedup"), config)
+        gated = any(stage(name).needs == SURVIVORS for name in chosen)
+        planned = CommittedBatch(bronze_version, deleted, full, gated=gated, index_digest=fuzzy.index_digest())
+        committed = commit_batch(spark, lakehouse, run.run_id, pipeline, planned, progress)
+        report.silver, report.superseded = committed.silver, committed.superseded
         report.versions = _versions(silver_table, decisions_table)
     finally:
         pipeline.release()
@@ -357,254 +242,19 @@ def _versions(silver_table: DeltaTable, decisions_table: DeltaTable) -> dict[str
     return {SILVER_DOCUMENTS.name: latest_version(silver_table), SILVER_DECISIONS.name: latest_version(decisions_table)}
 
 
-def _commit(
-    spark: SparkSession,
-    lakehouse: Any,
-    run: Run,
-    pipeline: PipelineRun,
-    survivors: DataFrame,
-    bronze_version: int,
-    deleted: DataFrame | None,
-    full: bool,
-    chosen: list[str],
-    report: CurateReport,
-    params_digest: str,
-) -> None:
-    """Decisions first (appended under this run's id), then one MERGE into silver.documents, then
-    the near-duplicate index. A run killed between them is redone whole by the next run."""
-    now = datetime.now(UTC)
-    decisions = pipeline.decisions
-    if "gate" in chosen:
-        gate_rows = survivors.select("doc_id", F.lit("gate").alias("stage"), decision("kept").alias(DECISION))
-        gate_rows = gate_rows.select("doc_id", "stage", f"{DECISION}.*")
-        decisions = gate_rows if decisions is None else decisions.unionByName(gate_rows)
-    extra = []
-    removed_ids = None
-    # Silver documents a better copy in this batch displaced, as the dedup stages found them; one
-    # displaced by both stages is recorded once, by the first.
-    for stage, column, reason in DISPLACING_STAGES:
-        if stage not in pipeline.outputs:
-            continue
-        ousted = displaced_rows(pipeline.outputs[stage], column, reason)
-        if removed_ids is not None:
-            ousted = ousted.join(removed_ids, "doc_id", "left_anti")
-        ousted = ousted.localCheckpoint(eager=True)
-        count = ousted.count()
-        if count:
-            report.superseded += count
-            extra.append(ousted.select("doc_id", F.lit(stage).alias("stage"), f"{DECISION}.*"))
-            ids = ousted.select("doc_id")
-            removed_ids = ids if removed_ids is None else removed_ids.unionByName(ids)
-    if deleted is not None:
-        upstream = deleted.select(
-            "doc_id", F.lit("bronze").alias("stage"), decision(DROPPED, UPSTREAM_DELETED).alias(DECISION)
-        ).select("doc_id", "stage", f"{DECISION}.*")
-        extra.append(upstream)
-        removed_ids = deleted if removed_ids is None else removed_ids.unionByName(deleted)
-    for more in extra:
-        decisions = more if decisions is None else decisions.unionByName(more)
-    if decisions is not None:
-        rows = decisions.select(
-            *SILVER_DECISIONS.schema.fieldNames()[:-2],
-            F.lit(run.run_id).alias("run_id"),
-            F.lit(now).alias("decided_at"),
-        )
-        progress(f"writing decisions to {SILVER_DECISIONS.name}")
-        rows.write.format("delta").mode("append").save(SILVER_DECISIONS.path(lakehouse))
-
-    # What leaves silver: rows of this batch that were dropped now, displaced copies, deletions upstream.
-    batch_ids = pipeline.batch.select("doc_id")
-    dropped_now = batch_ids.join(survivors.select("doc_id"), "doc_id", "left_anti")
-    removed_ids = dropped_now if removed_ids is None else removed_ids.unionByName(dropped_now)
-    keep = _silver_rows(
-        survivors, {"bronze_version": bronze_version, "curate_run_id": run.run_id, "curated_at": now}
-    ).withColumn("_remove", F.lit(False))
-    remove = removed_ids.distinct().select(
-        *[
-            F.lit(None).cast(f.dataType).alias(f.name) if f.name != "doc_id" else F.col("doc_id")
-            for f in SILVER_DOCUMENTS.schema.fields
-        ],
-        F.lit(True).alias("_remove"),
-    )
-    source = keep.unionByName(remove)
-    columns = SILVER_DOCUMENTS.schema.fieldNames()
-    values = {c: f"s.`{c}`" for c in columns}
-    silver_table = DeltaTable.forPath(spark, SILVER_DOCUMENTS.path(lakehouse))
-    merge = (
-        silver_table.alias("t")
-        .merge(source.alias("s"), "t.doc_id = s.doc_id")
-        .whenMatchedDelete(condition="s._remove")
-        .whenMatchedUpdate(condition="NOT s._remove", set=values)
-        .whenNotMatchedInsert(condition="NOT s._remove", values=values)
-    )
-    if full:
-        merge = merge.whenNotMatchedBySourceDelete()
-    progress(f"merging {report.rows_out} documents into {SILVER_DOCUMENTS.name}")
-    metrics = merge.execute().first()
-    done = metrics.asDict() if metrics is not None else {}
-    report.silver = {
-        "inserted": int(done.get("num_inserted_rows") or 0),
-        "updated": int(done.get("num_updated_rows") or 0),
-        "deleted": int(done.get("num_deleted_rows") or 0),
-    }
-    if report.silver["inserted"] + report.silver["updated"] != report.rows_out:
-        raise CurateReconciliationError(
-            f"{SILVER_DOCUMENTS.name}: the funnel ends with {report.rows_out} documents but the MERGE wrote "
-            f"{report.silver['inserted']} new and {report.silver['updated']} updated"
-        )
-    _write_edges(spark, lakehouse, run, pipeline, survivors, decisions, removed_ids, full, silver_table)
-    if "fuzzy_dedup" in pipeline.outputs:
-        demoted = removed_ids.distinct()  # displaced silver documents, and this batch's drops
-        _update_index(spark, lakehouse, run, pipeline, survivors, demoted, deleted, full, params_digest)
-    _update_pii_index(spark, lakehouse, run, pipeline, survivors, removed_ids, full)
-
-
-def _write_edges(
-    spark: SparkSession,
-    lakehouse: Any,
-    run: Run,
-    pipeline: PipelineRun,
-    survivors: DataFrame,
-    decisions: DataFrame | None,
-    removed_ids: DataFrame,
-    full: bool,
-    silver_table: DeltaTable,
-) -> None:
-    """lineage.edges for this batch: each silver document from its bronze record (scrubbed or
-    derived), each duplicate to the copy kept. The edges of every touched document are replaced."""
-    version = latest_version(silver_table)
-    scrubbed = F.when(F.size("pii_counts") > 0, SCRUBBED_FROM).otherwise(DERIVED_FROM)
-    rows = edges(
-        survivors, child="doc_id", child_table=SILVER_DOCUMENTS.name, parent="doc_id",
-        parent_table=BRONZE_DOCUMENTS.name, relation=scrubbed, run_id=run.run_id, table_version=version,
-    )  # fmt: skip
-    if decisions is not None:
-        copies = decisions.where(F.col("duplicate_of").isNotNull())
-        rows = rows.unionByName(
-            edges(
-                copies,
-                child="doc_id",
-                child_table=BRONZE_DOCUMENTS.name,
-                parent="duplicate_of",
-                parent_table=SILVER_DOCUMENTS.name,
-                relation=DUPLICATE_OF,
-                run_id=run.run_id,
-                table_version=version,
-                cluster="cluster_id",
-            )  # fmt: skip
-        )
-    touched = pipeline.batch.select("doc_id").unionByName(removed_ids.select("doc_id"))
-    progress("writing lineage edges")
-    replace_edges(spark, lakehouse, rows, touched, CURATE_RELATIONS, everything=full)
-
-
-def _update_pii_index(
-    spark: SparkSession,
-    lakehouse: Any,
-    run: Run,
-    pipeline: PipelineRun,
-    survivors: DataFrame,
-    removed_ids: DataFrame,
-    full: bool,
-) -> None:
-    """Keep silver.pii_index in step with silver.documents: the rows of every document this batch
-    touched or removed are replaced by what the pii stage found in the survivors (none when the
-    stage did not run). A run killed between the two writes is redone whole by the next run."""
-    path = SILVER_PII_INDEX.path(lakehouse)
-    if "pii" not in pipeline.outputs and not DeltaTable.isDeltaTable(spark, path):
-        return
-    table = ensure_table(spark, SILVER_PII_INDEX, lakehouse)
-    touched = pipeline.batch.select("doc_id").unionByName(removed_ids.select("doc_id")).distinct()
-    clear = table.alias("t").merge(touched.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete()
-    if full:
-        clear = clear.whenNotMatchedBySourceDelete()
-    progress(f"updating {SILVER_PII_INDEX.name}")
-    clear.execute()
-    if "pii" not in pipeline.outputs:
-        return
-    rows = survivors.select("doc_id", F.explode("_pii_hashes").alias("h")).select(
-        "doc_id", "h.entity_type", "h.value_hmac", F.lit(run.run_id).alias("curate_run_id")
-    )
-    keys = " AND ".join(f"t.{c} = s.{c}" for c in SILVER_PII_INDEX.key)
-    table.alias("t").merge(rows.alias("s"), keys).whenNotMatchedInsertAll().execute()
-
-
-def _update_index(
-    spark: SparkSession,
-    lakehouse: Any,
-    run: Run,
-    pipeline: PipelineRun,
-    survivors: DataFrame,
-    demoted: DataFrame,
-    deleted: DataFrame | None,
-    full: bool,
-    digest: str,
-) -> None:
-    """Bring silver.minhash up to date: every document that reached fuzzy_dedup in this batch with
-    its signature (`kept` if silver now holds it, else `dropped`), silver documents that left
-    silver marked `dropped`, and re-curated documents that no longer reach the stage removed.
-    Old signatures are never recomputed."""
-    table = ensure_table(spark, SILVER_MINHASH, lakehouse)
-    reached = pipeline.outputs["fuzzy_dedup"]
-    in_silver = survivors.select("doc_id", F.lit(True).alias("_in_silver"))
-    upserts = reached.join(in_silver, "doc_id", "left").select(
-        "doc_id",
-        F.col("_signature").alias("signature"),
-        F.col("_bands").alias("bands"),
-        "quality_score",
-        "license_policy",
-        "ingested_at",
-        F.when(F.col("_in_silver"), "kept").otherwise("dropped").alias("status"),
-        F.lit(digest).alias("params_digest"),
-        F.lit(run.run_id).alias("curate_run_id"),
-        F.lit("upsert").alias("_op"),
-    )
-    empty = {f.name: F.lit(None).cast(f.dataType) for f in SILVER_MINHASH.schema.fields}
-    empty["curate_run_id"] = F.lit(run.run_id)
-
-    def ops(ids: DataFrame, op: str) -> DataFrame:
-        return ids.select(
-            "doc_id", *[empty[c].alias(c) for c in SILVER_MINHASH.schema.fieldNames()[1:]], F.lit(op).alias("_op")
-        )
-
-    batch_ids = pipeline.batch.select("doc_id")
-    gone = batch_ids.join(reached.select("doc_id"), "doc_id", "left_anti")  # dropped before the stage now
-    if deleted is not None:
-        gone = gone.unionByName(deleted.select("doc_id"))
-    demote = demoted.join(batch_ids, "doc_id", "left_anti").join(gone, "doc_id", "left_anti")
-    source = upserts.unionByName(ops(demote, "demote")).unionByName(ops(gone, "delete"))
-    values = {c: f"s.`{c}`" for c in SILVER_MINHASH.schema.fieldNames()}
-    merge = (
-        table.alias("t")
-        .merge(source.alias("s"), "t.doc_id = s.doc_id")
-        .whenMatchedDelete(condition="s._op = 'delete'")
-        .whenMatchedUpdate(
-            condition="s._op = 'demote'", set={"status": "'dropped'", "curate_run_id": "s.curate_run_id"}
-        )
-        .whenMatchedUpdate(condition="s._op = 'upsert'", set=values)
-        .whenNotMatchedInsert(condition="s._op = 'upsert'", values=values)
-    )
-    if full:
-        merge = merge.whenNotMatchedBySourceDelete()
-    progress(f"updating the near-duplicate index {SILVER_MINHASH.name}")
-    merge.execute()
-
-
 def print_report(report: CurateReport) -> None:
     click.echo(f"curate run {report.run_id} ({report.mode}, bronze v{report.bronze_version})")
     if report.mode == "nothing_new":
         click.echo("nothing new in bronze since the last curate run: silver unchanged")
         return
     click.echo(f"  {'stage':<14} {'in':>9} {'kept':>9} {'modified':>9} {'dropped':>9}  reasons")
-    for stage in report.stages:
-        dropped = sum(stage["dropped"].values())
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(stage["dropped"].items(), key=lambda kv: -kv[1]))
-        click.echo(
-            f"  {stage['stage']:<14} {stage['in']:>9} {stage['kept']:>9} {stage['modified']:>9} {dropped:>9}  {reasons}"
-        )
+    for row in report.stages:
+        dropped = sum(row["dropped"].values())
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(row["dropped"].items(), key=lambda kv: -kv[1]))
+        click.echo(f"  {row['stage']:<14} {row['in']:>9} {row['kept']:>9} {row['modified']:>9} {dropped:>9}  {reasons}")
     click.echo(f"rows in {report.rows_in} -> rows out {report.rows_out}")
-    for stage, why in report.skipped.items():
-        click.echo(f"  skipped {stage}: {why}")
+    for name, why in report.skipped.items():
+        click.echo(f"  skipped {name}: {why}")
     if report.superseded:
         click.echo(f"  {report.superseded} silver document(s) displaced by a better copy in this batch")
     for name, figures in report.overlap.items():
@@ -619,7 +269,9 @@ def print_report(report: CurateReport) -> None:
 
 
 @click.command("curate")
-@click.option("--stages", default=None, help=f"Comma-separated subset of: {', '.join(STAGES)} (default: all built).")
+@click.option(
+    "--stages", default=None, help=f"Comma-separated subset of: {', '.join(stage_names())} (default: all that can run)."
+)
 @click.option("--full", is_flag=True, help="Recompute every bronze document, not only the new ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print the funnel as JSON.")
 @spark_options

@@ -9,104 +9,16 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
-from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Row, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
-from ingestion.bronze import (
-    DOCUMENT,
-    QUARANTINE,
-    IngestParams,
-    change_digest,
-    mark_duplicate_ids,
-    read_sources,
-)
-from ingestion.manifest import FileTask, ManifestError, Source, expand_files, load_manifest
-from ingestion.python_env import python_env_files
+from ingestion.bronze import IngestParams
+from ingestion.load import IngestPlan, IngestReport, load_bronze, plan_ingest
 from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
-from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
-from lineage.erasure import tombstoned
-from lineage.errors import MillpondError
 from lineage.runs import Run, recorded_run
-from lineage.tables import ensure_table, latest_version, merge_rows
-
-
-class ReconciliationError(MillpondError, RuntimeError):
-    """The counts of a run do not add up: something would have been lost."""
-
-
-@dataclass
-class SourceCounts:
-    files: int = 0
-    read: int = 0
-    documents: int = 0
-    quarantined: int = 0
-    new: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    tombstoned: int = 0  # records an erasure removed: not ingested again
-
-
-@dataclass
-class IngestReport:
-    """What one ingest run read, wrote and quarantined."""
-
-    run_id: str
-    read: int
-    ingested: int
-    unchanged: int
-    quarantined: int
-    new: int
-    updated: int
-    tombstoned: int
-    sources: dict[str, SourceCounts] = field(default_factory=dict)
-    quarantine_reasons: dict[str, int] = field(default_factory=dict)
-    versions: dict[str, int | None] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def select_sources(sources: list[Source], names: tuple[str, ...]) -> list[Source]:
-    if not names:
-        return sources
-    known = {s.name for s in sources}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise ManifestError(
-            f"no source named {', '.join(missing)} in the manifest; sources: {', '.join(sorted(known))}"
-        )
-    return [s for s in sources if s.name in names]
-
-
-def plan_files(sources: list[Source]) -> list[FileTask]:
-    """Every file to read, in a stable order (source, then path)."""
-    tasks: list[FileTask] = []
-    for source in sources:
-        tasks.extend(python_env_files(source) if source.format == "python-env" else expand_files(source))
-    return tasks
-
-
-@dataclass(frozen=True)
-class IngestPlan:
-    """A checked manifest and the files it names: made before Spark starts, so a wrong
-    manifest fails in a second rather than after the session is up."""
-
-    manifest: Path
-    sources: list[Source]
-    tasks: list[FileTask]
-
-
-def plan_ingest(manifest: str | Path, source_names: tuple[str, ...] = ()) -> IngestPlan:
-    sources = select_sources(load_manifest(manifest), source_names)
-    return IngestPlan(Path(manifest).resolve(), sources, plan_files(sources))
 
 
 def run_ingest(
@@ -123,150 +35,13 @@ def run_ingest(
         params={"manifest": str(plan.manifest), "sources": [s.name for s in sources], "files": len(tasks)},
     )
     with recorded_run(spark, lakehouse, run):
-        report = _ingest(spark, lakehouse, params, sources, tasks, run)
+        report = load_bronze(
+            spark, lakehouse, params, plan, run.run_id, progress, lambda what: spark_progress(spark, what)
+        )
         run.counts = {k: v for k, v in report.as_json().items() if isinstance(v, int)} | {
             f"quarantined:{k}": v for k, v in report.quarantine_reasons.items()
         }
         run.output_versions = {k: v for k, v in report.versions.items() if v is not None}
-    return report
-
-
-def _with_run(rows: DataFrame, spec_columns: list[str], stamps: dict[str, Any]) -> DataFrame:
-    """The table's columns in order, with the run's own values (time, run id) filled in."""
-    return rows.select(*[F.lit(stamps[c]).alias(c) if c in stamps else F.col(c) for c in spec_columns])
-
-
-def _classify(docs: DataFrame, bronze: DataFrame) -> list[Row]:
-    """Count each source's documents as new, updated or unchanged against bronze.
-
-    Only ids and digests cross the join, never the text, so the shuffle stays small.
-    """
-    incoming = docs.select("doc_id", "source", change_digest().alias("_digest"))
-    known = bronze.select("doc_id", change_digest().alias("_known"))
-    change = (
-        F.when(F.col("_known").isNull(), "new")
-        .when(F.col("_known") != F.col("_digest"), "updated")
-        .otherwise("unchanged")
-    )
-    return incoming.join(known, "doc_id", "left").groupBy("source", change.alias("change")).count().collect()
-
-
-def _ingest(
-    spark: SparkSession,
-    lakehouse: Path,
-    params: IngestParams,
-    sources: list[Source],
-    tasks: list[FileTask],
-    run: Run,
-) -> IngestReport:
-    stamps = {"ingested_at": datetime.now(UTC), "ingest_run_id": run.run_id}
-    stamps["quarantined_at"] = stamps["ingested_at"]
-    per_source = {s.name: SourceCounts() for s in sources}
-    for task in tasks:
-        per_source[task.source.name].files += 1
-    reasons: dict[str, int] = {}
-
-    progress(f"reading {len(tasks)} files from {len(sources)} source(s)")
-    rows = read_sources(spark, tasks, params)
-    if any(s.id_field for s in sources):
-        rows = mark_duplicate_ids(rows)
-    # The files are read once: everything after works from this persisted copy.
-    staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        with spark_progress(spark, "reading"):
-            tally = staged.groupBy("source", "kind", "reason").count().collect()
-        for row in tally:
-            counts = per_source[row["source"]]
-            counts.read += row["count"]
-            if row["kind"] == DOCUMENT:
-                counts.documents += row["count"]
-            else:
-                counts.quarantined += row["count"]
-                reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
-        docs = staged.where(F.col("kind") == DOCUMENT)
-        # Records a data subject request erased stay out, counted as tombstoned.
-        blocked = tombstoned(spark, lakehouse, docs.select("doc_id", "content_sha256"))
-        if blocked is not None:
-            blocked = blocked.localCheckpoint(eager=True)
-            by_source = docs.join(blocked, "doc_id", "left_semi").groupBy("source").count().collect()
-            for row in by_source:
-                per_source[row["source"]].tombstoned = row["count"]
-            if by_source:
-                docs = docs.join(blocked, "doc_id", "left_anti")
-
-        # Only real changes are merged, so a re-run with nothing new commits nothing.
-        bronze_table = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
-        bronze = bronze_table.toDF()
-        if bronze.isEmpty():
-            for counts in per_source.values():
-                counts.new = counts.documents - counts.tombstoned
-        else:
-            for row in _classify(docs, bronze):
-                setattr(per_source[row["source"]], row["change"], row["count"])
-        new = sum(c.new for c in per_source.values())
-        updated = sum(c.updated for c in per_source.values())
-
-        if new or updated:
-            progress(f"merging {new} new and {updated} updated documents into {BRONZE_DOCUMENTS.name}")
-            with spark_progress(spark, "merging"):
-                merged = merge_rows(
-                    spark,
-                    bronze_table,
-                    BRONZE_DOCUMENTS.key,
-                    _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), stamps),
-                    # insert-only when nothing is updated: Delta then runs an anti-join, no rewrite
-                    changed_when=change_digest("t") != change_digest("s") if updated else None,
-                    # (Delta refuses an unmaterialized cached source when it also rewrites files)
-                    source_is_persisted=not updated,
-                )
-            if (merged.inserted, merged.updated) != (new, updated):
-                raise ReconciliationError(
-                    f"{BRONZE_DOCUMENTS.name} changed while ingesting: expected {new} inserts and "
-                    f"{updated} updates, the MERGE did {merged.inserted} and {merged.updated}"
-                )
-            version = merged.version
-        else:
-            version = latest_version(bronze_table)
-
-        quarantine_table = ensure_table(spark, QUARANTINE_RECORDS, lakehouse)
-        if reasons:
-            bad = staged.where(F.col("kind") == QUARANTINE).join(
-                quarantine_table.toDF().select("quarantine_id"), "quarantine_id", "left_anti"
-            )
-            if not bad.isEmpty():
-                progress(f"quarantining records in {QUARANTINE_RECORDS.name}")
-                merge_rows(
-                    spark,
-                    quarantine_table,
-                    QUARANTINE_RECORDS.key,
-                    _with_run(bad, QUARANTINE_RECORDS.schema.fieldNames(), stamps),
-                    source_is_persisted=True,
-                )
-    finally:
-        staged.unpersist()
-
-    documents = sum(c.documents for c in per_source.values())
-    quarantined = sum(reasons.values())
-    blocked_count = sum(c.tombstoned for c in per_source.values())
-    report = IngestReport(
-        run_id=run.run_id,
-        read=documents + quarantined,
-        ingested=new + updated,
-        unchanged=documents - new - updated - blocked_count,
-        quarantined=quarantined,
-        new=new,
-        updated=updated,
-        tombstoned=blocked_count,
-        sources=per_source,
-        quarantine_reasons=dict(sorted(reasons.items())),
-        versions={
-            BRONZE_DOCUMENTS.name: version,
-            QUARANTINE_RECORDS.name: latest_version(quarantine_table),
-        },
-    )
-    unchanged = sum(c.unchanged for c in per_source.values())
-    if report.read != sum(c.read for c in per_source.values()) or report.unchanged != unchanged:
-        raise ReconciliationError(f"counts do not reconcile: {report.as_json()}")
     return report
 
 

@@ -14,7 +14,6 @@ that says what stays pending: the models that saw the data.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -24,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-import phonenumbers
 from pyspark.sql import SparkSession
 
 from curation.pii import PiiParams, pii_key
-from curation.pii_detect import SUBJECT_ID, e164, subject_key, value_hmac
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.tracking import tracking_uri
 from lineage.catalog import GOVERNANCE_REQUESTS, GOVERNANCE_TOMBSTONES
 from lineage.erasure import (
+    ErasureCertificate,
     erase_documents,
     lost_words,
     new_request_id,
@@ -42,51 +40,11 @@ from lineage.erasure import (
     tombstone_rows,
     write_tombstones,
 )
-from lineage.errors import MillpondError
 from lineage.locations import certificates_folder, shards_folder
 from lineage.runs import ERASE_JOB, Run, recorded_run
-from lineage.subjects import ErasurePolicy, Lineage, SubjectForms, find_lineage
+from lineage.subjects import ErasurePolicy, Lineage, RequestError, SubjectForms, find_lineage, subject_forms
 from lineage.tables import read_table
 from trainers.shards import DOCUMENTS
-
-PHONE_SEPARATORS = r"[\s().\-/]{0,3}"
-
-
-class RequestError(MillpondError, ValueError):
-    """A data subject request that cannot run as asked."""
-
-
-def subject_forms(identifier: str, key: bytes, phone_region: str = "US") -> SubjectForms:
-    """Every form the identifier takes in the lakehouse: clear values, keyed hashes, text patterns."""
-    kind, value = subject_key(identifier)
-    if not value:
-        raise RequestError("an empty subject identifier matches nothing")
-    keyed = value_hmac(key, kind, value, phone_region)
-    if kind == "EMAIL_ADDRESS":
-        lowered = value.lower()
-        return SubjectForms(
-            kind, keyed, clear=tuple(sorted({value, lowered})), keyed=(keyed,), text_literals=(lowered,)
-        )
-    if kind == "PHONE_NUMBER":
-        number = e164(value, phone_region)
-        try:
-            parsed = phonenumbers.parse(number, phone_region)
-            national, country = str(parsed.national_number), str(parsed.country_code)
-        except phonenumbers.NumberParseException:
-            national, country = number.lstrip("+"), ""
-        prefix = f"(?:\\+?{country}{PHONE_SEPARATORS})?" if country else ""
-        pattern = f"(?<![0-9]){prefix}{PHONE_SEPARATORS.join(national)}(?![0-9])"
-        return SubjectForms(
-            kind,
-            keyed,
-            clear=(value,),
-            clear_digits=tuple(sorted({number.lstrip("+"), national})),
-            keyed=(keyed,),
-            text_patterns=(pattern,),
-            text_hints=(national[-4:],),
-        )
-    clear = {value, value.lower()} if "@" in value else {value}
-    return SubjectForms(SUBJECT_ID, keyed, clear=tuple(sorted(clear)), keyed=(keyed,))
 
 
 def _forms(config: Config, identifiers: tuple[str, ...]) -> list[SubjectForms]:
@@ -297,57 +255,35 @@ def erase_subjects(
         amendments = repin_snapshots(spark, lakehouse, vacuumed, removed, words, request_id)
         dropped = _drop_shards(config, affected)
         _tag_mlflow(config, request_id, found["runs"], found["models"])
-        completed_at = datetime.now(UTC)
-        certificate = {
-            "request_id": request_id,
-            "reason": reason,
-            "subjects": found["subjects"],
-            "requested_at": requested_at.isoformat(timespec="seconds"),
-            "completed_at": completed_at.isoformat(timespec="seconds"),
-            "policy": found["policy"],
-            "found": {
-                "documents": documents,
-                "rows": found["row_counts"],
-                "clusters": found["clusters"],
-                "copies_left": found["copies_left"],
-                "snapshots": found["snapshots"],
-            },
-            "deleted": [asdict(e) for e in erased],
-            "tombstones": stones,
-            "snapshots_repinned": [a.as_json() for a in amendments],
-            "shards_dropped": dropped,
-            "mlflow_tagged": {"runs": [r["run_id"] for r in found["runs"]], "models": found["models"]},
-            "pending": {
-                "models": [
-                    {
-                        "run_id": r["run_id"],
-                        "kind": r["kind"],
-                        "snapshot": r["snapshot"],
-                        "tokens": r["tokens"],
-                        "models": [m for m in found["models"] if m["run_id"] == r["run_id"]],
-                        "action": "retrain or retire: the weights were trained on the erased data",
-                    }
-                    for r in found["runs"]
-                ],
-            },
-        }
-        text = json.dumps(certificate, indent=2, sort_keys=True, default=str)
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        folder = certificates_folder(lakehouse)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{request_id}.json").write_text(text, encoding="utf-8")
+        certificate = ErasureCertificate(
+            request_id=request_id,
+            reason=reason,
+            subjects=found["subjects"],
+            requested_at=requested_at,
+            completed_at=datetime.now(UTC),
+            policy=found["policy"],
+            found={key: found[name] for key, name in (("documents", "documents"), ("rows", "row_counts"),
+                   ("clusters", "clusters"), ("copies_left", "copies_left"), ("snapshots", "snapshots"))},
+            deleted=erased,
+            tombstones=stones,
+            snapshots_repinned=amendments,
+            shards_dropped=dropped,
+            runs=found["runs"],
+            models=found["models"],
+        )  # fmt: skip
+        path, digest = certificate.write(certificates_folder(lakehouse))
         deleted = {e.table: e.rows_deleted for e in erased}
         record_request(
             spark,
             lakehouse,
             request
-            | {"status": "completed", "completed_at": completed_at, "deleted": deleted, "certificate": text,
-               "certificate_sha256": digest},
+            | {"status": "completed", "completed_at": certificate.completed_at, "deleted": deleted,
+               "certificate": certificate.text(), "certificate_sha256": digest},
         )  # fmt: skip
         run.input_versions = {e.table: e.version_before for e in erased}
         run.output_versions = {e.table: e.version_after for e in erased}
         run.counts = {f"deleted:{k}": v for k, v in deleted.items()} | {"documents": len(documents)}
-    return certificate | {"certificate_file": str(folder / f"{request_id}.json"), "certificate_sha256": digest}
+    return certificate.as_json() | {"certificate_file": str(path), "certificate_sha256": digest}
 
 
 @click.group("lineage")

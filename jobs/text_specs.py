@@ -70,7 +70,7 @@ def _from_file(path: Path, fields: tuple[str, ...]) -> list[Text]:
     return out
 
 
-def _from_table(spec: str, lakehouse: Path) -> list[Text]:
+def _from_table(spec: str, lakehouse: str | Path) -> list[Text]:
     name, _, query = spec.removeprefix("table:").partition("?")
     try:
         table = table_spec(name)
@@ -89,7 +89,7 @@ def _from_table(spec: str, lakehouse: Path) -> list[Text]:
     return [Text(r["text"], table.path(lakehouse), f"{name}:{r[key]}") for r in rows]
 
 
-def read_texts(spec: str, lakehouse: Path, fields: tuple[str, ...] = ("text",)) -> list[Text]:
+def read_texts(spec: str, lakehouse: str | Path, fields: tuple[str, ...] = ("text",)) -> list[Text]:
     """The texts a SPEC names, in file or table order."""
     if spec.startswith("table:"):
         return _from_table(spec, lakehouse)

@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
 import pyarrow.compute as pc
 
-from curation.pipeline import STAGES
+from curation.registry import stage_names
 from jobs.context import effective_config, lakehouse_options
 from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS, SILVER_DOCUMENTS, TableSpec
 from lineage.tables import read_table
 
 
-def _rows(spec: TableSpec, lakehouse: Any, doc_id: str, columns: list[str]) -> list[dict[str, Any]]:
+def _rows(spec: TableSpec, lakehouse: str | Path, doc_id: str, columns: list[str]) -> list[dict[str, Any]]:
     rows = read_table(spec, lakehouse, columns, where=pc.field("doc_id") == doc_id)
     return [] if rows is None else rows.to_pylist()
 
 
-def explain(lakehouse: Any, doc_id: str) -> dict[str, Any]:
+def explain(lakehouse: str | Path, doc_id: str) -> dict[str, Any]:
     """Where the document came from, every decision on it (oldest run first), and whether silver holds it."""
     bronze = _rows(BRONZE_DOCUMENTS, lakehouse, doc_id, ["source", "source_uri", "locator", "ingest_run_id"])
     silver = _rows(SILVER_DOCUMENTS, lakehouse, doc_id, ["curate_run_id", "lang", "license", "quality_score"])
     columns = SILVER_DECISIONS.schema.fieldNames()
-    order = {name: i for i, name in enumerate(("bronze", *STAGES))}
+    order = {name: i for i, name in enumerate(("bronze", *stage_names()))}
     decisions = sorted(
         _rows(SILVER_DECISIONS, lakehouse, doc_id, columns),
         key=lambda r: (r["decided_at"], r["run_id"], order.get(r["stage"], len(order))),

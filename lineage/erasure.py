@@ -10,6 +10,8 @@ that no longer exists are re-pinned to the version after the erasure and say so.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -322,3 +324,68 @@ def repin_snapshots(
             spark, ensure_table(spark, GOLD_SNAPSHOTS, lakehouse), GOLD_SNAPSHOTS.key, frame, changed_when="true"
         )
     return amendments
+
+
+RETRAIN = "retrain or retire: the weights were trained on the erased data"
+
+
+@dataclass(frozen=True)
+class ErasureCertificate:
+    """The audit record of one erasure: what was found, what was deleted, purged and vacuumed,
+    the tombstones, the snapshots re-pinned, and what stays pending (models that saw the data).
+    Subjects appear only as keyed hashes."""
+
+    request_id: str
+    reason: str
+    subjects: list[dict[str, Any]]
+    requested_at: datetime
+    completed_at: datetime
+    policy: dict[str, Any]
+    found: dict[str, Any]  # documents, rows per table, clusters, copies_left, snapshots
+    deleted: list[TableErasure]
+    tombstones: int
+    snapshots_repinned: list[SnapshotAmendment]
+    shards_dropped: list[str]
+    runs: list[dict[str, Any]]  # training runs that read the data: run_id, kind, snapshot, tokens
+    models: list[dict[str, Any]]  # their registered model versions: name, version, run_id
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "reason": self.reason,
+            "subjects": self.subjects,
+            "requested_at": self.requested_at.isoformat(timespec="seconds"),
+            "completed_at": self.completed_at.isoformat(timespec="seconds"),
+            "policy": self.policy,
+            "found": self.found,
+            "deleted": [asdict(e) for e in self.deleted],
+            "tombstones": self.tombstones,
+            "snapshots_repinned": [a.as_json() for a in self.snapshots_repinned],
+            "shards_dropped": self.shards_dropped,
+            "mlflow_tagged": {"runs": [r["run_id"] for r in self.runs], "models": self.models},
+            "pending": {
+                "models": [
+                    {
+                        "run_id": r["run_id"],
+                        "kind": r["kind"],
+                        "snapshot": r["snapshot"],
+                        "tokens": r["tokens"],
+                        "models": [m for m in self.models if m["run_id"] == r["run_id"]],
+                        "action": RETRAIN,
+                    }
+                    for r in self.runs
+                ],
+            },
+        }
+
+    def text(self) -> str:
+        """The certificate as stored: sorted, indented JSON (its sha256 is the request's digest)."""
+        return json.dumps(self.as_json(), indent=2, sort_keys=True, default=str)
+
+    def write(self, folder: Path) -> tuple[Path, str]:
+        """The certificate written to `<folder>/<request_id>.json`; (path, sha256 of its text)."""
+        text = self.text()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.request_id}.json"
+        path.write_text(text, encoding="utf-8")
+        return path, hashlib.sha256(text.encode()).hexdigest()

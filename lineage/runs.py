@@ -17,8 +17,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from lineage.catalog import LINEAGE_RUNS
-from lineage.tables import ensure_table, merge_rows
+from lineage.catalog import BRONZE_DOCUMENTS, LINEAGE_RUNS
+from lineage.tables import ensure_table, merge_rows, read_table
 
 ERASE_JOB = "erase"  # the job name `millpond lineage erase` records its runs under
 
@@ -116,3 +116,36 @@ def recorded_run(
             finish_run(spark, lakehouse, run, error=err)
         raise
     finish_run(spark, lakehouse, run)
+
+
+def curated_version(lakehouse: str | Path) -> int | None:
+    """The bronze version the last successful curate run read (the incremental watermark)."""
+    columns = ["job", "status", "input_versions", "output_versions", "started_at"]
+    runs = read_table(LINEAGE_RUNS, lakehouse, columns=columns)
+    if runs is None:
+        return None
+    watermark = None
+    for r in sorted(runs.to_pylist(), key=lambda r: r["started_at"]):
+        if r["status"] != "succeeded":
+            continue
+        read = dict(r["input_versions"] or []).get(BRONZE_DOCUMENTS.name)
+        if r["job"] == "curate" and read is not None:
+            watermark = read
+        elif r["job"] == ERASE_JOB and read is not None and read == watermark:
+            # An erasure already removed its rows from silver, and vacuumed the change data of its
+            # own commits: a curate run that was up to date before it is up to date after it.
+            watermark = dict(r["output_versions"] or []).get(BRONZE_DOCUMENTS.name, watermark)
+    return watermark
+
+
+def abandoned_runs(lakehouse: str | Path, job: str, current: str) -> list[str]:
+    """Runs of `job` other than `current` that never succeeded (killed or failed): their partial
+    writes are redone by the next run."""
+    runs = read_table(LINEAGE_RUNS, lakehouse, columns=["run_id", "job", "status"])
+    if runs is None:
+        return []
+    return [
+        r["run_id"]
+        for r in runs.to_pylist()
+        if r["job"] == job and r["status"] != "succeeded" and r["run_id"] != current
+    ]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -25,6 +26,8 @@ from lineage.catalog import (
     TableSpec,
 )
 from lineage.edges import DERIVED_FROM, DUPLICATE_OF, PAIR_OF, SCRUBBED_FROM
+from lineage.errors import MillpondError
+from lineage.keys import SUBJECT_ID, e164, subject_key, value_hmac
 from lineage.tables import load_delta
 
 # Relations whose two ends hold the same person's data: a derived row and its source.
@@ -65,6 +68,46 @@ class SubjectForms:
     text_literals: tuple[str, ...] = ()  # lower-case substrings of text that mention it (an e-mail)
     text_patterns: tuple[str, ...] = ()  # Java regexes over text that mention it (a phone, any layout)
     text_hints: tuple[str, ...] = ()  # a substring every pattern match contains (a cheap pre-check)
+
+
+PHONE_SEPARATORS = r"[\s().\-/]{0,3}"
+
+
+class RequestError(MillpondError, ValueError):
+    """A data subject request that cannot run as asked."""
+
+
+def subject_forms(identifier: str, key: bytes, phone_region: str = "US") -> SubjectForms:
+    """Every form the identifier takes in the lakehouse: clear values, keyed hashes, text patterns."""
+    kind, value = subject_key(identifier)
+    if not value:
+        raise RequestError("an empty subject identifier matches nothing")
+    keyed = value_hmac(key, kind, value, phone_region)
+    if kind == "EMAIL_ADDRESS":
+        lowered = value.lower()
+        return SubjectForms(
+            kind, keyed, clear=tuple(sorted({value, lowered})), keyed=(keyed,), text_literals=(lowered,)
+        )
+    if kind == "PHONE_NUMBER":
+        number = e164(value, phone_region)
+        try:
+            parsed = phonenumbers.parse(number, phone_region)
+            national, country = str(parsed.national_number), str(parsed.country_code)
+        except phonenumbers.NumberParseException:
+            national, country = number.lstrip("+"), ""
+        prefix = f"(?:\\+?{country}{PHONE_SEPARATORS})?" if country else ""
+        pattern = f"(?<![0-9]){prefix}{PHONE_SEPARATORS.join(national)}(?![0-9])"
+        return SubjectForms(
+            kind,
+            keyed,
+            clear=(value,),
+            clear_digits=tuple(sorted({number.lstrip("+"), national})),
+            keyed=(keyed,),
+            text_patterns=(pattern,),
+            text_hints=(national[-4:],),
+        )
+    clear = {value, value.lower()} if "@" in value else {value}
+    return SubjectForms(SUBJECT_ID, keyed, clear=tuple(sorted(clear)), keyed=(keyed,))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from lineage.catalog import TableSpec
 from lineage.reader import read_delta
@@ -133,3 +134,19 @@ def read_table(
         return read_delta(spec.path(lakehouse), version, columns, where)
     except TableNotFoundError:
         return None
+
+
+def changed_documents(spark: SparkSession, path: str, since: int, until: int) -> tuple[DataFrame, DataFrame]:
+    """(doc_ids inserted or updated, doc_ids deleted) in bronze after version `since` up to `until`."""
+    changes = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", since + 1)
+        .option("endingVersion", until)
+        .load(path)
+        .select("doc_id", "_change_type", "_commit_version")
+    )
+    last = changes.groupBy("doc_id").agg(F.max_by("_change_type", "_commit_version").alias("change"))
+    upserted = last.where(F.col("change").isin("insert", "update_postimage")).select("doc_id")
+    deleted = last.where(F.col("change") == "delete").select("doc_id")
+    return upserted, deleted

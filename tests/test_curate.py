@@ -220,7 +220,7 @@ def test_a_failing_gate_commits_nothing_and_keeps_its_result(spark, tmp_path: Pa
 
 
 def test_a_run_that_dies_half_way_is_redone_exactly(spark, tmp_path: Path, lakehouse: Path, monkeypatch) -> None:
-    import jobs.curate
+    import curation.commit
 
     config = make_config(lakehouse)
     run_ingest(spark, config, _batch_one(tmp_path / "in"))
@@ -231,7 +231,7 @@ def test_a_run_that_dies_half_way_is_redone_exactly(spark, tmp_path: Path, lakeh
         raise KeyboardInterrupt("killed between the decisions and the silver MERGE")
 
     with monkeypatch.context() as patched:
-        patched.setattr(jobs.curate, "_silver_rows", die)
+        patched.setattr(curation.commit, "silver_rows", die)
         with pytest.raises(KeyboardInterrupt):
             run_curate(spark, config)
     assert read_table(SILVER_DOCUMENTS, lakehouse).num_rows == 0
