@@ -212,9 +212,8 @@ def resolve(
 
 
 def policy_of(expression: str | None, purposes: dict[str, list[str]]) -> dict[str, str]:
-    """allowed / not_allowed / unknown by purpose for a license expression as it stands."""
-    canonical = (normalize_expression(expression) or expression) if expression else None
-    return {purpose: allowed_under(canonical, set(ids)) for purpose, ids in purposes.items()}
+    """allowed / not_allowed / unknown by purpose for a (normalized) license expression."""
+    return {purpose: allowed_under(expression, set(ids)) for purpose, ids in purposes.items()}
 
 
 def carry_license(frame: DataFrame, params: LicenseParams) -> DataFrame:
@@ -230,7 +229,7 @@ def carry_license(frame: DataFrame, params: LicenseParams) -> DataFrame:
         for lic in licenses:
             key = lic if isinstance(lic, str) else None
             if key not in cache:
-                cache[key] = json.dumps(policy_of(key, purposes))
+                cache[key] = json.dumps(policy_of(key and (normalize_expression(key) or key), purposes))
             out.append(cache[key])
         return pd.Series(out)
 
