@@ -173,7 +173,7 @@ class Lakehouse:
             columns=wanted,
             where=pc.field("doc_id").isin(members.column("doc_id")),
         )
-        joined = members.join(source, "doc_id", join_type="left outer")
+        joined = members.join(source, "doc_id", join_type="left outer", right_suffix="_table")
         return joined.sort_by([("split", "ascending"), ("doc_id", "ascending")])
 
 
