@@ -14,6 +14,7 @@ from conftest import make_config
 from jobs.cli import cli
 from jobs.snapshot import SnapshotExistsError, create_snapshot
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, LINEAGE_RUNS, SILVER_DOCUMENTS
+from lineage.errors import NotEnoughDataError
 from lineage.snapshots import (
     Clause,
     SnapshotSpec,
@@ -117,9 +118,10 @@ def test_snapshot_create_enforces_policy_splits_mixes_and_stays_pinned(spark, la
     good = create_snapshot(spark, config, SnapshotSpec("web-good", where=where, validation=0.0, test=0.0))
     assert good["rows"] == 90 and good["excluded"]["filtered_out"] == 120 + 12 + 5 + 4 + 6 - 90 - 0
     # Identifiers are data, not SQL: a quote in a value matches nothing.
+    # (and a snapshot with nothing to train on is refused, with the count left out by reason).
     tricky = parse_where("doc_id = \"x' OR '1'='1\"", COLUMNS)
-    none = create_snapshot(spark, config, SnapshotSpec("nothing", where=tricky))
-    assert none["rows"] == 0 and none["excluded"]["filtered_out"] == len(rows)
+    with pytest.raises(NotEnoughDataError, match=f"0 of {len(rows)} documents .*: filtered_out {len(rows)} "):
+        create_snapshot(spark, config, SnapshotSpec("nothing", where=tricky))
 
     # Silver moves on; the snapshot does not.
     write_silver(spark, lakehouse, [silver_row(i, "books", "allowed", ok) for i in range(100, 130)])
@@ -133,9 +135,11 @@ def test_snapshot_create_enforces_policy_splits_mixes_and_stays_pinned(spark, la
     assert later["source_version"] == pinned + 1 and later["content_digest"] != made["content_digest"]
 
     listed = json.loads(runner.invoke(cli, ["--lakehouse", str(lakehouse), "snapshot", "list", "--json"]).output)
-    assert [s["name"] for s in listed] == ["mixed-v1", "mixed-v1-again", "mixed-v2", "nothing", "web-good"]
+    assert [s["name"] for s in listed] == ["mixed-v1", "mixed-v1-again", "mixed-v2", "web-good"]
     runs = [r for r in read_table(LINEAGE_RUNS, lakehouse).to_pylist() if r["job"] == "snapshot"]
-    assert {r["status"] for r in runs} == {"succeeded"} and len(runs) == 5  # the refused re-create ran nothing
+    # the refused re-create ran nothing; the empty one is a failed run with its reason
+    assert sorted(r["status"] for r in runs) == ["failed"] + ["succeeded"] * 4
+    assert "filtered_out" in next(r["error"] for r in runs if r["status"] == "failed")
     assert dict(next(r for r in runs if r["run_id"] == later["run_id"])["input_versions"]) == {
         "silver.documents": pinned + 1
     }
