@@ -324,6 +324,16 @@ def test_gate_reports_failed_expectations_by_count_without_values(spark) -> None
     assert passing.success and passing.rows == 1
 
 
+def test_the_gate_counts_the_ips_the_pii_stage_scrubs_and_no_others(spark) -> None:
+    """`127.0.0.1` in a config stays in the text (it points at no one); the gate agrees."""
+    local = ["bind = 127.0.0.1", "listen 0.0.0.0:80", "mdns 224.0.0.251", "link 169.254.1.7"]
+    rows = [bronze_row(f"l{i}", text) for i, text in enumerate(local)]
+    rows += [bronze_row("p", "login from 203.0.113.9"), bronze_row("q", "lan 192.168.10.27")]
+    result = validate(frame(spark, rows), check_lang=False, check_license=False, check_pii=True)
+    failed = {r["column"]: r["unexpected_count"] for r in result.results if not r["success"]}
+    assert failed == {"text": 2}
+
+
 def test_pipeline_funnel_reconciles_and_logs_every_decision(spark) -> None:
     rows = [bronze_row(f"d{i}", prose(i)) for i in range(4)]
     rows += [
