@@ -16,6 +16,7 @@ from jobs.evalset import evalset_group
 from jobs.ingest import ingest_command
 from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
+from jobs.serve import serve_command
 from jobs.snapshot import snapshot_group
 from jobs.subject_requests import lineage_group
 from jobs.tokens import shards_group, tokenizer_group
@@ -197,6 +198,7 @@ cli.add_command(train_group)
 cli.add_command(eval_command)
 cli.add_command(mlflow_command)
 cli.add_command(lineage_group)
+cli.add_command(serve_command)
 
 
 @cli.command("demo")

@@ -22,6 +22,7 @@ from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
 from lineage.errors import MillpondError
 from lineage.subjects import ErasurePolicy
+from serving.settings import ServeSettings, StreamSettings
 from trainers.loop import TrainSettings
 from trainers.shards import ShardSettings
 from trainers.tokenizer import TokenizerSettings
@@ -74,6 +75,8 @@ def defaults() -> dict[str, Any]:
         "shards": section_defaults(ShardSettings()),
         "train": section_defaults(TrainSettings()),
         "lineage": section_defaults(ErasurePolicy()),
+        "serve": section_defaults(ServeSettings()),
+        "stream": section_defaults(StreamSettings()),
     }
 
 

@@ -48,3 +48,13 @@ def mlflow_folder(lakehouse: str | Path) -> Path:
 def demo_folder(lakehouse: str | Path) -> Path:
     """The raw files `millpond demo` writes and ingests."""
     return _root(lakehouse) / "_demo"
+
+
+def landing_folder(lakehouse: str | Path, feed: str = "interactions") -> Path:
+    """Where `millpond serve` lands events as JSON lines (`.part` while open, `.jsonl` closed)."""
+    return _root(lakehouse) / "_landing" / feed
+
+
+def stream_checkpoint(lakehouse: str | Path, feed: str = "interactions") -> Path:
+    """The Structured Streaming checkpoint (offsets, commits, the file source's log) of a feed."""
+    return _root(lakehouse) / "_checkpoints" / feed

@@ -1,0 +1,1 @@
+"""Serving the model and landing what it sees: the OpenAI-compatible API and the interaction events."""

@@ -1,0 +1,167 @@
+"""The served model: found in MLflow by registered name, alias, version or run, and sampled.
+
+A registered model version points at its run's `model` artifacts (Hugging Face format, the
+tokenizer beside the weights), so `transformers` loads it as it is. Generation holds a lock:
+one sequence batch at a time on the model, off the server's event loop.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lineage.errors import MillpondError
+from trainers.chat import cut_answer
+
+
+class ModelNotFoundError(MillpondError, LookupError):
+    """The model reference names nothing MLflow holds."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """Which model answers: its registered name and version (when registered) and its run."""
+
+    name: str
+    version: str | None
+    run_id: str
+    artifact_uri: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}" if self.version else f"run:{self.run_id}"
+
+    def as_event(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "run_id": self.run_id}
+
+
+_REFERENCE = re.compile(r"^(?P<name>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>\d+))?$")
+
+
+def resolve_model(tracking_uri: str, model: str | None = None, run_id: str | None = None) -> ServedModel:
+    """`NAME`, `NAME@ALIAS` or `NAME/VERSION` of a registered model, or a run id."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri)
+    if run_id:
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:
+            raise ModelNotFoundError(f"no MLflow run {run_id!r} at {tracking_uri}") from None
+        return ServedModel(run.info.run_name or run_id, None, run_id, f"{run.info.artifact_uri}/model")
+    match = _REFERENCE.match(model or "")
+    if match is None:
+        raise ModelNotFoundError(f"--model {model!r}: expected NAME, NAME@ALIAS or NAME/VERSION")
+    name = match["name"]
+    try:
+        if match["alias"]:
+            version = client.get_model_version_by_alias(name, match["alias"])
+        elif match["version"]:
+            version = client.get_model_version(name, match["version"])
+        else:
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise MlflowException(f"no versions of {name}")
+            version = max(versions, key=lambda v: int(v.version))
+    except MlflowException:
+        known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
+        raise ModelNotFoundError(f"no registered model {model!r} at {tracking_uri}; registered: {known}") from None
+    return ServedModel(name, str(version.version), version.run_id, version.source)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    n: int = 1
+
+
+@dataclass
+class Generation:
+    texts: list[str]
+    finish_reasons: list[str]
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+
+
+class Generator:
+    """A causal LM and its tokenizer, loaded once; `generate()` is thread-safe."""
+
+    def __init__(self, served: ServedModel, cache: Path):
+        import mlflow
+        import torch
+        from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+        self.served = served
+        target = cache / "served-models" / (served.version and f"{served.name}-v{served.version}" or served.run_id)
+        target.mkdir(parents=True, exist_ok=True)
+        try:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=served.artifact_uri, dst_path=str(target))
+        except Exception as err:  # noqa: BLE001 - any store error is the same fact for the user
+            raise ModelNotFoundError(
+                f"model {served.label}: its artifacts ({served.artifact_uri}) cannot be read: {err}"
+            ) from None
+        self.model = AutoModelForCausalLM.from_pretrained(local).eval()
+        self.tokenizer = PreTrainedTokenizerFast.from_pretrained(local)
+        self.context = int(self.model.config.max_position_embeddings)
+        self._lock = threading.Lock()
+        self._torch = torch
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text))
+
+    def generate(self, prompt: str, sampling: Sampling) -> Generation:
+        torch = self._torch
+        started = time.perf_counter()
+        ids = self.tokenizer.encode(prompt)
+        # Keep the end of a long prompt: the newest turns matter most.
+        ids = ids[-max(1, self.context - sampling.max_tokens) :]
+        inputs = torch.tensor([ids])
+        with self._lock, torch.inference_mode():
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            greedy = sampling.temperature <= 0
+            out = self.model.generate(
+                inputs,
+                attention_mask=torch.ones_like(inputs),
+                max_new_tokens=sampling.max_tokens,
+                do_sample=not greedy,
+                temperature=None if greedy else sampling.temperature,
+                top_p=None if greedy else sampling.top_p,
+                top_k=None,
+                num_return_sequences=sampling.n,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.model.config.eos_token_id,
+            )
+        texts, reasons, completion = [], [], 0
+        for row in out[:, len(ids) :].tolist():
+            eos = self.model.config.eos_token_id
+            ended = eos in row
+            row = row[: row.index(eos)] if ended else row
+            completion += len(row)
+            text, reason = cut_answer(self.tokenizer.decode(row), sampling.stop)
+            texts.append(text)
+            reasons.append("stop" if ended else reason)
+        return Generation(texts, reasons, len(ids), completion, time.perf_counter() - started)
+
+    def chunks(self, text: str) -> Iterator[str]:
+        """A generated text in token-sized pieces, for server-sent events."""
+        pieces = self.tokenizer.encode(text)
+        done = ""
+        for end in range(1, len(pieces) + 1):
+            now = self.tokenizer.decode(pieces[:end])
+            if now.startswith(done) and len(now) > len(done):
+                yield now[len(done) :]
+                done = now
+        if done != text:
+            yield text[len(done) :]

@@ -1,0 +1,46 @@
+"""The one chat template: how a conversation becomes text, for `millpond serve` and for SFT.
+
+Serving and training must format a conversation alike, or a tuned model is served a format it
+never saw. Role markers are plain text (the tokenizer is trained on the corpus and has no
+special chat tokens); a turn ends with a newline, and the model's turn starts after
+`<|assistant|>` and a newline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+ROLES = ("system", "user", "assistant")
+ASSISTANT_PROMPT = "<|assistant|>\n"
+# Where a generated answer stops at the latest: the start of the next turn.
+TURN_START = "\n<|"
+
+
+class ChatFormatError(ValueError):
+    """A message the template cannot render (unknown role, content not text)."""
+
+
+def render_turn(role: str, content: str) -> str:
+    if role not in ROLES:
+        raise ChatFormatError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+    return f"<|{role}|>\n{content}\n"
+
+
+def render_prompt(messages: Iterable[Mapping[str, str]]) -> str:
+    """The conversation so far, ending where the assistant's answer begins."""
+    parts = []
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise ChatFormatError("every message needs text content")
+        parts.append(render_turn(str(message.get("role")), content))
+    return "".join(parts) + ASSISTANT_PROMPT
+
+
+def cut_answer(generated: str, stops: Iterable[str] = ()) -> tuple[str, str]:
+    """The answer up to the first stop string or next turn, and the finish reason."""
+    cut = len(generated)
+    for stop in (TURN_START, *stops):
+        if stop and (at := generated.find(stop)) != -1:
+            cut = min(cut, at)
+    return generated[:cut], ("stop" if cut < len(generated) else "length")
