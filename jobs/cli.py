@@ -18,6 +18,7 @@ from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
 from jobs.serve import serve_command
 from jobs.snapshot import snapshot_group
+from jobs.stream_interactions import stream_group
 from jobs.subject_requests import lineage_group
 from jobs.tokens import shards_group, tokenizer_group
 from jobs.train import eval_command, train_group
@@ -199,6 +200,7 @@ cli.add_command(eval_command)
 cli.add_command(mlflow_command)
 cli.add_command(lineage_group)
 cli.add_command(serve_command)
+cli.add_command(stream_group)
 
 
 @cli.command("demo")

@@ -411,10 +411,55 @@ GOVERNANCE_TOMBSTONES = TableSpec(
     stats_columns=("kind", "request_id", "created_at"),
 )
 
+_MESSAGE = T.StructType([_str("role"), _str("content")])
+
+BRONZE_INTERACTIONS = TableSpec(
+    name="bronze.interactions",
+    schema=_fields(
+        _str("event_id", False),
+        _str("event_type", False),  # request, response, feedback
+        _str("interaction_id", False),
+        _str("conversation_id"),
+        _str("user"),  # the OpenAI `user` field as sent: a clear subject id
+        _strings("consent"),
+        _str("model_name"),
+        _str("model_version"),
+        _str("model_run_id"),
+        T.StructField("messages", T.ArrayType(_MESSAGE, True), True),  # request: the conversation
+        _str("prompt"),  # request to /v1/completions: the prompt
+        _strings("responses"),  # response: the n alternatives
+        _strings("finish_reasons"),
+        _str("params"),  # request: sampling parameters, JSON
+        _str("rating"),  # feedback: up | down
+        _long("choice"),  # feedback: the chosen alternative
+        _str("edit"),  # feedback: the user's corrected answer
+        _str("comment"),
+        _double("latency_ms"),
+        _long_map("usage"),
+        _str_map("metadata"),
+        _ts("created_at", False),
+        _str("replica"),
+        _long("schema_version", False),
+        _str("source_uri", False),  # the landing file
+        _str("locator", False),  # file:line
+        _ts("ingested_at", False),
+        _str("ingest_run_id", False),  # the stream micro-batch's run
+    ),
+    key=("event_id",),
+    description="Every event the served model saw (requests, responses, feedback), once, from the landing files.",
+    subject_columns=("user",),
+    # An interaction's events are one unit for a data subject request: found and erased together.
+    document_columns=("interaction_id",),
+    text_columns=("prompt", "edit", "comment", "metadata"),
+    stats_columns=("event_type", "created_at", "model_name", "model_version", "ingested_at", "ingest_run_id"),
+    properties={"delta.enableChangeDataFeed": "true"},
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
         BRONZE_DOCUMENTS,
+        BRONZE_INTERACTIONS,
         QUARANTINE_RECORDS,
         LINEAGE_RUNS,
         SILVER_DOCUMENTS,

@@ -135,7 +135,8 @@ def test_openai_client_chat_stream_feedback_and_limits(served_lakehouse: dict[st
     assert len(events) == 2 * 6 + 2  # six interactions, two feedbacks
 
 
-def test_sigkill_during_a_burst_loses_no_acknowledged_event(served_lakehouse: dict[str, Any]) -> None:
+@pytest.mark.slow
+def test_sigkill_during_a_burst_loses_no_acknowledged_event(spark, served_lakehouse: dict[str, Any]) -> None:
     lakehouse, config = served_lakehouse["lakehouse"], served_lakehouse["config"]
     before = {e["event_id"] for e in _landed(lakehouse)}
     acknowledged: list[str] = []
@@ -174,6 +175,21 @@ def test_sigkill_during_a_burst_loses_no_acknowledged_event(served_lakehouse: di
         if e["event_id"] not in before:
             landed.setdefault(e["interaction_id"], set()).add(e["event_type"])
     assert all(landed.get(i) == {"request", "response"} for i in acknowledged)
+
+    # `stream --once` brings every acknowledged event into bronze.interactions, once.
+    from conftest import make_config
+    from jobs.stream_interactions import run_stream
+    from lineage.catalog import BRONZE_INTERACTIONS
+    from lineage.tables import read_table
+
+    streamed = run_stream(spark, make_config(lakehouse)).as_json()
+    rows = read_table(BRONZE_INTERACTIONS, lakehouse).to_pylist()
+    assert len({r["event_id"] for r in rows}) == len(rows) == streamed["ingested"]
+    in_bronze: dict[str, list[str]] = {}
+    for r in rows:
+        in_bronze.setdefault(r["interaction_id"], []).append(r["event_type"])
+    assert all(sorted(in_bronze[i]) == ["request", "response"] for i in acknowledged)
+    assert streamed["read"] == streamed["ingested"] + streamed["quarantined"]  # at most a torn last line
 
 
 def test_landing_group_commits_rolls_and_closes_orphans(tmp_path: Path) -> None:
