@@ -16,6 +16,7 @@ from jobs.evalset import evalset_group
 from jobs.ingest import ingest_command
 from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
+from jobs.preferences import preferences_group
 from jobs.serve import serve_command
 from jobs.snapshot import snapshot_group
 from jobs.stream_interactions import stream_group
@@ -200,6 +201,7 @@ cli.add_command(eval_command)
 cli.add_command(mlflow_command)
 cli.add_command(lineage_group)
 cli.add_command(serve_command)
+cli.add_command(preferences_group)
 cli.add_command(stream_group)
 
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import tomli_w
 
+from curation.preferences import PreferenceParams
 from curation.registry import stages
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
@@ -75,6 +76,7 @@ def defaults() -> dict[str, Any]:
         "shards": section_defaults(ShardSettings()),
         "train": section_defaults(TrainSettings()),
         "lineage": section_defaults(ErasurePolicy()),
+        "preferences": section_defaults(PreferenceParams()),
         "serve": section_defaults(ServeSettings()),
         "stream": section_defaults(StreamSettings()),
     }

@@ -455,6 +455,72 @@ BRONZE_INTERACTIONS = TableSpec(
     properties={"delta.enableChangeDataFeed": "true"},
 )
 
+SILVER_INTERACTIONS = TableSpec(
+    name="silver.interactions",
+    schema=_fields(
+        _str("interaction_id", False),
+        _str("conversation_id"),
+        _strings("subject_ids"),  # the user, keyed (HMAC) as the pii stage keys subject ids
+        _strings("pii_hashes"),  # what the pii stage found in the texts, keyed
+        _strings("consent"),
+        _str("model_name"),
+        _str("model_version"),
+        _str("model_run_id"),
+        T.StructField("messages", T.ArrayType(_MESSAGE, True), True),  # scrubbed
+        _str("prompt"),  # scrubbed (completions)
+        _str("prompt_text"),  # the conversation as the model saw it (the chat template), scrubbed
+        _str("prompt_key"),  # hash of the normalized prompt: groups equal prompts, splits pairs
+        _strings("responses"),  # scrubbed
+        _strings("finish_reasons"),
+        _str("rating"),
+        _long("choice"),
+        _str("edit"),  # scrubbed
+        _str("comment"),  # scrubbed
+        _long_map("pii_counts"),
+        _ts("requested_at", False),
+        _ts("feedback_at"),
+        _long("bronze_version", False),
+        _str("build_run_id", False),
+    ),
+    key=("interaction_id",),
+    description="One row per interaction (prompt, answers, the latest feedback), scrubbed, with keyed subjects.",
+    subject_columns=("subject_ids", "pii_hashes"),
+    subjects_keyed=True,
+    document_columns=("interaction_id",),
+    text_columns=("prompt", "prompt_text", "edit", "comment"),
+    stats_columns=("model_name", "model_version", "rating", "requested_at", "bronze_version", "build_run_id"),
+)
+
+SILVER_PREFERENCES = TableSpec(
+    name="silver.preferences",
+    schema=_fields(
+        _str("doc_id", False),  # the pair id: sha256 of (prompt, chosen, rejected)
+        _str("prompt", False),  # rendered with the one chat template
+        _str("chosen", False),
+        _str("rejected", False),
+        _str("rule", False),  # choice | edit | rating
+        _str("text", False),  # prompt, chosen and rejected: what snapshots count and lineage scans
+        _str("text_sha256", False),
+        _str("split_key", False),  # the prompt's key: snapshots split by it
+        _str("source", False),
+        _str("interaction_id"),  # the interaction it came from (for rating: the up-rated one)
+        _str("other_interaction_id"),  # rating: the down-rated one
+        _strings("subject_ids"),  # keyed
+        _strings("consent"),
+        _str("license"),
+        _str_map("license_policy"),
+        _ts("created_at", False),
+        _str("build_run_id", False),
+    ),
+    key=("doc_id",),
+    description="Preference pairs (prompt, chosen, rejected) from feedback, with the rule and interactions they came from.",
+    subject_columns=("subject_ids",),
+    subjects_keyed=True,
+    document_columns=("doc_id", "interaction_id", "other_interaction_id"),
+    text_columns=("prompt", "chosen", "rejected"),
+    stats_columns=("rule", "source", "license", "created_at", "build_run_id"),
+)
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -463,6 +529,8 @@ TABLES: dict[str, TableSpec] = {
         QUARANTINE_RECORDS,
         LINEAGE_RUNS,
         SILVER_DOCUMENTS,
+        SILVER_INTERACTIONS,
+        SILVER_PREFERENCES,
         SILVER_DECISIONS,
         SILVER_MINHASH,
         SILVER_PII_INDEX,

@@ -259,7 +259,8 @@ def filter_json(clauses: tuple[Clause, ...]) -> str:
 
 
 def split_of(doc_id: Column, validation: float, test: float) -> Column:
-    """train | validation | test by a hash of `doc_id` (stable across runs, tables and snapshots)."""
+    """train | validation | test by a hash of `doc_id` (stable across runs, tables and snapshots),
+    or of the table's `split_key` where it has one."""
     u = F.conv(F.substring(F.sha2(F.concat(F.lit("split:"), doc_id), 256), 1, 8), 16, 10).cast("double") / 4294967296.0
     return F.when(u < test, "test").when(u < test + validation, "validation").otherwise("train")
 
@@ -331,6 +332,8 @@ def select_members(frame: DataFrame, spec: SnapshotSpec) -> Selection:
         filter_column(spec.where).alias("_match"),
         F.coalesce(F.col("license_policy")[spec.purpose], F.lit("unknown")).alias("_license"),
         F.coalesce(F.array_contains("consent", spec.purpose), F.lit(False)).alias("_consent"),
+        # A table whose rows share a prompt (preference pairs) splits by it: one prompt, one split.
+        (F.col("split_key") if "split_key" in frame.columns else F.col("doc_id")).alias("_split_key"),
     )
     reason = (
         F.when(~F.col("_match"), "filtered_out")
@@ -342,7 +345,7 @@ def select_members(frame: DataFrame, spec: SnapshotSpec) -> Selection:
     for row in rows.where(F.col("_excluded").isNotNull()).groupBy("_excluded").count().collect():
         excluded[row[0]] = row[1]
     eligible = rows.where(F.col("_excluded").isNull()).withColumn(
-        "split", split_of(F.col("doc_id"), spec.validation, spec.test)
+        "split", split_of(F.col("_split_key"), spec.validation, spec.test)
     )
     train_counts = {r[0]: r[1] for r in eligible.where("split = 'train'").groupBy("source").count().collect()}
     shares = mixture(train_counts, dict(spec.mix), spec.temperature) if train_counts else {}

@@ -1,0 +1,214 @@
+"""From interaction events to preference pairs: `silver.interactions` and `silver.preferences`.
+
+An interaction is one request with its response and the feedback on it. Pairs come from four
+rules over scrubbed interactions:
+- `choice`: the user picked one of `n` alternatives: chosen over each other alternative;
+- `edit`: the user corrected an answer: the edit over the answer it corrects;
+- `rating`: an up-rated and a down-rated answer to the same normalized prompt;
+No pair is made from a user without `preference` consent, or with chosen equal to rejected;
+such candidates are decisions with a reason, as documents are. Pair ids are content-addressed
+(prompt, chosen, rejected), so a pair made twice is one pair and the copy is an exact duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.window import Window
+
+from curation.decisions import DROPPED, KEPT
+from curation.pii import PiiParams, pii
+from trainers.chat import render_prompt
+
+CHOICE, EDIT, RATING = "choice", "edit", "rating"
+RULES = (CHOICE, EDIT, RATING)
+SOURCE = "interactions"  # the `source` of pairs made from the served model's interactions
+LICENSE = "first-party"  # what the platform's own users wrote and were answered, under their consent
+
+
+@dataclass(frozen=True)
+class PreferenceParams:
+    """The `[preferences]` section."""
+
+    purpose: str = "preference"  # the consent a user must have given for a pair to be made
+    max_rating_pairs_per_prompt: int = 16  # up x down answers to one prompt grow quadratically
+    min_chars: int = 1  # chosen and rejected shorter than this (after stripping) make no pair
+
+
+def normalized_prompt(text: str) -> str:
+    """Case and whitespace do not make two prompts different."""
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def prompt_key(text: str) -> str:
+    """The hash that groups equal prompts and splits pairs (a prompt never in train and test)."""
+    return hashlib.sha256(normalized_prompt(text).encode()).hexdigest()[:32]
+
+
+def pair_id(prompt: str, chosen: str, rejected: str) -> str:
+    return hashlib.sha256("\x1f".join(("pair", prompt, chosen, rejected)).encode()).hexdigest()[:32]
+
+
+def interactions(events: DataFrame) -> DataFrame:
+    """One row per interaction from its events (the last feedback wins), unscrubbed."""
+    requests = events.where(F.col("event_type") == "request").select(
+        "interaction_id", "conversation_id", "user", "consent", "model_name", "model_version", "model_run_id",
+        "messages", "prompt", F.col("created_at").alias("requested_at"),
+    )  # fmt: skip
+    responses = events.where(F.col("event_type") == "response").select("interaction_id", "responses", "finish_reasons")
+    latest = Window.partitionBy("interaction_id").orderBy(F.col("created_at").desc(), F.col("event_id").desc())
+    feedback = (
+        events.where(F.col("event_type") == "feedback")
+        .withColumn("_n", F.row_number().over(latest))
+        .where("_n = 1")
+        .select("interaction_id", "rating", "choice", "edit", "comment", F.col("created_at").alias("feedback_at"))
+    )
+    return (
+        requests.dropDuplicates(["interaction_id"])
+        .join(responses.dropDuplicates(["interaction_id"]), "interaction_id", "left")
+        .join(feedback, "interaction_id", "left")
+    )
+
+
+_RENDER = F.udf(lambda messages: render_prompt([m.asDict() for m in messages]) if messages else None, T.StringType())
+
+
+def scrub_interactions(rows: DataFrame, params: PiiParams) -> DataFrame:
+    """Every text of an interaction scrubbed by the `pii` stage, its user and what it found keyed.
+
+    The texts (message contents, completion prompt, answers, edit, comment) become rows the pii
+    stage scrubs as it scrubs documents; they are put back in place afterwards."""
+    parts = F.concat(
+        F.transform(F.coalesce("messages", F.array()), lambda m, i: F.struct(F.lit("message").alias("part"), i.alias("i"), m["content"].alias("text"))),
+        F.array(F.struct(F.lit("prompt").alias("part"), F.lit(0).alias("i"), F.col("prompt").alias("text"))),
+        F.transform(F.coalesce("responses", F.array().cast("array<string>")), lambda r, i: F.struct(F.lit("response").alias("part"), i.alias("i"), r.alias("text"))),
+        F.array(F.struct(F.lit("edit").alias("part"), F.lit(0).alias("i"), F.col("edit").alias("text"))),
+        F.array(F.struct(F.lit("comment").alias("part"), F.lit(0).alias("i"), F.col("comment").alias("text"))),
+        # the user's own id, hashed by the stage as a subject id
+        F.array(F.struct(F.lit("user").alias("part"), F.lit(0).alias("i"), F.lit("").alias("text"))),
+    )  # fmt: skip
+    texts = rows.select("interaction_id", "user", F.explode(parts).alias("t")).where(
+        F.col("t.text").isNotNull() | (F.col("t.part") == "user")
+    )
+    texts = texts.select(
+        F.concat_ws(":", "interaction_id", "t.part", F.col("t.i").cast("string")).alias("doc_id"),
+        "interaction_id",
+        F.col("t.part").alias("part"),
+        F.col("t.i").alias("i"),
+        F.col("t.text").alias("text"),
+        F.lit(None).cast("map<string,string>").alias("metadata"),
+        F.when((F.col("t.part") == "user") & F.col("user").isNotNull(), F.array("user")).alias("subject_ids"),
+        F.lit("conversation").alias("domain"),
+    )
+    scrubbed = pii(texts, params)
+    back = scrubbed.groupBy("interaction_id").agg(
+        F.map_from_entries(
+            F.collect_list(F.struct(F.concat_ws(":", "part", F.col("i").cast("string")), "text"))
+        ).alias("_texts"),
+        F.flatten(F.collect_list(F.coalesce("subject_ids", F.array().cast("array<string>")))).alias("subject_ids"),
+        F.array_distinct(F.flatten(F.collect_list(F.transform("_pii_hashes", lambda h: h["value_hmac"])))).alias(
+            "pii_hashes"
+        ),
+        F.aggregate(
+            F.collect_list("pii_counts"),
+            F.create_map().cast("map<string,bigint>"),
+            lambda acc, m: F.map_zip_with(acc, F.coalesce(m, F.create_map().cast("map<string,bigint>")),
+                                          lambda k, a, b: F.coalesce(a, F.lit(0)) + F.coalesce(b, F.lit(0))),
+        ).alias("pii_counts"),
+    )  # fmt: skip
+    texts_of = F.col("_texts")
+    out = rows.drop("user").join(back, "interaction_id", "left")
+    return out.select(
+        *[c for c in out.columns if c not in ("messages", "prompt", "responses", "edit", "comment", "_texts")],
+        F.transform("messages", lambda m, i: F.struct(m["role"].alias("role"), texts_of[F.concat(F.lit("message:"), i.cast("string"))].alias("content"))).alias("messages"),
+        texts_of["prompt:0"].alias("prompt"),
+        F.transform("responses", lambda r, i: texts_of[F.concat(F.lit("response:"), i.cast("string"))]).alias("responses"),
+        texts_of["edit:0"].alias("edit"),
+        texts_of["comment:0"].alias("comment"),
+    )  # fmt: skip
+
+
+def with_prompt(rows: DataFrame) -> DataFrame:
+    """The prompt as the model saw it (the one chat template) and its key."""
+    key = F.udf(prompt_key, T.StringType())
+    text = F.coalesce(_RENDER("messages"), F.col("prompt"))
+    return rows.withColumn("prompt_text", text).withColumn("prompt_key", key(text))
+
+
+def _answer(index: Column) -> Column:
+    return F.element_at("responses", (index + 1).cast("int"))
+
+
+def candidate_pairs(rows: DataFrame, params: PreferenceParams) -> DataFrame:
+    """Every pair the rules make from scrubbed interactions (with `prompt_text`, `prompt_key`), with
+    the reason it is refused (null when it is not)."""
+    common = ["prompt_text", "prompt_key", "subject_ids", "consent"]
+    picked = F.coalesce(F.col("choice"), F.lit(0))
+    valid_choice = F.col("choice").isNotNull() & (F.col("choice") >= 0) & (F.col("choice") < F.size("responses"))
+    choice = (
+        rows.where(valid_choice & (F.size("responses") >= 2))
+        .select(*common, "interaction_id", "responses", "choice", F.posexplode("responses").alias("i", "other"))
+        .where(F.col("i") != F.col("choice"))
+        .select(*common, "interaction_id", F.lit(None).cast("string").alias("other_interaction_id"),
+                _answer(F.col("choice")).alias("chosen"), F.col("other").alias("rejected"), F.lit(CHOICE).alias("rule"))
+    )  # fmt: skip
+    edit = rows.where(F.col("edit").isNotNull() & (F.size("responses") >= 1)).select(
+        *common, "interaction_id", F.lit(None).cast("string").alias("other_interaction_id"),
+        F.col("edit").alias("chosen"), _answer(picked).alias("rejected"), F.lit(EDIT).alias("rule"),
+    )  # fmt: skip
+    rated = rows.where(F.col("rating").isNotNull() & (F.size("responses") >= 1)).select(
+        *common, "interaction_id", "rating", _answer(picked).alias("answer"), "requested_at"
+    )
+    up, down = rated.where("rating = 'up'").alias("u"), rated.where("rating = 'down'").alias("d")
+    per_prompt = Window.partitionBy("u.prompt_key").orderBy("u.requested_at", "d.requested_at", "u.interaction_id",
+                                                            "d.interaction_id")  # fmt: skip
+    rating = (
+        up.join(down, F.col("u.prompt_key") == F.col("d.prompt_key"))
+        .withColumn("_n", F.row_number().over(per_prompt))
+        .where(F.col("_n") <= params.max_rating_pairs_per_prompt)
+        .select(
+            F.col("u.prompt_text").alias("prompt_text"), F.col("u.prompt_key").alias("prompt_key"),
+            F.array_distinct(F.concat("u.subject_ids", "d.subject_ids")).alias("subject_ids"),
+            F.array_intersect("u.consent", "d.consent").alias("consent"),
+            F.col("u.interaction_id").alias("interaction_id"), F.col("d.interaction_id").alias("other_interaction_id"),
+            F.col("u.answer").alias("chosen"), F.col("d.answer").alias("rejected"), F.lit(RATING).alias("rule"),
+        )
+    )  # fmt: skip
+    pairs = choice.unionByName(edit).unionByName(rating)
+    ident = F.udf(pair_id, T.StringType())
+    short = (F.length(F.trim(F.coalesce("chosen", F.lit("")))) < params.min_chars) | (
+        F.length(F.trim(F.coalesce("rejected", F.lit("")))) < params.min_chars
+    )
+    reason = (
+        F.when(~F.coalesce(F.array_contains("consent", params.purpose), F.lit(False)), "no_preference_consent")
+        .when(short, "empty_answer")
+        .when(F.trim("chosen") == F.trim("rejected"), "identical_responses")
+    )
+    candidate = F.sha2(
+        F.concat_ws("\x1f", "pair_id", "rule", "interaction_id", F.coalesce("other_interaction_id", F.lit(""))), 256
+    )
+    return (
+        pairs.withColumn("pair_id", ident("prompt_text", F.coalesce("chosen", F.lit("")), F.coalesce("rejected", F.lit(""))))
+        .withColumn("candidate_id", F.substring(candidate, 1, 32))
+        .withColumn("refused", reason)
+    )  # fmt: skip
+
+
+def exact_duplicates(pairs: DataFrame) -> DataFrame:
+    """Pairs made more than once (same prompt, chosen, rejected): the first (by rule, then the
+    interactions) is kept, the others are refused as exact duplicates of it."""
+    first = Window.partitionBy("pair_id").orderBy(
+        F.col("refused").isNotNull(), "rule", "interaction_id", F.coalesce("other_interaction_id", F.lit(""))
+    )
+    ranked = pairs.withColumn("_rank", F.row_number().over(first))
+    refused = F.when(F.col("refused").isNull() & (F.col("_rank") > 1), "exact_duplicate").otherwise(F.col("refused"))
+    return ranked.withColumn("refused", refused).drop("_rank")
+
+
+def pair_verdict(refused: Column) -> Column:
+    return F.when(refused.isNull(), F.lit(KEPT)).otherwise(F.lit(DROPPED))
