@@ -40,7 +40,8 @@ from lineage.erasure import (
     tombstone_rows,
     write_tombstones,
 )
-from lineage.locations import certificates_folder, shards_folder
+from lineage.landing_files import erase_landing
+from lineage.locations import certificates_folder, landing_folder, shards_folder
 from lineage.runs import ERASE_JOB, Run, recorded_run
 from lineage.subjects import ErasurePolicy, Lineage, RequestError, SubjectForms, find_lineage, subject_forms
 from lineage.tables import read_table
@@ -254,6 +255,10 @@ def erase_subjects(
         progress(f"request {request_id}: re-pinning snapshots, dropping shards, tagging MLflow runs")
         amendments = repin_snapshots(spark, lakehouse, vacuumed, removed, words, request_id)
         dropped = _drop_shards(config, affected)
+        progress(f"request {request_id}: cutting their events out of the landing files")
+        landing = erase_landing(
+            landing_folder(lakehouse), _forms(config, identifiers), set(documents), policy.landing_wait_seconds
+        )
         _tag_mlflow(config, request_id, found["runs"], found["models"])
         certificate = ErasureCertificate(
             request_id=request_id,
@@ -270,6 +275,7 @@ def erase_subjects(
             shards_dropped=dropped,
             runs=found["runs"],
             models=found["models"],
+            landing=landing.as_json(),
         )  # fmt: skip
         path, digest = certificate.write(certificates_folder(lakehouse))
         deleted = {e.table: e.rows_deleted for e in erased}

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -348,6 +348,7 @@ class ErasureCertificate:
     shards_dropped: list[str]
     runs: list[dict[str, Any]]  # training runs that read the data: run_id, kind, snapshot, tokens
     models: list[dict[str, Any]]  # their registered model versions: name, version, run_id
+    landing: dict[str, Any] = field(default_factory=dict)  # the served model's landing files rewritten
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -362,6 +363,7 @@ class ErasureCertificate:
             "tombstones": self.tombstones,
             "snapshots_repinned": [a.as_json() for a in self.snapshots_repinned],
             "shards_dropped": self.shards_dropped,
+            "landing": self.landing,
             "mlflow_tagged": {"runs": [r["run_id"] for r in self.runs], "models": self.models},
             "pending": {
                 "models": [

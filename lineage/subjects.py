@@ -48,6 +48,9 @@ class ErasurePolicy:
     # Scan clear text (bronze) for the e-mail addresses and phone numbers of the request, so that
     # documents dropped before the pii stage indexed them are found too.
     scan_text: bool = True
+    # How long an erasure waits for a live server to roll an open landing file holding the person's
+    # events (the server's [serve] roll_seconds bounds it); what stays open is reported pending.
+    landing_wait_seconds: float = 90.0
 
     def __post_init__(self) -> None:
         if self.duplicates not in DUPLICATE_POLICIES:

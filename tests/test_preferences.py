@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from test_lineage import _files_text
 
 from conftest import make_config
 from curation.preferences import normalized_prompt, pair_id, prompt_key
@@ -27,6 +28,7 @@ from lineage.catalog import (
 from lineage.snapshots import SnapshotSpec
 from lineage.tables import ensure_table, read_table
 from serving.events import event
+from serving.landing import LandingSettings, LandingWriter
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 MODEL = {"name": "millpond-pretrain-demo", "version": "1", "run_id": "r1"}
@@ -83,6 +85,13 @@ def test_rules_consent_duplicates_scrubbing_snapshot_and_erasure(spark, lakehous
         *_interaction(9, None, [], "Pick one.", ["left", "right"], choice=1),
     ]  # fmt: skip
     _write_bronze(spark, lakehouse, events)
+    # The same events in the server's landing folder: a closed file, and a file a killed server left
+    # open with a torn last line of hers.
+    landing = lakehouse / "_landing" / "interactions"
+    landing.mkdir(parents=True)
+    (landing / "replica-a-000001.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    torn = json.dumps(events[3])
+    (landing / "replica-b-000001.part").write_text(json.dumps(events[0]) + "\n" + torn[: torn.index('"consent"')])
     config = make_config(lakehouse)
     report = build_preferences(spark, config).as_json()
 
@@ -134,8 +143,29 @@ def test_rules_consent_duplicates_scrubbing_snapshot_and_erasure(spark, lakehous
     assert found.exit_code == 0, found.output
     rows = json.loads(found.stdout.strip().splitlines()[-1])["rows"]
     assert rows["bronze.interactions"] and rows["silver.interactions"] and rows["silver.preferences"]
-    erased = CliRunner().invoke(cli, [*base, "lineage", "erase", "--subject", "u-ann", "--reason", "art. 17", "--json"])
+    live = LandingWriter(landing, LandingSettings(roll_seconds=1.0), replica="replica-c")
+    live.write(
+        [event("request", "chatcmpl-10", user="u-ann", consent=ok, messages=[{"role": "user", "content": "hi"}])]
+    )
+    subject = ["--subject", "u-ann", "--subject", "ann.lee@example.com"]
+    erased = CliRunner().invoke(cli, [*base, "lineage", "erase", *subject, "--reason", "art. 17", "--json"])
     assert erased.exit_code == 0, erased.output
+    certificate = json.loads(erased.stdout.strip().splitlines()[-1])
+    assert (
+        certificate["landing"]["pending"] == [] and certificate["landing"]["lines_removed"] == 3 * 3 + 2 + 1
+    )  # closed, open and torn, live
+    live.close()
+    # No byte under the lakehouse names her any more; everyone else's landed events are still there.
+    assert not [p for p, text in _files_text(lakehouse).items() if "u-ann" in text or "ann.lee@example.com" in text]
+    others = [json.loads(line) for line in (landing / "replica-a-000001.jsonl").read_text().splitlines()]
+    assert len(others) == len(events) - 9 and {e["user"] for e in others} == {
+        "u-bob",
+        "u-cat",
+        "u-dan",
+        "u-eve",
+        "u-fay",
+        None,
+    }
     assert not [r for r in read_table(BRONZE_INTERACTIONS, lakehouse).to_pylist() if r["user"] == "u-ann"]
     left = read_table(SILVER_PREFERENCES, lakehouse).to_pylist()
     assert {r["rule"] for r in left} == {"rating"}  # her two choice pairs and two edits are gone
