@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("ingest", "curate", "fuzzy", "pii", "pii-structured", "train", "lineage")
+BENCHMARKS = ("ingest", "curate", "fuzzy", "pii", "pii-structured", "train", "lineage", "serve", "stream")
 USAGE = f"usage: python -m benchmarks {{{','.join(BENCHMARKS)}}} [--help]"
 
 
@@ -22,6 +22,10 @@ def main() -> None:
         from benchmarks.pii_structured import main as run
     elif name == "lineage":
         from benchmarks.lineage import main as run
+    elif name == "serve":
+        from benchmarks.serve import main as run
+    elif name == "stream":
+        from benchmarks.stream import main as run
     elif name == "fuzzy":
         from benchmarks.fuzzy import main as run
     else:

@@ -189,12 +189,10 @@ def candidate_pairs(rows: DataFrame, params: PreferenceParams) -> DataFrame:
         .when(short, "empty_answer")
         .when(F.trim("chosen") == F.trim("rejected"), "identical_responses")
     )
-    candidate = F.sha2(
-        F.concat_ws("\x1f", "pair_id", "rule", "interaction_id", F.coalesce("other_interaction_id", F.lit(""))), 256
-    )
     return (
         pairs.withColumn("pair_id", ident("prompt_text", F.coalesce("chosen", F.lit("")), F.coalesce("rejected", F.lit(""))))
-        .withColumn("candidate_id", F.substring(candidate, 1, 32))
+        # readable and unique per candidate: `millpond why INTERACTION_ID` finds its decisions by prefix
+        .withColumn("candidate_id", F.concat_ws(":", "interaction_id", "rule", F.substring("pair_id", 1, 12), "other_interaction_id"))
         .withColumn("refused", reason)
     )  # fmt: skip
 

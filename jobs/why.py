@@ -44,8 +44,13 @@ def explain(lakehouse: str | Path, doc_id: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @lakehouse_options
 def why_command(doc_id: str, as_json: bool, lakehouse: str | None, config_file: str | None) -> None:
-    """Show one document's path through every curation stage: kept, modified or dropped, and why."""
+    """Show one document's path through every curation stage: kept, modified or dropped, and why.
+    An interaction id or a preference pair id shows its events, pairs and decisions instead."""
     config = effective_config(lakehouse, config_file)
+    other = explain_interaction(config.lakehouse, doc_id) or explain_pair(config.lakehouse, doc_id)
+    if other is not None and not _rows(BRONZE_DOCUMENTS, config.lakehouse, doc_id, ["doc_id"]):
+        _print_other(other, as_json)
+        return
     found = explain(config.lakehouse, doc_id)
     if as_json:
         click.echo(json.dumps(found, default=str, sort_keys=True))
@@ -71,3 +76,70 @@ def why_command(doc_id: str, as_json: bool, lakehouse: str | None, config_file: 
             extra.append(f"duplicate of {d['duplicate_of']}")
         click.echo(f"  {d['stage']:<14} {d['action']:<9} {'  '.join(extra)}")
     click.echo(f"in {SILVER_DOCUMENTS.name}: {'yes' if found['in_silver'] else 'no'}")
+
+
+def explain_interaction(lakehouse: str | Path, interaction_id: str) -> dict[str, Any] | None:
+    """An interaction's events (where they landed), its scrubbed row, the pairs made from it and
+    the decisions on each pair it could have made; None when no table knows it."""
+    from lineage.catalog import BRONZE_INTERACTIONS, SILVER_INTERACTIONS, SILVER_PREFERENCES
+
+    def rows(spec: TableSpec, condition: Any, columns: list[str]) -> list[dict[str, Any]]:
+        found = read_table(spec, lakehouse, columns, where=condition)
+        return [] if found is None else found.to_pylist()
+
+    events = rows(BRONZE_INTERACTIONS, pc.field("interaction_id") == interaction_id,
+                  ["event_id", "event_type", "created_at", "user", "locator", "ingest_run_id"])  # fmt: skip
+    silver = rows(SILVER_INTERACTIONS, pc.field("interaction_id") == interaction_id,
+                  ["rating", "choice", "build_run_id", "pii_counts"])  # fmt: skip
+    pairs = rows(SILVER_PREFERENCES, (pc.field("interaction_id") == interaction_id)
+                 | (pc.field("other_interaction_id") == interaction_id), ["doc_id", "rule", "build_run_id"])  # fmt: skip
+    decisions = [
+        d for d in rows(SILVER_DECISIONS, pc.field("stage") == "preferences", SILVER_DECISIONS.schema.fieldNames())
+        if d["doc_id"].startswith(f"{interaction_id}:") or d["doc_id"].endswith(f":{interaction_id}")
+    ]  # fmt: skip
+    if not (events or silver or pairs or decisions):
+        return None
+    return {"interaction_id": interaction_id, "events": sorted(events, key=lambda e: e["created_at"]),
+            "in_silver": bool(silver), "silver": silver[0] if silver else None, "pairs": pairs,
+            "decisions": sorted(decisions, key=lambda d: (d["decided_at"], d["doc_id"]))}  # fmt: skip
+
+
+def explain_pair(lakehouse: str | Path, pair_id: str) -> dict[str, Any] | None:
+    """A preference pair: the rule and interactions it came from, and the decisions on it."""
+    from lineage.catalog import SILVER_PREFERENCES
+
+    found = read_table(SILVER_PREFERENCES, lakehouse, ["doc_id", "rule", "interaction_id", "other_interaction_id",
+                                                       "build_run_id"], where=pc.field("doc_id") == pair_id)  # fmt: skip
+    pair = [] if found is None else found.to_pylist()
+    decisions = read_table(SILVER_DECISIONS, lakehouse, SILVER_DECISIONS.schema.fieldNames(),
+                           where=pc.field("stage") == "preferences")  # fmt: skip
+    mine = [] if decisions is None else [
+        d for d in decisions.to_pylist() if f":{pair_id[:12]}" in d["doc_id"] or d["duplicate_of"] == pair_id
+    ]  # fmt: skip
+    if not pair and not mine:
+        return None
+    return {"pair_id": pair_id, "in_silver": bool(pair), "pair": pair[0] if pair else None, "decisions": mine}
+
+
+def _print_other(found: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(found, default=str, sort_keys=True))
+        return
+    if "interaction_id" in found:
+        click.echo(f"interaction {found['interaction_id']}")
+        for e in found["events"]:
+            click.echo(f"  {e['event_type']:<9} {e['created_at']:%Y-%m-%d %H:%M:%S}  landed {e['locator']}")
+        if found["silver"]:
+            s = found["silver"]
+            click.echo(
+                f"  in silver.interactions: rating {s['rating']}, choice {s['choice']} (run {s['build_run_id']})"
+            )
+        for p in found["pairs"]:
+            click.echo(f"  pair {p['doc_id']} ({p['rule']})")
+    else:
+        pair = found["pair"]
+        click.echo(f"pair {found['pair_id']}" + (f" ({pair['rule']}, from {pair['interaction_id']}"
+                   + (f" over {pair['other_interaction_id']}" if pair["other_interaction_id"] else "") + ")" if pair else ""))  # fmt: skip
+    for d in found["decisions"]:
+        extra = f" duplicate of {d['duplicate_of']}" if d["duplicate_of"] else ""
+        click.echo(f"  candidate {d['doc_id']}: {d['action']} ({d['reason']}){extra}")

@@ -17,42 +17,14 @@ from typing import Any
 
 from curation_data import SENTENCES
 
+from serving.smoke import register_untrained_model
+
 MODEL_NAME = "millpond-pretrain-served"
 
 
 def register_tiny_model(lakehouse: Path) -> str:
-    """Train a BPE tokenizer on prose, build the `tiny` Llama preset (random weights: serving does
-    not care how good it is), log it as a run's `model` artifacts and register it. Returns the run id."""
-    import mlflow
-    import torch
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    from jobs.config import DEFAULTS, Config
-    from jobs.tracking import use_experiment
-    from trainers.model import llama_config
-    from trainers.tokenizer import EOS, PAD, TokenizerSettings, train_bpe
-
-    config = Config(values={**DEFAULTS, "lakehouse": str(lakehouse)}, file=None)
-    use_experiment(config, "pretrain")
-    tokenizer = train_bpe(SENTENCES * 20, TokenizerSettings(vocab_size=400, min_frequency=1))
-    folder = lakehouse / "_runs" / "served-model"
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(
-        llama_config("tiny", tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS), tokenizer.token_to_id(PAD))
-    )
-    model.save_pretrained(folder)
-    PreTrainedTokenizerFast(
-        tokenizer_file=str(folder / "tokenizer.json"), eos_token=EOS, pad_token=PAD
-    ).save_pretrained(folder)
-    with mlflow.start_run(run_name="served-model") as run:
-        mlflow.log_artifacts(str(folder), artifact_path="model")
-        client = mlflow.MlflowClient()
-        client.create_registered_model(MODEL_NAME)
-        version = client.create_model_version(MODEL_NAME, f"{run.info.artifact_uri}/model", run.info.run_id)
-        client.set_registered_model_alias(MODEL_NAME, "champion", version.version)
-    return run.info.run_id
+    """The `tiny` preset, untrained, registered as MODEL_NAME with the alias `champion`; its run id."""
+    return register_untrained_model(lakehouse, MODEL_NAME, SENTENCES * 20, alias="champion")
 
 
 def free_port() -> int:

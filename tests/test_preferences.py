@@ -120,6 +120,18 @@ def test_rules_consent_duplicates_scrubbing_snapshot_and_erasure(spark, lakehous
     assert "ann.lee@example.com" not in json.dumps(scrubbed, default=str) and len(scrubbed) == 9
     assert scrubbed["chatcmpl-08"]["pii_counts"] == [("EMAIL_ADDRESS", 1)]
 
+    # `why` answers for an interaction id and for a pair id.
+    base = ["--lakehouse", str(lakehouse)]
+    refused = json.loads(CliRunner().invoke(cli, [*base, "why", "chatcmpl-05", "--json"]).output)
+    assert [(d["action"], d["reason"]) for d in refused["decisions"]] == [("dropped", "no_preference_consent")]
+    assert [e["event_type"] for e in refused["events"]] == ["request", "response", "feedback"]
+    severn = pairs[("choice", "Severn", "Thames")]["doc_id"]
+    explained = json.loads(CliRunner().invoke(cli, [*base, "why", severn, "--json"]).output)
+    assert explained["in_silver"] and explained["pair"]["interaction_id"] == "chatcmpl-01"
+    assert sorted(d["reason"] for d in explained["decisions"]) == ["exact_duplicate", "rule:choice"]
+    text = CliRunner().invoke(cli, [*base, "why", "chatcmpl-01"]).output
+    assert "interaction chatcmpl-01" in text and f"pair {severn} (choice)" in text
+
     # Nothing new, nothing done; the CLI prints the funnel.
     assert build_preferences(spark, config).mode == "nothing_new"
     shown = CliRunner().invoke(cli, ["--lakehouse", str(lakehouse), "preferences", "build", "--full"])
@@ -138,7 +150,6 @@ def test_rules_consent_duplicates_scrubbing_snapshot_and_erasure(spark, lakehous
     assert all(len(s) == 1 for s in splits.values()) and {"train"} <= set().union(*splits.values())
 
     # A data subject request for u-ann finds her interactions and pairs, and erases them.
-    base = ["--lakehouse", str(lakehouse)]
     found = CliRunner().invoke(cli, [*base, "lineage", "find", "--subject", "u-ann", "--json"])
     assert found.exit_code == 0, found.output
     rows = json.loads(found.stdout.strip().splitlines()[-1])["rows"]
