@@ -5,7 +5,8 @@ rules over scrubbed interactions:
 - `choice`: the user picked one of `n` alternatives: chosen over each other alternative;
 - `edit`: the user corrected an answer: the edit over the answer it corrects;
 - `rating`: an up-rated and a down-rated answer to the same normalized prompt;
-No pair is made from a user without `preference` consent, or with chosen equal to rejected;
+No pair is made from a user without `preference` consent, with chosen equal to rejected, or
+with a prompt that holds a registered eval item;
 such candidates are decisions with a reason, as documents are. Pair ids are content-addressed
 (prompt, chosen, rejected), so a pair made twice is one pair and the copy is an exact duplicate.
 """
@@ -21,7 +22,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from curation.decisions import DROPPED, KEPT
+from curation.decisions import DECISION, DROPPED, KEPT
+from curation.decontaminate import DecontaminateParams, EvalIndex, decontaminate
 from curation.pii import PiiParams, pii
 from trainers.chat import render_prompt
 
@@ -195,6 +197,15 @@ def candidate_pairs(rows: DataFrame, params: PreferenceParams) -> DataFrame:
         .withColumn("candidate_id", F.concat_ws(":", "interaction_id", "rule", F.substring("pair_id", 1, 12), "other_interaction_id"))
         .withColumn("refused", reason)
     )  # fmt: skip
+
+
+def decontaminated(pairs: DataFrame, params: DecontaminateParams, index: EvalIndex) -> DataFrame:
+    """Pairs whose prompt shares an n-gram with a registered eval item are refused
+    (`eval_item:<set>`), as documents are dropped by the decontaminate stage."""
+    decided = decontaminate(pairs.withColumn("text", F.col("prompt_text")), params, index)
+    hit = F.col(f"{DECISION}.action") == DROPPED
+    refused = F.when(F.col("refused").isNull() & hit, F.concat(F.lit("eval_item:"), F.col(f"{DECISION}.reason")))
+    return decided.withColumn("refused", F.coalesce("refused", refused)).drop(DECISION, "_eval_hits", "text")
 
 
 def exact_duplicates(pairs: DataFrame) -> DataFrame:

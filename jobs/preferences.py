@@ -19,12 +19,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from curation.decisions import DROPPED, KEPT
+from curation.decontaminate import DecontaminateParams
 from curation.pii import PiiParams
 from curation.preferences import (
     LICENSE,
     SOURCE,
     PreferenceParams,
     candidate_pairs,
+    decontaminated,
     exact_duplicates,
     interactions,
     scrub_interactions,
@@ -32,6 +34,7 @@ from curation.preferences import (
 )
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
+from jobs.curate import eval_index
 from lineage.catalog import (
     BRONZE_INTERACTIONS,
     LINEAGE_RUNS,
@@ -94,7 +97,9 @@ def build_preferences(spark: SparkSession, config: Config, full: bool = False) -
         scrubbed = with_prompt(scrub_interactions(interactions(events), pii_params)).localCheckpoint(eager=True)
         report.interactions = scrubbed.count()
         report.with_feedback = scrubbed.where(F.col("feedback_at").isNotNull()).count()
-        pairs = exact_duplicates(candidate_pairs(scrubbed, params)).localCheckpoint(eager=True)
+        screen = params_from(DecontaminateParams, config.section("curate").get("decontaminate") or {})
+        candidates = decontaminated(candidate_pairs(scrubbed, params), screen, eval_index(spark, config, screen.ngram))
+        pairs = exact_duplicates(candidates).localCheckpoint(eager=True)
         for row in pairs.groupBy("rule", "refused").count().collect():
             report.candidates[row["rule"]] = report.candidates.get(row["rule"], 0) + row["count"]
             if row["refused"] is None:

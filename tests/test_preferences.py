@@ -32,6 +32,10 @@ from serving.landing import LandingSettings, LandingWriter
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 MODEL = {"name": "millpond-pretrain-demo", "version": "1", "run_id": "r1"}
+EVAL_QUESTION = (
+    "Which of the following best explains why the mill wheel turns faster in spring when the river "
+    "rises after the snow melts in the northern hills?"
+)
 
 
 def _interaction(n: int, user: str | None, consent: list[str], question: str, answers: list[str],
@@ -83,8 +87,14 @@ def test_rules_consent_duplicates_scrubbing_snapshot_and_erasure(spark, lakehous
         *_interaction(8, "u-ann", ok, "Who runs the museum?", ["The society."],
                       edit="Write to ann.lee@example.com, the society's secretary."),
         *_interaction(9, None, [], "Pick one.", ["left", "right"], choice=1),
+        *_interaction(10, "u-bob", ok, EVAL_QUESTION, ["The snow melt.", "The moon."], choice=0),
     ]  # fmt: skip
     _write_bronze(spark, lakehouse, events)
+    items = lakehouse.parent / "eval.jsonl"
+    items.write_text(json.dumps({"question": EVAL_QUESTION}) + "\n")
+    added = CliRunner().invoke(cli, ["--lakehouse", str(lakehouse), "evalset", "add", "mill-qa", str(items),
+                                     "--text-field", "question"])  # fmt: skip
+    assert added.exit_code == 0, added.output
     # The same events in the server's landing folder: a closed file, and a file a killed server left
     # open with a torn last line of hers.
     landing = lakehouse / "_landing" / "interactions"
@@ -95,10 +105,11 @@ def test_rules_consent_duplicates_scrubbing_snapshot_and_erasure(spark, lakehous
     config = make_config(lakehouse)
     report = build_preferences(spark, config).as_json()
 
-    assert report["interactions"] == 9 and report["with_feedback"] == 9
-    assert report["candidates"] == {"choice": 7, "edit": 2, "rating": 1}
+    assert report["interactions"] == 10 and report["with_feedback"] == 10
+    assert report["candidates"] == {"choice": 8, "edit": 2, "rating": 1}
     assert report["kept"] == {"choice": 2, "edit": 2, "rating": 1} and report["pairs"] == 5
-    assert report["refused"] == {"no_preference_consent": 2, "identical_responses": 1, "exact_duplicate": 2}
+    assert report["refused"] == {"no_preference_consent": 2, "identical_responses": 1, "exact_duplicate": 2,
+                                 "eval_item:mill-qa": 1}  # fmt: skip
     pairs = {(r["rule"], r["chosen"], r["rejected"]): r for r in read_table(SILVER_PREFERENCES, lakehouse).to_pylist()}
     assert set(pairs) == {
         ("choice", "Severn", "Thames"), ("choice", "Severn", "Trent"), ("edit", "Mills grind grain into flour.", "Mills grind grain."),
@@ -113,11 +124,11 @@ def test_rules_consent_duplicates_scrubbing_snapshot_and_erasure(spark, lakehous
 
     # Every candidate has its decision; the scrubbed interaction keeps no e-mail address.
     decisions = [r for r in read_table(SILVER_DECISIONS, lakehouse).to_pylist() if r["stage"] == "preferences"]
-    assert len(decisions) == 10 and sum(r["action"] == "dropped" for r in decisions) == 5
+    assert len(decisions) == 11 and sum(r["action"] == "dropped" for r in decisions) == 6
     assert {r["duplicate_of"] for r in decisions if r["reason"] == "exact_duplicate"} == {
         pairs[("choice", "Severn", "Thames")]["doc_id"], pairs[("choice", "Severn", "Trent")]["doc_id"]}  # fmt: skip
     scrubbed = {r["interaction_id"]: r for r in read_table(SILVER_INTERACTIONS, lakehouse).to_pylist()}
-    assert "ann.lee@example.com" not in json.dumps(scrubbed, default=str) and len(scrubbed) == 9
+    assert "ann.lee@example.com" not in json.dumps(scrubbed, default=str) and len(scrubbed) == 10
     assert scrubbed["chatcmpl-08"]["pii_counts"] == [("EMAIL_ADDRESS", 1)]
 
     # `why` answers for an interaction id and for a pair id.
