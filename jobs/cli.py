@@ -222,6 +222,16 @@ def split_debug(argv: list[str]) -> tuple[list[str], bool]:
     return head + argv[cut:], len(head) < cut or os.environ.get("MILLPOND_DEBUG", "") not in ("", "0")
 
 
+def run_job_file(command: list[str], argv: list[str]) -> None:
+    """A job file run by spark-submit: `millpond submit` puts `--lakehouse` and `--config` first,
+    where the root group takes them, before the command's own words (a group such as `snapshot`
+    has no such options of its own)."""
+    leading, rest = [], list(argv)
+    while len(rest) > 1 and rest[0] in ("--lakehouse", "--config"):
+        leading, rest = [*leading, *rest[:2]], rest[2:]
+    main([*leading, *command, *rest])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; an error the user can fix ends as one line on stderr and exit status 2."""
     args, debug = split_debug(list(sys.argv[1:] if argv is None else argv))

@@ -123,7 +123,7 @@ def run_demo(config: Config) -> None:
     click.echo("\n== 5. the tables")
     for info in inspect_tables(lakehouse):
         state = "not created yet" if info.version is None else f"v{info.version}, {info.rows} rows"
-        click.echo(f"  {info.name:<20} {state:<22} {info.path}")
+        click.echo(f"  {info.name:<22} {state:<22} {info.path}")
     click.echo(
         "\nNext: `millpond quarantine`, `millpond runs`, `millpond why DOC_ID`, `millpond snapshot list`, "
         "`millpond pii scan FILE`; run the "

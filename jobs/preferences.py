@@ -214,6 +214,6 @@ def build_command(
 
 
 if __name__ == "__main__":  # spark-submit jobs/preferences.py build [--full]
-    from jobs.cli import main
+    from jobs.cli import run_job_file
 
-    main(["preferences", *sys.argv[1:]])
+    run_job_file(["preferences"], sys.argv[1:])

@@ -339,6 +339,6 @@ def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: s
 
 
 if __name__ == "__main__":  # spark-submit jobs/snapshot.py create NAME [--where ...] [--lakehouse ...]
-    from jobs.cli import main
+    from jobs.cli import run_job_file
 
-    main(["snapshot", *sys.argv[1:]])
+    run_job_file(["snapshot"], sys.argv[1:])

@@ -135,6 +135,6 @@ def interactions_command(
 
 
 if __name__ == "__main__":  # spark-submit jobs/stream_interactions.py --once [--lakehouse ...]
-    from jobs.cli import main
+    from jobs.cli import run_job_file
 
-    main(["stream", "interactions", *sys.argv[1:]])
+    run_job_file(["stream", "interactions"], sys.argv[1:])

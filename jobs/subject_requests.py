@@ -377,6 +377,6 @@ def erase_command(
 
 
 if __name__ == "__main__":  # spark-submit jobs/subject_requests.py find --subject ... (millpond submit lineage)
-    from jobs.cli import main
+    from jobs.cli import run_job_file
 
-    main(["lineage", *sys.argv[1:]])
+    run_job_file(["lineage"], sys.argv[1:])

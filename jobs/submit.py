@@ -26,7 +26,14 @@ JOBS_DIR = Path(__file__).resolve().parent
 # Jobs spark-submit can run, and their files under `jobs/` (each a spark-submit application). A
 # job file never takes the name of a top-level package: spark-submit puts `jobs/` first on the
 # path, so `jobs/lineage.py` would hide the `lineage` package.
-JOB_FILES = {"ingest": "ingest", "curate": "curate", "snapshot": "snapshot", "lineage": "subject_requests"}
+JOB_FILES = {
+    "ingest": "ingest",
+    "curate": "curate",
+    "snapshot": "snapshot",
+    "lineage": "subject_requests",
+    "stream-interactions": "stream_interactions",
+    "preferences": "preferences",
+}
 JOBS = tuple(JOB_FILES)
 
 

@@ -59,7 +59,8 @@ def test_config_command_prints_effective_toml(tmp_path: Path, monkeypatch: pytes
 
 def test_every_command_has_help() -> None:
     runner = CliRunner()
-    for command in ["config", "tables", "ingest", "quarantine", "runs", "submit", "demo"]:
+    for command in ["config", "tables", "ingest", "quarantine", "runs", "submit", "demo", "serve", "preferences",
+                    "stream"]:  # fmt: skip
         result = runner.invoke(cli, [command, "--help"])
         assert result.exit_code == 0 and "Usage:" in result.output, command
 
@@ -92,6 +93,16 @@ def test_submit_dry_run_ships_project_and_delta(tmp_path: Path) -> None:
     assert command[-5:] == [str(JOBS_DIR / "ingest.py"), "--lakehouse", str(tmp_path / "lh"), "--manifest", "m.toml"]
     unknown = runner.invoke(cli, ["submit", "nope", "--master", "local[1]", "--dry-run"])
     assert unknown.exit_code != 0 and "unknown job 'nope'" in str(unknown.exception)
+
+
+def test_a_group_job_file_takes_the_options_submit_puts_first(tmp_path: Path) -> None:
+    """`millpond submit snapshot -- list` runs `jobs/snapshot.py --lakehouse LH list`."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(JOBS_DIR / "snapshot.py"), "--lakehouse", str(tmp_path / "lh"), "list"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and "no snapshots yet" in done.stdout, done.stderr[-2000:]
 
 
 def test_curate_sections_are_checked_and_open_tables_take_new_keys(tmp_path) -> None:
