@@ -101,10 +101,10 @@ def event_row(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_landing_file(
-    uri: str, data: bytes, max_event_bytes: int, erased: Callable[[str], bool] | None = None
+    uri: str, data: bytes, max_event_bytes: int, erased: Callable[[str, datetime], bool] | None = None
 ) -> Iterator[dict[str, Any]]:
     """Every line of a landing file as a row: an event, a quarantined line with its reason, or an
-    event of an erased subject (`erased(user)`), with file:line and byte offsets."""
+    event an erasure covers (`erased(user, created_at)`), with file:line and byte offsets."""
     offset = 0
     lines = data.split(b"\n")
     for number, raw in enumerate(lines, start=1):
@@ -129,12 +129,14 @@ def parse_landing_file(
             continue
         assert isinstance(record, dict)
         row = {"kind": EVENT, "reason": None, "detail": None, **where, **event_row(record)}
-        if erased is not None and row["user"] is not None and erased(row["user"]):
+        if erased is not None and row["user"] is not None and erased(row["user"], row["created_at"]):
             row["kind"], row["reason"] = TOMBSTONED, "subject_erased"
         yield row
 
 
-def _parser(max_event_bytes: int, key: bytes | None, labels: frozenset[str]) -> Callable[..., Iterator[pd.DataFrame]]:
+def _parser(
+    max_event_bytes: int, key: bytes | None, labels: dict[str, datetime]
+) -> Callable[..., Iterator[pd.DataFrame]]:
     """The mapInPandas function over binaryFile rows (path, content)."""
     columns = PARSED_SCHEMA.fieldNames()
 
@@ -143,8 +145,10 @@ def _parser(max_event_bytes: int, key: bytes | None, labels: frozenset[str]) -> 
         if labels and key is not None:
             from lineage.subjects import subject_forms
 
-            def erased(user: str) -> bool:
-                return subject_forms(user, key).label in labels
+            def erased(user: str, created: datetime) -> bool:
+                # What the person had sent by the time of the erasure, not what they send afterwards.
+                erased_at = labels.get(subject_forms(user, key).label)
+                return erased_at is not None and created <= erased_at
 
         for frame in frames:
             rows = [r for path, content in zip(frame["path"], frame["content"], strict=True)
@@ -176,11 +180,13 @@ class BatchReport:
         return asdict(self)
 
 
-def erased_subjects(spark: SparkSession, lakehouse: str | Path) -> frozenset[str]:
+def erased_subjects(spark: SparkSession, lakehouse: str | Path) -> dict[str, datetime]:
+    """Keyed subject -> when it was erased (UTC, naive, as event times are compared)."""
     stones = load_delta(spark, GOVERNANCE_TOMBSTONES, lakehouse)
     if stones is None:
-        return frozenset()
-    return frozenset(r[0] for r in stones.where(F.col("kind") == "subject").select("value").collect())
+        return {}
+    rows = stones.where(F.col("kind") == "subject").groupBy("value").agg(F.max(F.unix_micros("created_at"))).collect()
+    return {r[0]: datetime.fromtimestamp(r[1] / 1e6, UTC).replace(tzinfo=None) for r in rows}
 
 
 def land_batch(

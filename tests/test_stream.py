@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def _write_landing(folder: Path, files: int, per_file: int) -> list[str]:
 def test_a_landing_file_parses_line_by_line_with_reasons() -> None:
     good = json.dumps(event("feedback", "chatcmpl-1", feedback={"rating": "up"}, user="u-1"))
     data = "\n".join([good, "{oops", json.dumps({"schema_version": 1, "event_id": "e"}), "", good[:40]]).encode()
-    rows = list(parse_landing_file("file:/l/a.jsonl", data, 10_000, erased=lambda user: user == "u-1"))
+    rows = list(parse_landing_file("file:/l/a.jsonl", data, 10_000, erased=lambda user, at: user == "u-1"))
     assert [(r["kind"], r["reason"], r["locator"]) for r in rows] == [
         ("tombstoned", "subject_erased", "file:/l/a.jsonl:1"),
         ("quarantine", "bad_json", "file:/l/a.jsonl:2"),
@@ -69,7 +69,12 @@ def _bronze(lakehouse: Path) -> list[tuple[Any, ...]]:
 def test_sigkill_mid_batch_then_restart_equals_a_clean_run(spark, tmp_path: Path) -> None:
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     ids = _write_landing(killed / "_landing" / "interactions", files=8, per_file=1000)
-    (killed / "_landing" / "interactions" / "replica-b-000001.jsonl").write_text('{"broken\n' + "z" * 9000 + "\n")
+    # After her erasure u-3 writes again: that event is new data, not what the erasure covered.
+    later = event("request", "chatcmpl-later", user="u-3", consent=["preference"], messages=[],
+                  created_at=(datetime.now(UTC) + timedelta(days=1)).isoformat())  # fmt: skip
+    (killed / "_landing" / "interactions" / "replica-b-000001.jsonl").write_text(
+        json.dumps(later) + "\n" + '{"broken\n' + "z" * 9000 + "\n"
+    )
     shutil.copytree(killed, clean)
     config = tmp_path / "millpond.toml"
     config.write_text(
@@ -107,10 +112,10 @@ def test_sigkill_mid_batch_then_restart_equals_a_clean_run(spark, tmp_path: Path
     assert resumed["batches"] >= 1 and resumed["read"] < straight["read"]  # it went on where the kill left it
     assert _bronze(killed) == _bronze(clean)
     erased = len([i for i in ids if i]) // 8  # one user in eight
-    assert straight["read"] == len(ids) + 2 and straight["tombstoned"] == erased
-    assert straight["ingested"] == len(ids) - erased and straight["quarantined"] == 2
-    assert len(_bronze(killed)) == len(ids) - erased and len({r[0] for r in _bronze(killed)}) == len(ids) - erased
-    assert all(r[3] != "u-3" for r in _bronze(killed))
+    assert straight["read"] == len(ids) + 3 and straight["tombstoned"] == erased
+    assert straight["ingested"] == len(ids) - erased + 1 and straight["quarantined"] == 2
+    assert len(_bronze(killed)) == len({r[0] for r in _bronze(killed)}) == len(ids) - erased + 1
+    assert [r[2] for r in _bronze(killed) if r[3] == "u-3"] == ["chatcmpl-later"]
     reasons = sorted(r["reason"] for r in read_table(QUARANTINE_RECORDS, killed).to_pylist())
     assert reasons == ["bad_json", "too_large"]
     # Every batch reconciled and was recorded; a batch the kill interrupted was redone under its own id.
