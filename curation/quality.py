@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 import pandas as pd
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -108,29 +108,44 @@ def failed_rule(signals: dict[str, float], rules: dict[str, float]) -> str | Non
 SIGNALS_TYPE = T.StructType([T.StructField(name, T.DoubleType(), True) for name in QUALITY_SIGNALS])
 
 
-@F.pandas_udf(SIGNALS_TYPE)
-def _signals(texts: pd.Series) -> pd.DataFrame:
-    return pd.DataFrame([quality_signals(text) for text in texts], columns=list(QUALITY_SIGNALS))
+def judged(text: str, rules: dict[str, float]) -> tuple[dict[str, float], str | None, float | None]:
+    """A document's signals, the first rule of `rules` it breaks and that signal's value. A NaN
+    signal compares as Spark orders NaN: above every number."""
+    signals = quality_signals(text)
+    ordered = {k: (math.inf if isinstance(v, float) and math.isnan(v) else v) for k, v in signals.items()}
+    rule = failed_rule(ordered, rules)
+    return signals, rule, (signals[rule.partition("_")[2]] if rule else None)
 
 
-def _rule_chain(rules: dict[str, float], otherwise: Column) -> Column:
-    verdict = otherwise
-    for name, threshold in reversed(list(rules.items())):
-        if math.isnan(threshold):
-            continue
-        op, _, signal = name.partition("_")
-        value = F.col("signals")[signal]
-        broken = value < threshold if op == "min" else value > threshold
-        verdict = F.when(broken, decision(DROPPED, name, value)).otherwise(verdict)
-    return verdict
+_JUDGED = T.StructType(
+    [
+        T.StructField("signals", SIGNALS_TYPE, True),
+        T.StructField("rule", T.StringType(), True),
+        T.StructField("value", T.DoubleType(), True),
+    ]
+)
 
 
 def quality(frame: DataFrame, params: QualityParams) -> DataFrame:
-    """Add the `signals` struct; drop a document at the first rule of its domain it breaks."""
-    out = frame.withColumn("signals", _signals(F.col("text")))
-    domain = F.coalesce(F.col("domain"), F.lit(""))
-    verdict = _rule_chain(params.rules[params.default_rules], kept())
-    for name, rules in params.rules.items():
-        if name != params.default_rules:
-            verdict = F.when(domain == name, _rule_chain(rules, kept())).otherwise(verdict)
-    return out.withColumn(DECISION, verdict)
+    """Add the `signals` struct; drop a document at the first rule of its domain it breaks.
+
+    Signals and rules are judged in one Python pass (`judged`): a rule chain as a Spark CASE
+    expression per domain cost about 2.5 s of planning per batch, whatever its size."""
+    rules, default = params.rules, params.default_rules
+
+    @F.pandas_udf(_JUDGED)
+    def judge(texts: pd.Series, domains: pd.Series) -> pd.DataFrame:
+        out = [
+            judged(text, rules.get(domain or "", rules[default])) for text, domain in zip(texts, domains, strict=True)
+        ]
+        return pd.DataFrame({
+            "signals": [pd.Series(s)[list(QUALITY_SIGNALS)].to_dict() for s, _, _ in out],
+            "rule": [r for _, r, _ in out],
+            "value": [v for _, _, v in out],
+        })  # fmt: skip
+
+    out = frame.withColumn("_judged", judge(F.col("text"), F.col("domain")))
+    verdict = F.when(
+        F.col("_judged.rule").isNotNull(), decision(DROPPED, F.col("_judged.rule"), F.col("_judged.value"))
+    ).otherwise(kept())
+    return out.withColumn("signals", F.col("_judged.signals")).withColumn(DECISION, verdict).drop("_judged")
