@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
@@ -25,6 +27,9 @@ from pyspark.sql.window import Window
 from curation.decisions import DECISION, DROPPED, KEPT
 from curation.decontaminate import DecontaminateParams, EvalIndex, decontaminate
 from curation.pii import PiiParams, pii
+from lineage.catalog import BRONZE_INTERACTIONS, SILVER_DECISIONS, SILVER_INTERACTIONS, SILVER_PREFERENCES
+from lineage.edges import edges, insert_edges
+from lineage.tables import ensure_table, merge_rows
 from trainers.chat import render_prompt
 
 CHOICE, EDIT, RATING = "choice", "edit", "rating"
@@ -221,3 +226,55 @@ def exact_duplicates(pairs: DataFrame) -> DataFrame:
 
 def pair_verdict(refused: Column) -> Column:
     return F.when(refused.isNull(), F.lit(KEPT)).otherwise(F.lit(DROPPED))
+
+
+STAGE = "preferences"  # the stage name of pair decisions in silver.decisions
+
+
+def commit_preferences(
+    spark: SparkSession,
+    lakehouse: str | Path,
+    run_id: str,
+    bronze_version: int,
+    scrubbed: DataFrame,
+    pairs: DataFrame,
+    params: PreferenceParams,
+) -> dict[str, int]:
+    """Make silver.interactions and silver.preferences hold exactly this build (insert, update,
+    delete what is no longer produced), append a decision for every candidate and link each pair
+    to its interactions. Returns the two tables' new versions."""
+    now = datetime.now(UTC)
+    schema = {f.name: f.dataType for f in SILVER_INTERACTIONS.schema.fields}
+    extra = {"bronze_version": F.lit(bronze_version).cast("long"), "build_run_id": F.lit(run_id)}
+    interaction_rows = scrubbed.select(
+        *[(extra[n] if n in extra else F.col(n)).cast(schema[n]).alias(n) for n in schema]
+    )
+    kept = pairs.where(F.col("refused").isNull())
+    text = F.concat_ws("\n", "prompt_text", "chosen", "rejected")
+    policy = F.create_map(F.lit(params.purpose), F.lit("allowed"), F.lit("sft"), F.lit("allowed"))
+    pair_rows = kept.select(
+        F.col("pair_id").alias("doc_id"), F.col("prompt_text").alias("prompt"), "chosen", "rejected", "rule",
+        text.alias("text"), F.sha2(text, 256).alias("text_sha256"), F.col("prompt_key").alias("split_key"),
+        F.lit(SOURCE).alias("source"), "interaction_id", "other_interaction_id", "subject_ids", "consent",
+        F.lit(LICENSE).alias("license"), policy.alias("license_policy"), F.lit(now).cast("timestamp").alias("created_at"),
+        F.lit(run_id).alias("build_run_id"),
+    )  # fmt: skip
+    versions = {}
+    for spec, rows in ((SILVER_INTERACTIONS, interaction_rows), (SILVER_PREFERENCES, pair_rows)):
+        table = ensure_table(spark, spec, lakehouse)
+        versions[spec.name] = merge_rows(spark, table, spec.key, rows, changed_when="true", delete_missing=True).version
+    decisions = pairs.select(
+        F.col("candidate_id").alias("doc_id"), F.lit(STAGE).alias("stage"),
+        F.when(F.col("refused").isNull(), KEPT).otherwise(DROPPED).alias("action"),
+        F.coalesce("refused", F.concat(F.lit("rule:"), "rule")).alias("reason"), F.lit(None).cast("double").alias("score"),
+        F.lit(None).cast("string").alias("cluster_id"),
+        F.when(F.col("refused") == "exact_duplicate", F.col("pair_id")).alias("duplicate_of"),
+        F.lit(run_id).alias("run_id"), F.lit(now).cast("timestamp").alias("decided_at"),
+    )  # fmt: skip
+    ensure_table(spark, SILVER_DECISIONS, lakehouse)
+    decisions.write.format("delta").mode("append").save(SILVER_DECISIONS.path(lakehouse))
+    parents = kept.select("pair_id", F.explode(F.array_compact(F.array("interaction_id", "other_interaction_id"))).alias("parent"))  # fmt: skip
+    insert_edges(spark, lakehouse, edges(parents, child="pair_id", child_table=SILVER_PREFERENCES.name,
+                                         parent="parent", parent_table=BRONZE_INTERACTIONS.name, relation="pair_of",
+                                         run_id=run_id, table_version=bronze_version))  # fmt: skip
+    return versions

@@ -25,7 +25,7 @@ from ingestion.bronze import quarantine_id_for
 from lineage.catalog import BRONZE_INTERACTIONS, GOVERNANCE_TOMBSTONES, QUARANTINE_RECORDS
 from lineage.errors import MillpondError
 from lineage.runs import Run, record_run
-from lineage.tables import ensure_table, load_delta, merge_rows
+from lineage.tables import ensure_table, load_delta, merge_rows, session_conf
 from serving.events import created_at, problem
 
 SOURCE = "interactions"  # the `source` of quarantined landing lines
@@ -42,6 +42,7 @@ PARSED_SCHEMA = T.StructType(
         T.StructField("locator", T.StringType(), False),
         T.StructField("byte_offset", T.LongType(), False),
         T.StructField("byte_length", T.LongType(), False),
+        T.StructField("quarantine_id", T.StringType(), True),
         T.StructField("event_id", T.StringType(), True),
         T.StructField("event_type", T.StringType(), True),
         T.StructField("interaction_id", T.StringType(), True),
@@ -125,7 +126,8 @@ def parse_landing_file(
                 # A last line without its newline is an event whose write was cut: never acknowledged.
                 reason, detail = ("torn_line" if last else "bad_json"), str(err)[:200]
         if reason is not None:
-            yield {"kind": QUARANTINED, "reason": reason, "detail": detail, **where}
+            qid = quarantine_id_for(SOURCE, where["locator"], reason)
+            yield {"kind": QUARANTINED, "reason": reason, "detail": detail, "quarantine_id": qid, **where}
             continue
         assert isinstance(record, dict)
         row = {"kind": EVENT, "reason": None, "detail": None, **where, **event_row(record)}
@@ -219,17 +221,20 @@ def land_batch(
         parsed = files.select("path", "content").mapInPandas(_parser(max_event_bytes, key, labels), PARSED_SCHEMA)
         parsed = parsed.localCheckpoint(eager=True)
         now = datetime.now(UTC)
-        tally: dict[tuple[str, str | None], int] = {
-            (r["kind"], r["reason"]): r["count"] for r in parsed.groupBy("kind", "reason").count().collect()
-        }
-        report.files = parsed.select("source_uri").distinct().count()
+        tally: dict[tuple[str, str | None], int] = {}
+        files: set[str] = set()
+        for r in parsed.groupBy("kind", "reason").agg(F.count("*"), F.collect_set("source_uri")).collect():
+            tally[(r[0], r[1])] = r[2]
+            files.update(r[3])
+        report.files = len(files)
         report.read = sum(tally.values())
         report.quarantined = sum(v for (k, _), v in tally.items() if k == QUARANTINED)
         report.tombstoned = sum(v for (k, _), v in tally.items() if k == TOMBSTONED)
         events = parsed.where(F.col("kind") == EVENT)
         table = ensure_table(spark, BRONZE_INTERACTIONS, lakehouse)
         quarantine = ensure_table(spark, QUARANTINE_RECORDS, lakehouse)
-        with _transaction(spark, app_id, batch_id):  # Delta skips a (table, app, batch) it committed
+        # Delta skips a write whose (table, app, batch) it committed before: a replayed batch.
+        with session_conf(spark, {TXN_APP_ID: app_id, TXN_VERSION: str(batch_id)}):
             merged = merge_rows(spark, table, BRONZE_INTERACTIONS.key, _bronze_rows(events, run.run_id, now))
             bad = parsed.where(F.col("kind") == QUARANTINED)
             if report.quarantined:
@@ -253,21 +258,6 @@ def land_batch(
     return report
 
 
-class _transaction:
-    """Delta's idempotent-write options for the writes inside the block, unset after it."""
-
-    def __init__(self, spark: SparkSession, app_id: str, version: int):
-        self.spark, self.app_id, self.version = spark, app_id, version
-
-    def __enter__(self) -> None:
-        self.spark.conf.set(TXN_APP_ID, self.app_id)
-        self.spark.conf.set(TXN_VERSION, str(self.version))
-
-    def __exit__(self, *exc: Any) -> None:
-        self.spark.conf.unset(TXN_APP_ID)
-        self.spark.conf.unset(TXN_VERSION)
-
-
 def _bronze_rows(events: DataFrame, run_id: str, now: datetime) -> DataFrame:
     schema = {f.name: f.dataType for f in BRONZE_INTERACTIONS.schema.fields}
     decoded = {
@@ -289,9 +279,8 @@ def _bronze_rows(events: DataFrame, run_id: str, now: datetime) -> DataFrame:
 
 
 def _quarantine_rows(bad: DataFrame, run_id: str, now: datetime) -> DataFrame:
-    qid = F.udf(lambda locator, reason: quarantine_id_for(SOURCE, locator, reason), T.StringType())
     return bad.select(
-        qid("locator", "reason").alias("quarantine_id"),
+        "quarantine_id",
         "reason",
         "detail",
         F.lit(SOURCE).alias("source"),

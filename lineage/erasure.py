@@ -38,7 +38,7 @@ from lineage.catalog import (
     table,
 )
 from lineage.snapshots import digest_lines, member_line, word_count
-from lineage.tables import ensure_table, latest_version, load_delta, merge_rows, sql_path
+from lineage.tables import ensure_table, latest_version, load_delta, merge_rows, session_conf, sql_path
 
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
@@ -130,9 +130,6 @@ def erase_documents(
     # VACUUM lists the table with `parallelPartitionDiscovery.parallelism` tasks (10,000 by
     # default: 40 s of empty tasks on two cores); the shuffle partition count is plenty.
     settings = {RETENTION_CHECK: "false", LISTING_PARALLELISM: spark.conf.get("spark.sql.shuffle.partitions")}
-    previous = {k: spark.conf.get(k, None) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
     specs = [s for s in TABLES.values() if s.document_columns and (holding is None or s.name in holding)]
 
     def erase(spec: TableSpec) -> TableErasure | None:
@@ -142,15 +139,8 @@ def erase_documents(
             on_table(done, time.perf_counter() - started)
         return done
 
-    try:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            results = list(pool.map(erase, specs))
-    finally:
-        for k, v in previous.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
+    with session_conf(spark, settings), ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(erase, specs))
     return [r for r in results if r is not None]
 
 

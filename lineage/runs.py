@@ -138,6 +138,16 @@ def curated_version(lakehouse: str | Path) -> int | None:
     return watermark
 
 
+def last_read_version(lakehouse: str | Path, job: str, table_name: str) -> int | None:
+    """The version of `table_name` the latest successful run of `job` read (None: never ran)."""
+    runs = read_table(LINEAGE_RUNS, lakehouse, columns=["job", "status", "input_versions", "started_at"])
+    done = [] if runs is None else [r for r in runs.to_pylist() if r["job"] == job and r["status"] == "succeeded"]
+    if not done:
+        return None
+    latest = max(done, key=lambda r: r["started_at"])
+    return dict(latest["input_versions"] or []).get(table_name)
+
+
 def abandoned_runs(lakehouse: str | Path, job: str, current: str) -> list[str]:
     """Runs of `job` other than `current` that never succeeded (killed or failed): their partial
     writes are redone by the next run."""

@@ -7,6 +7,8 @@ delta-rs and needs no JVM.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,22 @@ class MergeResult:
     updated: int
 
 
+@contextlib.contextmanager
+def session_conf(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Spark session settings for the block only: each is restored (or unset) after it."""
+    previous = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
 def merge_rows(
     spark: SparkSession,
     table: DeltaTable,
@@ -87,9 +105,11 @@ def merge_rows(
     *,
     changed_when: str | Column | None = None,
     source_is_persisted: bool = False,
+    delete_missing: bool = False,
 ) -> MergeResult:
     """MERGE `rows` into a table (see `ensure_table`) on `key`: insert new keys, update matched
-    rows where `changed_when` holds.
+    rows where `changed_when` holds, and with `delete_missing` delete the rows `rows` does not
+    hold (the table then holds exactly `rows`, in one commit).
 
     `changed_when` is a condition over `t` (target) and `s` (source); None makes the MERGE
     insert-only. With `source_is_persisted`, Delta does not copy the source again before
@@ -100,18 +120,11 @@ def merge_rows(
     if changed_when is not None:
         merge = merge.whenMatchedUpdateAll(condition=changed_when)
     merge = merge.whenNotMatchedInsertAll()
-    materialize = "spark.databricks.delta.merge.materializeSource"
-    previous = spark.conf.get(materialize, None)
-    if source_is_persisted:
-        spark.conf.set(materialize, "none")
-    try:
+    if delete_missing:
+        merge = merge.whenNotMatchedBySourceDelete()
+    materialize = {"spark.databricks.delta.merge.materializeSource": "none"} if source_is_persisted else {}
+    with session_conf(spark, materialize):
         metrics = merge.execute().first()
-    finally:
-        if source_is_persisted:
-            if previous is None:
-                spark.conf.unset(materialize)
-            else:
-                spark.conf.set(materialize, previous)
     values: dict[str, Any] = metrics.asDict() if metrics is not None else {}
     return MergeResult(
         version=latest_version(table),

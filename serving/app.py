@@ -97,9 +97,9 @@ def create_app(settings: ServeSettings, generator: Generator, landing: LandingWr
         return _error(problem)
 
     async def body_of(request: Request) -> dict[str, Any]:
-        raw = b""
+        raw = bytearray()
         async for chunk in request.stream():
-            raw += chunk
+            raw.extend(chunk)
             if len(raw) > settings.max_body_bytes:
                 raise RequestProblem(413, f"request body over {settings.max_body_bytes} bytes")
         try:
