@@ -55,7 +55,8 @@ PERMISSIVE = (
 
 
 def _default_purposes() -> dict[str, list[str]]:
-    return {"pretraining": list(PERMISSIVE)}
+    # preference pairs and demonstrations from external sources answer to the same allowlist
+    return {purpose: list(PERMISSIVE) for purpose in ("pretraining", "preference", "sft")}
 
 
 @dataclass(frozen=True)

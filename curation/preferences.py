@@ -1,10 +1,12 @@
 """From interaction events to preference pairs: `silver.interactions` and `silver.preferences`.
 
 An interaction is one request with its response and the feedback on it. Pairs come from four
-rules over scrubbed interactions:
+rules over scrubbed interactions and external preference records:
 - `choice`: the user picked one of `n` alternatives: chosen over each other alternative;
 - `edit`: the user corrected an answer: the edit over the answer it corrects;
 - `rating`: an up-rated and a down-rated answer to the same normalized prompt;
+- `external`: a `preference-jsonl` record in bronze.documents (chosen and rejected dialogues,
+  such as Anthropic's hh-rlhf): the prompt is their shared turns, the answers their last turns.
 No pair is made from a user without `preference` consent, with chosen equal to rejected, or
 with a prompt that holds a registered eval item;
 such candidates are decisions with a reason, as documents are. Pair ids are content-addressed
@@ -24,16 +26,25 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
-from curation.decisions import DECISION, DROPPED, KEPT
+from curation.decisions import DECISION, DROPPED, KEPT, decision
 from curation.decontaminate import DecontaminateParams, EvalIndex, decontaminate
+from curation.licensing import LicenseParams, carry_license
 from curation.pii import PiiParams, pii
-from lineage.catalog import BRONZE_INTERACTIONS, SILVER_DECISIONS, SILVER_INTERACTIONS, SILVER_PREFERENCES
+from ingestion.manifest import PREFERENCE_DOMAIN
+from lineage.catalog import (
+    BRONZE_DOCUMENTS,
+    BRONZE_INTERACTIONS,
+    SILVER_DECISIONS,
+    SILVER_INTERACTIONS,
+    SILVER_PREFERENCES,
+)
 from lineage.edges import edges, insert_edges
 from lineage.tables import ensure_table, merge_rows
 from trainers.chat import render_prompt
 
-CHOICE, EDIT, RATING = "choice", "edit", "rating"
-RULES = (CHOICE, EDIT, RATING)
+CHOICE, EDIT, RATING, EXTERNAL = "choice", "edit", "rating", "external"
+RULES = (CHOICE, EDIT, RATING, EXTERNAL)
+SERVED = "served"  # the `origin` of rows from the served model's interactions (else EXTERNAL)
 SOURCE = "interactions"  # the `source` of pairs made from the served model's interactions
 LICENSE = "first-party"  # what the platform's own users wrote and were answered, under their consent
 
@@ -61,7 +72,103 @@ def pair_id(prompt: str, chosen: str, rejected: str) -> str:
     return hashlib.sha256("\x1f".join(("pair", prompt, chosen, rejected)).encode()).hexdigest()[:32]
 
 
-def interactions(events: DataFrame) -> DataFrame:
+_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant|User|System):[ \t]?")
+_ROLE = {"Human": "user", "User": "user", "Assistant": "assistant", "System": "system"}
+
+
+def dialogue_turns(text: str) -> list[tuple[str, str]] | None:
+    """`Human: ... Assistant: ...` turns (the hh-rlhf layout) as (role, content), or None when the
+    text is not a dialogue."""
+    marks = list(_TURN.finditer(text))
+    if not marks or text[: marks[0].start()].strip():
+        return None
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    return [(_ROLE[m[1]], text[m.end() : end].strip()) for m, end in zip(marks, ends, strict=True)]
+
+
+@dataclass(frozen=True)
+class ExternalPair:
+    """A preference record split into the prompt's messages and the two answers, or why it cannot be."""
+
+    messages: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    refused: str | None = None
+
+
+def external_pair(chosen: str, rejected: str, prompt: str | None = None) -> ExternalPair:
+    """The prompt and answers of a chosen/rejected record: a separate `prompt` when the record has
+    one; else the turns two dialogues share (their last turns being the assistant's answers); else,
+    for plain texts, their shared leading words."""
+    if prompt is not None and prompt.strip():
+        return ExternalPair([{"role": "user", "content": prompt.strip()}], chosen.strip(), rejected.strip())
+    mine, theirs = dialogue_turns(chosen), dialogue_turns(rejected)
+    if mine and theirs and mine[-1][0] == theirs[-1][0] == "assistant":
+        messages = [{"role": r, "content": c} for r, c in mine[:-1]]
+        if mine[:-1] != theirs[:-1]:
+            return ExternalPair(messages, mine[-1][1], theirs[-1][1], "prompts_differ")
+        if not messages:
+            return ExternalPair(messages, mine[-1][1], theirs[-1][1], "no_prompt")
+        return ExternalPair(messages, mine[-1][1], theirs[-1][1])
+    shared = 0
+    for a, b in zip(chosen, rejected, strict=False):
+        if a != b:
+            break
+        shared += 1
+    while shared and not (chosen[shared - 1].isspace()):  # whole words only
+        shared -= 1
+    head = chosen[:shared].strip()
+    if not head:
+        return ExternalPair([], chosen.strip(), rejected.strip(), "no_prompt")
+    return ExternalPair([{"role": "user", "content": head}], chosen[shared:].strip(), rejected[shared:].strip())
+
+
+_EXTERNAL_TYPE = T.StructType([
+    T.StructField("messages", T.ArrayType(T.StructType([T.StructField("role", T.StringType()),
+                                                        T.StructField("content", T.StringType())]))),
+    T.StructField("chosen", T.StringType()), T.StructField("rejected", T.StringType()),
+    T.StructField("refused", T.StringType()),
+])  # fmt: skip
+
+
+def _split_values(chosen, rejected, prompt):  # noqa: ANN001, ANN202 - a Spark UDF body
+    pair = external_pair(chosen, rejected or "", prompt)
+    return (pair.messages, pair.chosen, pair.rejected, pair.refused)
+
+
+_split_record = F.udf(_split_values, _EXTERNAL_TYPE)
+
+
+def route_preference_records(frame: DataFrame) -> DataFrame:
+    """Curate's first step when bronze holds preference records: they are pairs, not documents, so
+    they leave the document pipeline with a reason (`preference_record`) for `preferences build`."""
+    routed = F.coalesce(F.col("domain") == PREFERENCE_DOMAIN, F.lit(False))
+    return frame.withColumn(DECISION, F.when(routed, decision(DROPPED, "preference_record")).otherwise(decision(KEPT)))
+
+
+def external_records(documents: DataFrame, purposes: dict[str, list[str]]) -> DataFrame:
+    """bronze.documents' preference records as interaction rows (answers: chosen, then rejected;
+    `choice` 0), unscrubbed, with their source, license and its policy for each purpose."""
+    records = documents.where(F.col("domain") == PREFERENCE_DOMAIN)
+    split = _split_record("text", F.col("metadata")["rejected"], F.col("metadata")["prompt"])
+    records = carry_license(records.withColumn("license_policy", F.lit(None).cast("map<string,string>")),
+                           LicenseParams(purposes=purposes))  # fmt: skip
+    return records.select(
+        F.col("doc_id").alias("interaction_id"), F.lit(None).cast("string").alias("conversation_id"),
+        F.lit(None).cast("string").alias("user"), "consent",
+        *[F.lit(None).cast("string").alias(c) for c in ("model_name", "model_version", "model_run_id")],
+        split["messages"].alias("messages"), F.lit(None).cast("string").alias("prompt"),
+        F.col("ingested_at").alias("requested_at"),
+        F.array(split["chosen"], split["rejected"]).alias("responses"),
+        F.lit(None).cast("array<string>").alias("finish_reasons"), F.lit(None).cast("string").alias("rating"),
+        F.lit(0).cast("long").alias("choice"), F.lit(None).cast("string").alias("edit"),
+        F.lit(None).cast("string").alias("comment"), F.lit(None).cast("timestamp").alias("feedback_at"),
+        F.lit(EXTERNAL).alias("origin"), F.col("subject_ids").alias("raw_subjects"), "source", "license",
+        "license_policy", split["refused"].alias("parse_refused"),
+    )  # fmt: skip
+
+
+def interactions(events: DataFrame, purpose: str = "preference") -> DataFrame:
     """One row per interaction from its events (the last feedback wins), unscrubbed."""
     requests = events.where(F.col("event_type") == "request").select(
         "interaction_id", "conversation_id", "user", "consent", "model_name", "model_version", "model_run_id",
@@ -75,10 +182,20 @@ def interactions(events: DataFrame) -> DataFrame:
         .where("_n = 1")
         .select("interaction_id", "rating", "choice", "edit", "comment", F.col("created_at").alias("feedback_at"))
     )
+    policy = F.create_map(F.lit(purpose), F.lit("allowed"), F.lit("sft"), F.lit("allowed"))
     return (
         requests.dropDuplicates(["interaction_id"])
         .join(responses.dropDuplicates(["interaction_id"]), "interaction_id", "left")
         .join(feedback, "interaction_id", "left")
+        .select(
+            "*",
+            F.lit(SERVED).alias("origin"),
+            F.when(F.col("user").isNotNull(), F.array("user")).alias("raw_subjects"),
+            F.lit(SOURCE).alias("source"),
+            F.lit(LICENSE).alias("license"),
+            policy.alias("license_policy"),  # first-party data under the user's consent
+            F.lit(None).cast("string").alias("parse_refused"),
+        )
     )
 
 
@@ -96,10 +213,10 @@ def scrub_interactions(rows: DataFrame, params: PiiParams) -> DataFrame:
         F.transform(F.coalesce("responses", F.array().cast("array<string>")), lambda r, i: F.struct(F.lit("response").alias("part"), i.alias("i"), r.alias("text"))),
         F.array(F.struct(F.lit("edit").alias("part"), F.lit(0).alias("i"), F.col("edit").alias("text"))),
         F.array(F.struct(F.lit("comment").alias("part"), F.lit(0).alias("i"), F.col("comment").alias("text"))),
-        # the user's own id, hashed by the stage as a subject id
+        # the user's own id (an external record's declared subjects), keyed by the stage as subject ids
         F.array(F.struct(F.lit("user").alias("part"), F.lit(0).alias("i"), F.lit("").alias("text"))),
     )  # fmt: skip
-    texts = rows.select("interaction_id", "user", F.explode(parts).alias("t")).where(
+    texts = rows.select("interaction_id", "raw_subjects", F.explode(parts).alias("t")).where(
         F.col("t.text").isNotNull() | (F.col("t.part") == "user")
     )
     texts = texts.select(
@@ -109,7 +226,7 @@ def scrub_interactions(rows: DataFrame, params: PiiParams) -> DataFrame:
         F.col("t.i").alias("i"),
         F.col("t.text").alias("text"),
         F.lit(None).cast("map<string,string>").alias("metadata"),
-        F.when((F.col("t.part") == "user") & F.col("user").isNotNull(), F.array("user")).alias("subject_ids"),
+        F.when((F.col("t.part") == "user") & (F.size("raw_subjects") > 0), F.col("raw_subjects")).alias("subject_ids"),
         F.lit("conversation").alias("domain"),
     )
     scrubbed = pii(texts, params)
@@ -129,7 +246,7 @@ def scrub_interactions(rows: DataFrame, params: PiiParams) -> DataFrame:
         ).alias("pii_counts"),
     )  # fmt: skip
     texts_of = F.col("_texts")
-    out = rows.drop("user").join(back, "interaction_id", "left")
+    out = rows.drop("user", "raw_subjects").join(back, "interaction_id", "left")
     return out.select(
         *[c for c in out.columns if c not in ("messages", "prompt", "responses", "edit", "comment", "_texts")],
         F.transform("messages", lambda m, i: F.struct(m["role"].alias("role"), texts_of[F.concat(F.lit("message:"), i.cast("string"))].alias("content"))).alias("messages"),
@@ -154,7 +271,13 @@ def _answer(index: Column) -> Column:
 def candidate_pairs(rows: DataFrame, params: PreferenceParams) -> DataFrame:
     """Every pair the rules make from scrubbed interactions (with `prompt_text`, `prompt_key`), with
     the reason it is refused (null when it is not)."""
-    common = ["prompt_text", "prompt_key", "subject_ids", "consent"]
+    common = ["prompt_text", "prompt_key", "subject_ids", "consent", "source", "license", "license_policy",
+              "parse_refused"]  # fmt: skip
+    external = rows.where(F.col("origin") == EXTERNAL).select(
+        *common, "interaction_id", F.lit(None).cast("string").alias("other_interaction_id"),
+        _answer(F.lit(0)).alias("chosen"), _answer(F.lit(1)).alias("rejected"), F.lit(EXTERNAL).alias("rule"),
+    )  # fmt: skip
+    rows = rows.where(F.col("origin") == SERVED)
     picked = F.coalesce(F.col("choice"), F.lit(0))
     valid_choice = F.col("choice").isNotNull() & (F.col("choice") >= 0) & (F.col("choice") < F.size("responses"))
     choice = (
@@ -182,17 +305,19 @@ def candidate_pairs(rows: DataFrame, params: PreferenceParams) -> DataFrame:
             F.col("u.prompt_text").alias("prompt_text"), F.col("u.prompt_key").alias("prompt_key"),
             F.array_distinct(F.concat("u.subject_ids", "d.subject_ids")).alias("subject_ids"),
             F.array_intersect("u.consent", "d.consent").alias("consent"),
+            *[F.col(f"u.{c}").alias(c) for c in ("source", "license", "license_policy", "parse_refused")],
             F.col("u.interaction_id").alias("interaction_id"), F.col("d.interaction_id").alias("other_interaction_id"),
             F.col("u.answer").alias("chosen"), F.col("d.answer").alias("rejected"), F.lit(RATING).alias("rule"),
         )
     )  # fmt: skip
-    pairs = choice.unionByName(edit).unionByName(rating)
+    pairs = choice.unionByName(edit).unionByName(rating).unionByName(external)
     ident = F.udf(pair_id, T.StringType())
     short = (F.length(F.trim(F.coalesce("chosen", F.lit("")))) < params.min_chars) | (
         F.length(F.trim(F.coalesce("rejected", F.lit("")))) < params.min_chars
     )
     reason = (
         F.when(~F.coalesce(F.array_contains("consent", params.purpose), F.lit(False)), "no_preference_consent")
+        .when(F.col("parse_refused").isNotNull(), F.col("parse_refused"))
         .when(short, "empty_answer")
         .when(F.trim("chosen") == F.trim("rejected"), "identical_responses")
     )
@@ -236,6 +361,7 @@ def commit_preferences(
     lakehouse: str | Path,
     run_id: str,
     bronze_version: int,
+    documents_version: int | None,
     scrubbed: DataFrame,
     pairs: DataFrame,
     params: PreferenceParams,
@@ -246,18 +372,16 @@ def commit_preferences(
     now = datetime.now(UTC)
     schema = {f.name: f.dataType for f in SILVER_INTERACTIONS.schema.fields}
     extra = {"bronze_version": F.lit(bronze_version).cast("long"), "build_run_id": F.lit(run_id)}
-    interaction_rows = scrubbed.select(
+    interaction_rows = scrubbed.where(F.col("origin") == SERVED).select(
         *[(extra[n] if n in extra else F.col(n)).cast(schema[n]).alias(n) for n in schema]
     )
     kept = pairs.where(F.col("refused").isNull())
     text = F.concat_ws("\n", "prompt_text", "chosen", "rejected")
-    policy = F.create_map(F.lit(params.purpose), F.lit("allowed"), F.lit("sft"), F.lit("allowed"))
     pair_rows = kept.select(
         F.col("pair_id").alias("doc_id"), F.col("prompt_text").alias("prompt"), "chosen", "rejected", "rule",
         text.alias("text"), F.sha2(text, 256).alias("text_sha256"), F.col("prompt_key").alias("split_key"),
-        F.lit(SOURCE).alias("source"), "interaction_id", "other_interaction_id", "subject_ids", "consent",
-        F.lit(LICENSE).alias("license"), policy.alias("license_policy"), F.lit(now).cast("timestamp").alias("created_at"),
-        F.lit(run_id).alias("build_run_id"),
+        "source", "interaction_id", "other_interaction_id", "subject_ids", "consent", "license", "license_policy",
+        F.lit(now).cast("timestamp").alias("created_at"), F.lit(run_id).alias("build_run_id"),
     )  # fmt: skip
     versions = {}
     for spec, rows in ((SILVER_INTERACTIONS, interaction_rows), (SILVER_PREFERENCES, pair_rows)):
@@ -273,8 +397,12 @@ def commit_preferences(
     )  # fmt: skip
     ensure_table(spark, SILVER_DECISIONS, lakehouse)
     decisions.write.format("delta").mode("append").save(SILVER_DECISIONS.path(lakehouse))
-    parents = kept.select("pair_id", F.explode(F.array_compact(F.array("interaction_id", "other_interaction_id"))).alias("parent"))  # fmt: skip
-    insert_edges(spark, lakehouse, edges(parents, child="pair_id", child_table=SILVER_PREFERENCES.name,
-                                         parent="parent", parent_table=BRONZE_INTERACTIONS.name, relation="pair_of",
-                                         run_id=run_id, table_version=bronze_version))  # fmt: skip
+    for parent_table, version, rows in (
+        (BRONZE_INTERACTIONS.name, bronze_version, kept.where(F.col("rule") != EXTERNAL)),
+        (BRONZE_DOCUMENTS.name, documents_version, kept.where(F.col("rule") == EXTERNAL)),
+    ):
+        parents = rows.select("pair_id", F.explode(F.array_compact(F.array("interaction_id", "other_interaction_id"))).alias("parent"))  # fmt: skip
+        insert_edges(spark, lakehouse, edges(parents, child="pair_id", child_table=SILVER_PREFERENCES.name,
+                                             parent="parent", parent_table=parent_table, relation="pair_of",
+                                             run_id=run_id, table_version=version or 0))  # fmt: skip
     return versions

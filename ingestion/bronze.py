@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from ingestion.manifest import FileTask
+from ingestion.manifest import PREFERENCE_FORMAT, FileTask
 from ingestion.readers import (
     MAX_RECORD_BYTES,
     Bad,
@@ -32,6 +32,7 @@ from ingestion.readers import (
     Record,
     count_newlines,
     first_line_numbers,
+    lookup_field,
     read_file,
 )
 
@@ -113,6 +114,13 @@ class _FileRows:
         self.fixed_subjects = set(task.subject_ids)
         self.sorted_fixed_subjects = sorted(self.fixed_subjects)
         self.reserved = {source.text_field, source.id_field, source.license_field, *source.subject_fields}
+        # preference-jsonl: the rejected dialogue and the prompt under fixed keys, whatever the file calls them
+        self.pair_fields = (
+            {"rejected": source.rejected_field, "prompt": source.prompt_field}
+            if source.format == PREFERENCE_FORMAT
+            else {}
+        )
+        self.reserved |= {f for f in self.pair_fields.values() if f}
         self.file_metadata = dict(task.metadata)
         if source.license:
             self.license: tuple[str | None, str] = (source.license, "declared")
@@ -148,6 +156,10 @@ class _FileRows:
             if key in self.reserved or value is None:
                 continue
             meta[key] = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+        for key, field in self.pair_fields.items():
+            found, value = lookup_field(record.fields, field) if field else (False, None)
+            if found and value is not None:
+                meta[key] = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
         return sorted(meta.items())
 
 
@@ -276,7 +288,7 @@ def plan_buckets(tasks: list[FileTask], parallelism: int, task_bytes: int) -> li
 
 def _splittable(task: FileTask, task_bytes: int) -> bool:
     plain = not task.path.lower().endswith((".gz", ".zst"))
-    return task.source.format == "jsonl" and plain and task.end is None and task.size > task_bytes
+    return task.source.format in ("jsonl", PREFERENCE_FORMAT) and plain and task.end is None and task.size > task_bytes
 
 
 def split_large_files(spark: SparkSession, tasks: list[FileTask], task_bytes: int) -> list[FileTask]:

@@ -11,6 +11,15 @@ license = "CC-BY-4.0"           # SPDX expression, or license_field = "license"
 subject_fields = ["author_email"]
 consent = ["pretraining"]
 domain = "web"
+
+[[source]]
+name = "hh"
+path = "hh-rlhf.jsonl.gz"
+format = "preference-jsonl"     # chosen/rejected pairs: `millpond preferences build` makes them pairs
+chosen_field = "chosen"         # the defaults; prompt_field names a separate prompt when there is one
+rejected_field = "rejected"
+license = "MIT"
+consent = ["preference"]
 ```
 """
 
@@ -25,11 +34,15 @@ from typing import Any
 
 from lineage.errors import MillpondError
 
-FORMATS = ("jsonl", "parquet", "text", "html", "python-env")
+FORMATS = ("jsonl", "preference-jsonl", "parquet", "text", "html", "python-env")
+PREFERENCE_FORMAT = "preference-jsonl"
+# The domain of preference records: curate routes them to `preferences build`, not to silver.documents.
+PREFERENCE_DOMAIN = "preference"
 
 # File name endings each format picks up when its path is a folder.
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"),
+    "preference-jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"),
     "parquet": (".parquet",),
     "text": (),  # every file
     "html": (".html", ".htm"),
@@ -54,6 +67,10 @@ class Source:
     subject_fields: tuple[str, ...] = ()
     consent: tuple[str, ...] = ()
     domain: str | None = None
+    # preference-jsonl only: the chosen dialogue is the record's text (`chosen_field`, read as
+    # `text_field`), the rejected one and an optional separate prompt sit beside it.
+    rejected_field: str = "rejected"
+    prompt_field: str | None = None
     # python-env only: which distributions (glob patterns on names) and which files.
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
@@ -94,7 +111,7 @@ def _tuple(value: Any, key: str, where: str) -> tuple[str, ...]:
 
 def parse_source(entry: dict[str, Any], where: str, base: Path) -> Source:
     """Validate one `[[source]]` table; relative paths are taken from the manifest's folder."""
-    known = {f.name for f in fields(Source)}
+    known = {f.name for f in fields(Source)} | {"chosen_field"}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise ManifestError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -109,9 +126,24 @@ def parse_source(entry: dict[str, Any], where: str, base: Path) -> Source:
     for key in ("subject_fields", "consent", "include", "exclude", "extensions"):
         if key in values:
             values[key] = _tuple(values[key], key, where)
-    for key in ("text_field", "id_field", "license", "license_field", "domain", "path"):
+    for key in ("text_field", "id_field", "license", "license_field", "domain", "path", "chosen_field",
+                "rejected_field", "prompt_field"):  # fmt: skip
         if key in values and not isinstance(values[key], str):
             raise ManifestError(f"{where}: {key!r} must be a string")
+    if entry["format"] == PREFERENCE_FORMAT:
+        if "text_field" in values:
+            raise ManifestError(f"{where}: a preference-jsonl source names 'chosen_field', not 'text_field'")
+        values["text_field"] = values.pop("chosen_field", "chosen")
+        if values.setdefault("domain", PREFERENCE_DOMAIN) != PREFERENCE_DOMAIN:
+            raise ManifestError(f"{where}: a preference-jsonl source has domain {PREFERENCE_DOMAIN!r}")
+    else:
+        for key in ("chosen_field", "rejected_field", "prompt_field"):
+            if key in values:
+                raise ManifestError(f"{where}: {key!r} is for format 'preference-jsonl' only")
+        if values.get("domain") == PREFERENCE_DOMAIN:
+            raise ManifestError(
+                f"{where}: domain {PREFERENCE_DOMAIN!r} is kept for format 'preference-jsonl' (pairs, not documents)"
+            )
     if values.get("path"):
         path = os.path.expanduser(values["path"])
         values["path"] = path if os.path.isabs(path) else str(base / path)

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ingestion.manifest import FileTask
+from ingestion.manifest import PREFERENCE_FORMAT, FileTask
 
 
 class Reason:
@@ -29,6 +29,7 @@ class Reason:
     EMPTY_TEXT = "empty_text"
     NON_STRING_TEXT = "non_string_text"
     MISSING_ID = "missing_id"
+    MISSING_REJECTED = "missing_rejected"  # preference-jsonl: no rejected dialogue beside the chosen one
     DUPLICATE_RECORD_ID = "duplicate_record_id"
     RECORD_TOO_LARGE = "record_too_large"
     CORRUPT_FILE = "corrupt_file"
@@ -134,7 +135,7 @@ def _corruption_errors() -> tuple[type[BaseException], ...]:
     return (EOFError, gzip.BadGzipFile, zlib.error, zstandard.ZstdError, OSError)
 
 
-def _lookup(obj: dict[str, Any], field: str) -> tuple[bool, Any]:
+def lookup_field(obj: dict[str, Any], field: str) -> tuple[bool, Any]:
     """A field by exact name, else by dotted path into nested objects."""
     if field in obj:
         return True, obj[field]
@@ -155,7 +156,7 @@ def record_from_object(
         return Bad(
             Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}", locator, byte_offset, byte_length
         )
-    found, text = _lookup(obj, source.text_field)
+    found, text = lookup_field(obj, source.text_field)
     if not found or text is None:
         return Bad(Reason.MISSING_TEXT, f"no {source.text_field!r} field", locator, byte_offset, byte_length)
     if not isinstance(text, str):
@@ -168,9 +169,19 @@ def record_from_object(
         )
     if not text.strip():
         return Bad(Reason.EMPTY_TEXT, f"{source.text_field!r} is empty", locator, byte_offset, byte_length)
+    if source.format == PREFERENCE_FORMAT:
+        found, rejected = lookup_field(obj, source.rejected_field)
+        if not found or not isinstance(rejected, str) or not rejected.strip():
+            return Bad(
+                Reason.MISSING_REJECTED,
+                f"no {source.rejected_field!r} text beside {source.text_field!r}",
+                locator,
+                byte_offset,
+                byte_length,
+            )
     record_key = None
     if source.id_field:
-        found, value = _lookup(obj, source.id_field)
+        found, value = lookup_field(obj, source.id_field)
         if not found or value is None or value == "":
             return Bad(Reason.MISSING_ID, f"no {source.id_field!r} field", locator, byte_offset, byte_length)
         record_key = value if isinstance(value, str) else orjson.dumps(value).decode()
@@ -405,6 +416,7 @@ def read_html(task: FileTask, params: ReaderParams) -> Iterator[Item]:
 
 READERS = {
     "jsonl": read_jsonl,
+    PREFERENCE_FORMAT: read_jsonl,
     "parquet": read_parquet,
     "text": read_text,
     "html": read_html,

@@ -25,7 +25,9 @@ from curation.decontaminate import load_index, overlap_report
 from curation.gate import GateFailedError, GateResult
 from curation.licensing import carry_license
 from curation.pipeline import Stage, StageCounts, prepare, run_stages
+from curation.preferences import route_preference_records
 from curation.registry import EVAL_INDEX, MINHASH_INDEX, SILVER, SURVIVORS, StageSpec, stage, stage_names, stages
+from ingestion.manifest import PREFERENCE_DOMAIN
 from jobs.config import Config, params_from, section_defaults
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
 from lineage.catalog import (
@@ -208,6 +210,8 @@ def _curate(
     batch = prepare(bronze)
     if "license" not in chosen:  # the declared license still decides the policy
         batch = carry_license(batch, stage_params(stage("license"), config))
+    if bronze.where(F.col("domain") == PREFERENCE_DOMAIN).limit(1).count():
+        bound = [("route", route_preference_records), *bound]  # pairs go to `preferences build`
     with spark_progress(spark, "curating"):
         pipeline = run_stages(batch, bound, progress)
     try:

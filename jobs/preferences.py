@@ -1,4 +1,5 @@
-"""`millpond preferences build`: `bronze.interactions` into `silver.interactions` and `silver.preferences`.
+"""`millpond preferences build`: `bronze.interactions` (and the preference records of
+`bronze.documents`) into `silver.interactions` and `silver.preferences`.
 
 Parse, plan, open Spark, call `build_preferences`, print the funnel. The build recomputes both
 tables from the pinned bronze version (an interaction's feedback can arrive any time later, and a
@@ -18,13 +19,17 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from curation.decontaminate import DecontaminateParams
+from curation.licensing import LicenseParams
 from curation.pii import PiiParams
 from curation.preferences import (
+    EXTERNAL,
+    SERVED,
     PreferenceParams,
     candidate_pairs,
     commit_preferences,
     decontaminated,
     exact_duplicates,
+    external_records,
     interactions,
     scrub_interactions,
     with_prompt,
@@ -32,7 +37,7 @@ from curation.preferences import (
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.curate import eval_index
-from lineage.catalog import BRONZE_INTERACTIONS, SILVER_PREFERENCES
+from lineage.catalog import BRONZE_DOCUMENTS, BRONZE_INTERACTIONS, SILVER_PREFERENCES
 from lineage.runs import Run, last_read_version, recorded_run
 from lineage.tables import ensure_table, latest_version
 
@@ -44,8 +49,10 @@ class PreferencesReport:
     run_id: str
     mode: str  # full | nothing_new
     bronze_version: int | None
+    documents_version: int | None = None  # bronze.documents, for its preference records
     interactions: int = 0
     with_feedback: int = 0
+    records: int = 0  # preference records (preference-jsonl) in bronze.documents
     candidates: dict[str, int] = field(default_factory=dict)  # rule -> pairs the rule made
     kept: dict[str, int] = field(default_factory=dict)  # rule -> pairs in silver.preferences
     refused: dict[str, int] = field(default_factory=dict)  # reason -> candidates refused
@@ -57,24 +64,35 @@ class PreferencesReport:
 
 
 def build_preferences(spark: SparkSession, config: Config, full: bool = False) -> PreferencesReport:
-    """Rebuild silver.interactions and silver.preferences from bronze.interactions."""
+    """Rebuild silver.interactions and silver.preferences from bronze.interactions and bronze's
+    preference records."""
     lakehouse = config.lakehouse
     params = params_from(PreferenceParams, config.section("preferences"))
     pii_params = params_from(PiiParams, config.section("curate").get("pii") or {})
+    purposes = params_from(LicenseParams, config.section("curate").get("license") or {}).purposes
     run = Run(job=JOB, config_digest=config.digest(), params={"full": full})
     with recorded_run(spark, lakehouse, run):
         bronze = ensure_table(spark, BRONZE_INTERACTIONS, lakehouse)
         version = latest_version(bronze)
-        report = PreferencesReport(run.run_id, "full", version)
-        run.input_versions = {BRONZE_INTERACTIONS.name: version}
-        if not full and last_read_version(lakehouse, JOB, BRONZE_INTERACTIONS.name) == version:
+        documents = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
+        documents_version = latest_version(documents)
+        report = PreferencesReport(run.run_id, "full", version, documents_version)
+        run.input_versions = {BRONZE_INTERACTIONS.name: version, BRONZE_DOCUMENTS.name: documents_version}
+        if not full and all(last_read_version(lakehouse, JOB, name) == v for name, v in run.input_versions.items()):
             report.mode = "nothing_new"
             return report
         events = spark.read.format("delta").option("versionAsOf", version).load(BRONZE_INTERACTIONS.path(lakehouse))
-        progress(f"scrubbing the interactions of {BRONZE_INTERACTIONS.name} v{version}")
-        scrubbed = with_prompt(scrub_interactions(interactions(events), pii_params)).localCheckpoint(eager=True)
-        totals = scrubbed.agg(F.count("*"), F.count("feedback_at")).first()
-        report.interactions, report.with_feedback = totals[0], totals[1]
+        records = (
+            spark.read.format("delta").option("versionAsOf", documents_version).load(BRONZE_DOCUMENTS.path(lakehouse))
+        )
+        progress(f"scrubbing the interactions of {BRONZE_INTERACTIONS.name} v{version} and the preference "
+                 f"records of {BRONZE_DOCUMENTS.name} v{documents_version}")  # fmt: skip
+        rows = interactions(events, params.purpose).unionByName(external_records(records, purposes))
+        scrubbed = with_prompt(scrub_interactions(rows, pii_params)).localCheckpoint(eager=True)
+        totals = scrubbed.agg(
+            F.count(F.when(F.col("origin") == SERVED, 1)), F.count("feedback_at"), F.count(F.when(F.col("origin") == EXTERNAL, 1))
+        ).first()  # fmt: skip
+        report.interactions, report.with_feedback, report.records = totals[0], totals[1], totals[2]
         screen = params_from(DecontaminateParams, config.section("curate").get("decontaminate") or {})
         candidates = decontaminated(candidate_pairs(scrubbed, params), screen, eval_index(spark, config, screen.ngram))
         pairs = exact_duplicates(candidates).localCheckpoint(eager=True)
@@ -87,9 +105,11 @@ def build_preferences(spark: SparkSession, config: Config, full: bool = False) -
         report.pairs = sum(report.kept.values())
 
         progress(f"merging {report.interactions} interactions and {report.pairs} pairs into silver")
-        report.versions = commit_preferences(spark, lakehouse, run.run_id, version, scrubbed, pairs, params)
+        report.versions = commit_preferences(
+            spark, lakehouse, run.run_id, version, documents_version, scrubbed, pairs, params
+        )
         run.output_versions = dict(report.versions)
-        run.counts = {"interactions": report.interactions, "pairs": report.pairs} | {
+        run.counts = {"interactions": report.interactions, "records": report.records, "pairs": report.pairs} | {
             f"refused:{k}": v for k, v in report.refused.items()
         }
         run.reports["funnel"] = json.dumps(report.as_json(), sort_keys=True)
@@ -99,9 +119,11 @@ def build_preferences(spark: SparkSession, config: Config, full: bool = False) -
 def print_report(report: PreferencesReport) -> None:
     click.echo(f"preferences run {report.run_id} ({report.mode}, {BRONZE_INTERACTIONS.name} v{report.bronze_version})")
     if report.mode == "nothing_new":
-        click.echo(f"nothing new in {BRONZE_INTERACTIONS.name} since the last build: silver unchanged")
+        click.echo(f"nothing new in {BRONZE_INTERACTIONS.name} or {BRONZE_DOCUMENTS.name} since the last build: "
+                   "silver unchanged")  # fmt: skip
         return
-    click.echo(f"  {report.interactions} interactions, {report.with_feedback} with feedback")
+    click.echo(f"  {report.interactions} interactions, {report.with_feedback} with feedback; "
+               f"{report.records} preference records ({BRONZE_DOCUMENTS.name} v{report.documents_version})")  # fmt: skip
     click.echo(f"  {'rule':<8} {'pairs':>7} {'kept':>7}")
     for rule, count in sorted(report.candidates.items()):
         click.echo(f"  {rule:<8} {count:>7} {report.kept.get(rule, 0):>7}")
@@ -113,18 +135,19 @@ def print_report(report: PreferencesReport) -> None:
 
 @click.group("preferences")
 def preferences_group() -> None:
-    """Preference pairs from the served model's interactions and their feedback."""
+    """Preference pairs from the served model's interactions and feedback, and from preference-jsonl sources."""
 
 
 @preferences_group.command("build")
-@click.option("--full", is_flag=True, help="Rebuild even when bronze.interactions has nothing new.")
+@click.option("--full", is_flag=True, help="Rebuild even when bronze has nothing new.")
 @click.option("--json", "as_json", is_flag=True, help="Print the funnel as JSON.")
 @spark_options
 @lakehouse_options
 def build_command(
     full: bool, as_json: bool, master: str | None, lakehouse: str | None, config_file: str | None
 ) -> None:
-    """Build silver.interactions (scrubbed) and silver.preferences (pairs by rule) from bronze.interactions."""
+    """Build silver.interactions (scrubbed) and silver.preferences (pairs by rule) from
+    bronze.interactions and the preference-jsonl records of bronze.documents."""
     config = effective_config(lakehouse, config_file)
     from curation.pii import check_ready
 

@@ -52,6 +52,8 @@ def why_command(doc_id: str, as_json: bool, lakehouse: str | None, config_file: 
         _print_other(other, as_json)
         return
     found = explain(config.lakehouse, doc_id)
+    if other is not None:  # a preference record: the pairs `preferences build` made of it
+        found["preference"] = {"pairs": other["pairs"], "decisions": other["decisions"]}
     if as_json:
         click.echo(json.dumps(found, default=str, sort_keys=True))
         return
@@ -76,6 +78,11 @@ def why_command(doc_id: str, as_json: bool, lakehouse: str | None, config_file: 
             extra.append(f"duplicate of {d['duplicate_of']}")
         click.echo(f"  {d['stage']:<14} {d['action']:<9} {'  '.join(extra)}")
     click.echo(f"in {SILVER_DOCUMENTS.name}: {'yes' if found['in_silver'] else 'no'}")
+    if "preference" in found:
+        for d in found["preference"]["decisions"]:
+            click.echo(f"  preference candidate {d['doc_id']}: {d['action']} ({d['reason']})")
+        for p in found["preference"]["pairs"]:
+            click.echo(f"  in silver.preferences: pair {p['doc_id']} ({p['rule']}, run {p['build_run_id']})")
 
 
 def explain_interaction(lakehouse: str | Path, interaction_id: str) -> dict[str, Any] | None:

@@ -201,8 +201,11 @@ def test_license_stage_combines_declared_and_detected_and_applies_policy(spark) 
         "action": "modified",
         "reason": "license_detected",
     }
-    assert out["header"]["license_policy"] == {"pretraining": "not_allowed"}
-    assert out["declared"]["license_policy"] == {"pretraining": "allowed"}
+    # every purpose (pretraining, preference, sft) answers to the same default allowlist
+    assert (
+        set(out["header"]["license_policy"].values()) == {"not_allowed"} and len(out["header"]["license_policy"]) == 3
+    )
+    assert out["declared"]["license_policy"] == {"pretraining": "allowed", "preference": "allowed", "sft": "allowed"}
     assert out["declared"]["decision"]["action"] == "kept"
     assert out["unknown"]["license"] == "NOASSERTION"
     assert out["unknown"]["decision"] == {**out["unknown"]["decision"], "action": "kept", "reason": "license_unknown"}
