@@ -8,7 +8,7 @@ rules over scrubbed interactions and external preference records:
 - `external`: a `preference-jsonl` record in bronze.documents (chosen and rejected dialogues,
   such as Anthropic's hh-rlhf): the prompt is their shared turns, the answers their last turns.
 No pair is made from a user without `preference` consent, with chosen equal to rejected, or
-with a prompt that holds a registered eval item;
+with a prompt that holds a registered eval item, or that repeats another pair exactly or nearly;
 such candidates are decisions with a reason, as documents are. Pair ids are content-addressed
 (prompt, chosen, rejected), so a pair made twice is one pair and the copy is an exact duplicate.
 """
@@ -28,6 +28,7 @@ from pyspark.sql.window import Window
 
 from curation.decisions import DECISION, DROPPED, KEPT, decision
 from curation.decontaminate import DecontaminateParams, EvalIndex, decontaminate
+from curation.fuzzy_dedup import NEAR_DUPLICATE, FuzzyDedupParams, fuzzy_dedup
 from curation.licensing import LicenseParams, carry_license
 from curation.pii import PiiParams, pii
 from ingestion.manifest import PREFERENCE_DOMAIN
@@ -346,7 +347,50 @@ def exact_duplicates(pairs: DataFrame) -> DataFrame:
     )
     ranked = pairs.withColumn("_rank", F.row_number().over(first))
     refused = F.when(F.col("refused").isNull() & (F.col("_rank") > 1), "exact_duplicate").otherwise(F.col("refused"))
-    return ranked.withColumn("refused", refused).drop("_rank")
+    duplicate_of = F.when(F.col("refused") == "exact_duplicate", F.col("pair_id"))
+    return ranked.withColumn("refused", refused).withColumn("duplicate_of", duplicate_of).drop("_rank")
+
+
+def near_duplicates(pairs: DataFrame, params: FuzzyDedupParams) -> DataFrame:
+    """Pairs whose prompt, chosen and rejected are each a near duplicate of another pair's (one
+    MinHash clustering, the fuzzy_dedup stage's, over every distinct text of the pairs not refused):
+    the first (by rule, then the interactions) is kept, the others are refused as `near_duplicate`
+    with `duplicate_of` it. A long shared prompt alone never makes two pairs duplicates."""
+    live = pairs.where(F.col("refused").isNull())
+    parts = ("prompt_text", "chosen", "rejected")
+    texts = (
+        live.select(F.explode(F.array(*parts)).alias("text"))
+        .distinct()
+        .select(
+            F.substring(F.sha2("text", 256), 1, 32).alias("doc_id"), "text",
+            F.lit(None).cast("double").alias("quality_score"),
+            F.lit(None).cast("map<string,string>").alias("license_policy"),
+            F.lit(None).cast("timestamp").alias("ingested_at"),
+        )
+    )  # fmt: skip
+    decided = fuzzy_dedup(texts, params)
+    groups = decided.select(
+        F.col("doc_id").alias("_text_id"), F.coalesce(f"{DECISION}.cluster_id", "doc_id").alias("_group")
+    )
+    keyed = live.select("candidate_id", "pair_id", "rule", "interaction_id", "other_interaction_id", *parts)
+    for part in parts:
+        keyed = keyed.join(
+            groups.withColumnRenamed("_group", f"_{part}_group"),
+            F.substring(F.sha2(part, 256), 1, 32) == F.col("_text_id"),
+        ).drop("_text_id")
+    first = Window.partitionBy(*[f"_{p}_group" for p in parts]).orderBy(
+        "rule", "interaction_id", F.coalesce("other_interaction_id", F.lit("")), "pair_id"
+    )
+    kept_first = F.first("pair_id").over(first.rowsBetween(Window.unboundedPreceding, 0))
+    near = keyed.select("candidate_id", "pair_id", kept_first.alias("_kept")).where(F.col("_kept") != F.col("pair_id"))
+    marked = pairs.join(near.select("candidate_id", "_kept"), "candidate_id", "left")
+    return (
+        marked.withColumn(
+            "refused", F.when(F.col("_kept").isNotNull(), F.lit(NEAR_DUPLICATE)).otherwise(F.col("refused"))
+        )
+        .withColumn("duplicate_of", F.coalesce("_kept", "duplicate_of"))
+        .drop("_kept")
+    )
 
 
 def pair_verdict(refused: Column) -> Column:
@@ -392,7 +436,7 @@ def commit_preferences(
         F.when(F.col("refused").isNull(), KEPT).otherwise(DROPPED).alias("action"),
         F.coalesce("refused", F.concat(F.lit("rule:"), "rule")).alias("reason"), F.lit(None).cast("double").alias("score"),
         F.lit(None).cast("string").alias("cluster_id"),
-        F.when(F.col("refused") == "exact_duplicate", F.col("pair_id")).alias("duplicate_of"),
+        "duplicate_of",
         F.lit(run_id).alias("run_id"), F.lit(now).cast("timestamp").alias("decided_at"),
     )  # fmt: skip
     ensure_table(spark, SILVER_DECISIONS, lakehouse)

@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from curation.decontaminate import DecontaminateParams
+from curation.fuzzy_dedup import FuzzyDedupParams
 from curation.licensing import LicenseParams
 from curation.pii import PiiParams
 from curation.preferences import (
@@ -31,6 +32,7 @@ from curation.preferences import (
     exact_duplicates,
     external_records,
     interactions,
+    near_duplicates,
     scrub_interactions,
     with_prompt,
 )
@@ -95,7 +97,9 @@ def build_preferences(spark: SparkSession, config: Config, full: bool = False) -
         report.interactions, report.with_feedback, report.records = totals[0], totals[1], totals[2]
         screen = params_from(DecontaminateParams, config.section("curate").get("decontaminate") or {})
         candidates = decontaminated(candidate_pairs(scrubbed, params), screen, eval_index(spark, config, screen.ngram))
-        pairs = exact_duplicates(candidates).localCheckpoint(eager=True)
+        fuzzy = params_from(FuzzyDedupParams, config.section("curate").get("fuzzy_dedup") or {})
+        pairs = near_duplicates(exact_duplicates(candidates).localCheckpoint(eager=True), fuzzy)
+        pairs = pairs.localCheckpoint(eager=True)
         for row in pairs.groupBy("rule", "refused").count().collect():
             report.candidates[row["rule"]] = report.candidates.get(row["rule"], 0) + row["count"]
             if row["refused"] is None:

@@ -17,11 +17,26 @@ from jobs.curate import run_curate
 from jobs.ingest import run_ingest
 from jobs.preferences import build_preferences
 from jobs.snapshot import create_snapshot
-from lineage.catalog import BRONZE_DOCUMENTS, LINEAGE_EDGES, QUARANTINE_RECORDS, SILVER_DOCUMENTS, SILVER_PREFERENCES
+from lineage.catalog import (
+    BRONZE_DOCUMENTS,
+    LINEAGE_EDGES,
+    QUARANTINE_RECORDS,
+    SILVER_DECISIONS,
+    SILVER_DOCUMENTS,
+    SILVER_PREFERENCES,
+)
 from lineage.snapshots import SnapshotSpec
 from lineage.tables import read_table
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+LONG = " ".join(
+    "The mill on the river was built in the twelfth century by the monks of the abbey, rebuilt after the "
+    "great flood, and ground grain for the town until the last miller retired; its wheel still turns on "
+    "open days when volunteers lift the sluice and the water runs through the race under the old wooden "
+    "floor where the stones once sat and the sacks were hoisted to the loft above the yard".split()
+)
 
 
 def _dialogue(*turns: str) -> str:
@@ -69,6 +84,9 @@ def test_preference_records_ingest_route_and_pair(spark, lakehouse: Path, tmp_pa
         {"chosen": _dialogue("Hi", "Hello!"), "rejected": _dialogue("Hey", "Go away.")},  # prompts differ
         {"chosen": _dialogue("Same?", "Same."), "rejected": _dialogue("Same?", "Same.")},  # identical answers
         {"chosen": _dialogue("Q", "A")},  # no rejected: quarantined
+        {"chosen": _dialogue("Tell me about the mill.", LONG + " Thanks."), "rejected": _dialogue("Tell me about the mill.", "No.")},
+        # a near duplicate of the record before: the same but for the last word of the chosen answer
+        {"chosen": _dialogue("Tell me about the mill.", LONG + " Cheers."), "rejected": _dialogue("Tell me about the mill.", "No.")},
     ]  # fmt: skip
     data = write_jsonl(tmp_path / "raw" / "hh.jsonl", records)
     manifest = write_manifest(tmp_path / "manifest.toml", [
@@ -77,7 +95,7 @@ def test_preference_records_ingest_route_and_pair(spark, lakehouse: Path, tmp_pa
     ])  # fmt: skip
     config = make_config(lakehouse)
     report = run_ingest(spark, config, manifest).as_json()
-    assert report["quarantined"] == 2 and report["ingested"] == 8
+    assert report["quarantined"] == 2 and report["ingested"] == 12
     quarantined = read_table(QUARANTINE_RECORDS, lakehouse).to_pylist()
     assert {(r["reason"], r["locator"].rsplit("/", 1)[-1]) for r in quarantined} == {("missing_rejected", "hh.jsonl:5")}
     bronze = read_table(BRONZE_DOCUMENTS, lakehouse).to_pylist()
@@ -85,12 +103,13 @@ def test_preference_records_ingest_route_and_pair(spark, lakehouse: Path, tmp_pa
 
     # Curate routes them past the document stages, each with its reason.
     curated = run_curate(spark, config, ["normalize"]).as_json()
-    assert curated["stages"][0]["stage"] == "route" and curated["stages"][0]["dropped"] == {"preference_record": 8}
+    assert curated["stages"][0]["stage"] == "route" and curated["stages"][0]["dropped"] == {"preference_record": 12}
     assert read_table(SILVER_DOCUMENTS, lakehouse).num_rows == 0
 
     built = build_preferences(spark, config).as_json()
-    assert built["records"] == 8 and built["kept"] == {"external": 2}
-    assert built["refused"] == {"no_preference_consent": 4, "prompts_differ": 1, "identical_responses": 1}
+    assert built["records"] == 12 and built["kept"] == {"external": 3}
+    assert built["refused"] == {
+        "no_preference_consent": 6, "prompts_differ": 1, "identical_responses": 1, "near_duplicate": 1}  # fmt: skip
     pairs = {r["chosen"]: r for r in read_table(SILVER_PREFERENCES, lakehouse).to_pylist()}
     river = pairs["Two miles up the river."]
     assert river["rejected"] == "No idea." and river["rule"] == "external" and river["source"] == "hh"
@@ -111,4 +130,7 @@ def test_preference_records_ingest_route_and_pair(spark, lakehouse: Path, tmp_pa
     assert [p["doc_id"] for p in why["preference"]["pairs"]] == [river["doc_id"]]
     snap = create_snapshot(spark, config, SnapshotSpec("hh-v1", "silver.preferences", purpose="preference",
                                                        validation=0.0, test=0.0))  # fmt: skip
-    assert snap["rows"] == 2 and snap["excluded"] == {}
+    assert snap["rows"] == 3 and snap["excluded"] == {}
+    near = [d for d in read_table(SILVER_DECISIONS, lakehouse).to_pylist() if d["reason"] == "near_duplicate"]
+    kept = [p for c, p in pairs.items() if c.startswith(LONG)]
+    assert len(near) == 1 and len(kept) == 1 and near[0]["duplicate_of"] == kept[0]["doc_id"]
