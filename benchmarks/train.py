@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     from transformers import LlamaForCausalLM
 
     from trainers.data import TokenWindows
-    from trainers.loop import train
+    from trainers.loop import NextToken, train
     from trainers.model import llama_config, next_token_loss, parameter_count
     from trainers.schedule import lr_at
 
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         def on_step(report: Any) -> None:
             times.append(tokens_per_step / report.tokens_per_s)
 
-        train(config, data, settings, folder / "ckpt", False, on_step)
+        torch.manual_seed(settings.seed)
+        train(LlamaForCausalLM(config), NextToken(data, settings), settings, folder / "ckpt", False, on_step)
         deepspeed_s = sum(times[args.warmup :])
 
         # Plain PyTorch, same initial weights (same seed), batches, optimizer, clipping and schedule.

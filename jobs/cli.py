@@ -12,6 +12,7 @@ import click
 from jobs.classifier import classifier_group
 from jobs.context import effective_config, lakehouse_options, spark_settings
 from jobs.curate import curate_command
+from jobs.dpo import dpo_command
 from jobs.evalset import evalset_group
 from jobs.ingest import ingest_command
 from jobs.mlflow_server import mlflow_command
@@ -196,6 +197,7 @@ cli.add_command(pii_group)
 cli.add_command(snapshot_group)
 cli.add_command(tokenizer_group)
 cli.add_command(shards_group)
+train_group.add_command(dpo_command)
 cli.add_command(train_group)
 cli.add_command(eval_command)
 cli.add_command(mlflow_command)

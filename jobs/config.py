@@ -24,6 +24,7 @@ from jobs.spark import SparkSettings
 from lineage.errors import MillpondError
 from lineage.subjects import ErasurePolicy
 from serving.settings import ServeSettings, StreamSettings
+from trainers.dpo import DpoSettings
 from trainers.loop import TrainSettings
 from trainers.shards import ShardSettings
 from trainers.tokenizer import TokenizerSettings
@@ -75,6 +76,7 @@ def defaults() -> dict[str, Any]:
         "tokenizer": section_defaults(TokenizerSettings()),
         "shards": section_defaults(ShardSettings()),
         "train": section_defaults(TrainSettings()),
+        "dpo": section_defaults(DpoSettings()),
         "lineage": section_defaults(ErasurePolicy()),
         "preferences": section_defaults(PreferenceParams()),
         "serve": section_defaults(ServeSettings()),

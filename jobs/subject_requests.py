@@ -81,16 +81,17 @@ def _all_runs(client: Any) -> list[Any]:
     return runs
 
 
-def exposure(shards_folder: str | None, documents: set[str]) -> int | None:
-    """Tokens of `documents` in a run's training shards (every repeat counted); None when the
-    shards are gone."""
+def exposure(listing: Path | None, documents: set[str]) -> int | None:
+    """Tokens of `documents` in a run's training split (every repeat counted), from its listing of
+    (split, doc_id, tokens): the shards' documents for pretraining, the pairs for DPO; None when
+    the listing is gone."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    if not shards_folder or not (Path(shards_folder) / DOCUMENTS).is_file():
+    if listing is None or not listing.is_file():
         return None
-    listed = pq.read_table(Path(shards_folder) / DOCUMENTS, columns=["split", "doc_id", "tokens"])
+    listed = pq.read_table(listing, columns=["split", "doc_id", "tokens"])
     mine = listed.filter(
         pc.and_(
             pc.equal(listed["split"], "train"), pc.is_in(listed["doc_id"], pa.array(sorted(documents), pa.string()))
@@ -112,7 +113,10 @@ def training_runs(config: Config, lineage: Lineage) -> tuple[list[dict[str, Any]
         if params.get("snapshot") not in names:
             continue
         kind = run.data.tags.get("millpond.kind", "run")
-        tokens = exposure(params.get("shards.folder"), documents) if kind == "pretrain" else None
+        listing = params.get("exposure.listing") or (
+            str(Path(params["shards.folder"]) / DOCUMENTS) if "shards.folder" in params else None
+        )
+        tokens = exposure(Path(listing), documents) if listing else None
         runs.append(
             {
                 "run_id": run.info.run_id,

@@ -42,3 +42,18 @@ def use_experiment(config: Config, name: str) -> str:
     experiment_id = mlflow.create_experiment(full_name, artifact_location=artifacts)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def register_run_model(model_name: str, description: str, tags: dict[str, str]) -> dict[str, str]:
+    """Register the active run's `model` artifacts (Hugging Face format) as a new version of
+    `model_name`; returns {name, version}."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if client.search_registered_models(filter_string=f"name = '{model_name}'") == []:
+        client.create_registered_model(model_name, description=description)
+    active = mlflow.active_run().info
+    version = client.create_model_version(
+        model_name, source=f"{active.artifact_uri}/model", run_id=active.run_id, tags=tags
+    )
+    return {"name": version.name, "version": str(version.version)}

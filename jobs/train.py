@@ -24,7 +24,7 @@ from jobs.config import Config, cache_dir, params_from, project_root
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
 from jobs.tokens import snapshot_for
-from jobs.tracking import tracking_uri, use_experiment
+from jobs.tracking import register_run_model, tracking_uri, use_experiment
 from lineage.catalog import table
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder, tokenizers_folder
@@ -93,8 +93,8 @@ def pretrain(
 
     from evals.perplexity import perplexity
     from trainers.data import TokenWindows
-    from trainers.loop import join_process_group, share_from_rank0, train
-    from trainers.model import llama_config, parameter_count
+    from trainers.loop import NextToken, join_process_group, share_from_rank0, train
+    from trainers.model import flops_per_token, llama_config, parameter_count
     from trainers.tokenizer import load_tokenizer
 
     snapshot = snapshot_row(config.lakehouse, name)
@@ -172,8 +172,18 @@ def pretrain(
                 progress(f"step {report.step}/{settings.max_steps}: loss {report.loss:.4f}, "
                          f"{report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
 
+        import torch
+        from transformers import LlamaForCausalLM
+
+        torch.manual_seed(settings.seed)
         model, ds_config, start = train(
-            model_config, train_data, settings, run_dir / "checkpoints", bool(resume_run), on_step
+            LlamaForCausalLM(model_config),
+            NextToken(train_data, settings),
+            settings,
+            run_dir / "checkpoints",
+            bool(resume_run),
+            on_step,
+            flops_per_token(model_config, settings.seq_len),
         )
         figures["parameters"] = parameter_count(model)
         if tracking and validation is not None:
@@ -206,16 +216,9 @@ def _log_outputs(
     mlflow.log_artifact(manifest["tokenizer"], artifact_path="tokenizer")
     mlflow.log_artifact(str(Path(manifest["folder"]) / "manifest.json"), artifact_path="shards")
     mlflow.log_artifacts(str(model_dir), artifact_path="model")
-    # The model version points at the run's `model` artifacts (Hugging Face format).
-    client = mlflow.MlflowClient()
-    model_name = f"millpond-pretrain-{name}"
-    if client.search_registered_models(filter_string=f"name = '{model_name}'") == []:
-        client.create_registered_model(model_name, description=f"Pretrained on snapshot {name}")
-    active = mlflow.active_run().info
-    version = client.create_model_version(
-        model_name, source=f"{active.artifact_uri}/model", run_id=active.run_id, tags={"snapshot": name}
+    figures["registered_model"] = register_run_model(
+        f"millpond-pretrain-{name}", f"Pretrained on snapshot {name}", {"snapshot": name}
     )
-    figures["registered_model"] = {"name": version.name, "version": version.version}
 
 
 @click.group("train")

@@ -58,3 +58,8 @@ def landing_folder(lakehouse: str | Path, feed: str = "interactions") -> Path:
 def stream_checkpoint(lakehouse: str | Path, feed: str = "interactions") -> Path:
     """The Structured Streaming checkpoint (offsets, commits, the file source's log) of a feed."""
     return _root(lakehouse) / "_checkpoints" / feed
+
+
+def reference_cache_folder(lakehouse: str | Path) -> Path:
+    """Reference log-probabilities of preference snapshots, one file per (pairs, reference model, context)."""
+    return _root(lakehouse) / "_cache" / "reference-logps"

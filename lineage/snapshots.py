@@ -373,3 +373,25 @@ def select_members(frame: DataFrame, spec: SnapshotSpec) -> Selection:
         excluded["downsampled_by_mix"] = dropped
     members = members.where("repeats > 0").select("doc_id", "source", "split", "repeats", "text_sha256", "words")
     return Selection(members=members, excluded=excluded, shares=shares)
+
+
+def member_rows(lakehouse: Any, snapshot: dict[str, Any], columns: list[str]) -> list[dict[str, Any]]:
+    """A snapshot's rows as its source table held them at the pinned version, each with its
+    `split`, in `doc_id` order; read with delta-rs (no JVM), for the small tables (preference
+    pairs, demonstrations) that trainers read whole."""
+    import pyarrow.compute as pc
+
+    from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, table
+    from lineage.tables import read_table
+
+    members = read_table(GOLD_SNAPSHOT_MEMBERS, lakehouse, ["doc_id", "split"],
+                         where=pc.field("snapshot") == snapshot["name"])  # fmt: skip
+    splits = (
+        {} if members is None else dict(zip(members["doc_id"].to_pylist(), members["split"].to_pylist(), strict=True))
+    )
+    if not splits:
+        return []
+    source = read_table(table(snapshot["source_table"]), lakehouse, ["doc_id", *columns],
+                        version=snapshot["source_version"], where=pc.field("doc_id").isin(sorted(splits)))  # fmt: skip
+    rows = [] if source is None else source.to_pylist()
+    return sorted((r | {"split": splits[r["doc_id"]]} for r in rows), key=lambda r: r["doc_id"])

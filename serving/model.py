@@ -75,6 +75,33 @@ def resolve_model(tracking_uri: str, model: str | None = None, run_id: str | Non
     return ServedModel(name, str(version.version), version.run_id, version.source)
 
 
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def resolve_any(tracking_uri: str, reference: str) -> ServedModel:
+    """A run id (32 hex digits) or `NAME[@ALIAS|/VERSION]`: what `--init` and `--against` take."""
+    if _RUN_ID.match(reference):
+        return resolve_model(tracking_uri, run_id=reference)
+    return resolve_model(tracking_uri, model=reference)
+
+
+def download_model(served: ServedModel, cache: Path) -> Path:
+    """The model's Hugging Face folder (weights, config, tokenizer), downloaded once into `cache`."""
+    import mlflow
+
+    target = cache / "models" / (served.version and f"{served.name}-v{served.version}" or served.run_id)
+    if (target / "model" / "config.json").is_file():
+        return target / "model"
+    target.mkdir(parents=True, exist_ok=True)
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=served.artifact_uri, dst_path=str(target))
+    except Exception as err:  # noqa: BLE001 - any store error is the same fact for the user
+        raise ModelNotFoundError(
+            f"model {served.label}: its artifacts ({served.artifact_uri}) cannot be read: {err}"
+        ) from None
+    return Path(local)
+
+
 @dataclass(frozen=True)
 class Sampling:
     max_tokens: int = 64
@@ -98,19 +125,11 @@ class Generator:
     """A causal LM and its tokenizer, loaded once; `generate()` is thread-safe."""
 
     def __init__(self, served: ServedModel, cache: Path):
-        import mlflow
         import torch
         from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
         self.served = served
-        target = cache / "served-models" / (served.version and f"{served.name}-v{served.version}" or served.run_id)
-        target.mkdir(parents=True, exist_ok=True)
-        try:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=served.artifact_uri, dst_path=str(target))
-        except Exception as err:  # noqa: BLE001 - any store error is the same fact for the user
-            raise ModelNotFoundError(
-                f"model {served.label}: its artifacts ({served.artifact_uri}) cannot be read: {err}"
-            ) from None
+        local = download_model(served, cache)
         self.model = AutoModelForCausalLM.from_pretrained(local).eval()
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(local)
         self.context = int(self.model.config.max_position_embeddings)

@@ -57,3 +57,41 @@ def test_packing_masks_the_prompt_and_cuts_it_from_the_left() -> None:
     long = pack(list(range(10, 20)), [7, 8], seq_len=6, pad_id=0)
     assert long.prompt_cut == 5 and long.input_ids == [15, 16, 17, 18, 19, 7]
     assert long.targets == [16, 17, 18, 19, 7, 8] and long.response_mask == [False] * 4 + [True] * 2
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge"])
+def test_losses_equal_trls_on_the_same_log_probs(loss: str) -> None:
+    """TRL's DPOTrainer computes its loss inside `_compute_loss` (there is no standalone function):
+    it is run here on the same per-token log-probabilities, the model's forward replaced by them."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    trl = pytest.importorskip("trl")
+    torch.manual_seed(0)
+    pairs, length, prompt = 3, 7, 3
+    completion = torch.zeros(2 * pairs, length + 1, dtype=torch.long)
+    lengths = [4, 2, 3, 1, 4, 2]  # chosen rows first, then rejected, as TRL batches them
+    for row, n in enumerate(lengths):
+        completion[row, prompt : prompt + n] = 1
+    shift = completion[:, 1:].bool()
+    per_token = -torch.rand(2 * pairs, length) * 3 * shift  # zero outside the answers, as TRL's fused head gives
+    reference = -torch.rand(2 * pairs) * 6
+    forward = SimpleNamespace(log_probs=per_token, entropy=torch.zeros_like(per_token),
+                              mean_logits=torch.zeros_like(per_token), is_top1=torch.zeros_like(shift))  # fmt: skip
+    model = SimpleNamespace(training=True)
+    trainer = SimpleNamespace(
+        model=model, accelerator=SimpleNamespace(device="cpu", gather_for_metrics=lambda x: x, gather=lambda x: x),
+        aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
+        loss_types=[loss], loss_weights=[1.0], beta=0.1, label_smoothing=0.0, use_weighting=False,
+        rpo_alpha=None, _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0,
+        _tp_size=1, args=SimpleNamespace(rpo_alpha=None, use_weighting=False),
+    )  # fmt: skip
+    inputs = {"input_ids": torch.ones(2 * pairs, length + 1, dtype=torch.long), "completion_mask": completion,
+              "attention_mask": torch.ones(2 * pairs, length + 1, dtype=torch.long),
+              "ref_chosen_logps": reference[:pairs], "ref_rejected_logps": reference[pairs:]}  # fmt: skip
+    theirs = trl.DPOTrainer._compute_loss(trainer, lambda **kw: forward, inputs, False)
+    sums = per_token.sum(dim=1)
+    tokens = shift.sum(dim=1).float()
+    ours = preference_loss(sums[:pairs], sums[pairs:], reference[:pairs], reference[pairs:],
+                           PreferenceSettings(beta=0.1, loss=loss), tokens[:pairs], tokens[pairs:])  # fmt: skip
+    assert float(ours.loss) == pytest.approx(float(theirs), rel=1e-5)

@@ -1,4 +1,5 @@
-"""One DeepSpeed training loop: pretraining uses it now; SFT and DPO will hand it another loss.
+"""One DeepSpeed training loop: pretraining, SFT and DPO hand it their objective (the loss of one
+micro-batch).
 
 Nothing hidden (as in nanoGPT's `train.py`): the settings are one frozen dataclass, logged
 whole; the learning rate is set by `lr_at` each step; a batch is a pure function of the step,
@@ -11,13 +12,13 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lineage.errors import MillpondError
 from trainers.data import TokenWindows
-from trainers.model import flops_per_token, next_token_loss
+from trainers.model import next_token_loss
 from trainers.schedule import lr_at
 
 
@@ -114,26 +115,56 @@ class StepReport:
     grad_norm: float
     tokens_per_s: float
     mfu: float | None
+    figures: dict[str, float] = field(default_factory=dict)  # the objective's own, averaged over micro-batches
+
+
+class Objective(Protocol):
+    """What a training run minimizes: the loss of micro-batch `index` (a pure function of it, so a
+    resumed run sees the batches an uninterrupted one would), and the figures to log with it."""
+
+    tokens_per_micro_batch: int  # tokens one micro-batch trains on, for tokens/s and MFU
+
+    def loss(self, engine: Any, index: int, rank: int) -> tuple[Any, dict[str, float]]: ...
+
+
+class NextToken:
+    """Pretraining's objective: next-token cross-entropy on random windows of the token shards."""
+
+    def __init__(self, data: TokenWindows, settings: TrainSettings) -> None:
+        self.data, self.settings = data, settings
+        self.tokens_per_micro_batch = settings.micro_batch * settings.seq_len
+
+    def loss(self, engine: Any, index: int, rank: int) -> tuple[Any, dict[str, float]]:
+        import torch
+
+        x, y = self.data.batch(self.settings.seed, index, rank, self.settings.micro_batch)
+        logits = engine(input_ids=torch.from_numpy(x).to(engine.device)).logits
+        return next_token_loss(logits, torch.from_numpy(y).to(engine.device)), {}
+
+
+def uses_bf16(settings: TrainSettings) -> bool:
+    import torch
+
+    return settings.precision == "bf16" or (settings.precision == "auto" and torch.cuda.is_available())
 
 
 def train(
-    model_config: Any,
-    data: TokenWindows,
+    model: Any,
+    objective: Objective,
     settings: TrainSettings,
     checkpoints: Path,
     resume: bool,
     on_step: Callable[[StepReport], None],
+    flops_per_token: float = 0.0,
 ) -> tuple[Any, dict[str, Any], int]:
-    """Train from scratch (or from the latest checkpoint in `checkpoints`); returns (model, ds config, first step)."""
+    """Train `model` (or continue from the latest checkpoint in `checkpoints`); returns (model, ds
+    config, first step). `flops_per_token` (training FLOPs) gives the MFU on an accelerator."""
     import deepspeed
     import torch
-    from transformers import LlamaForCausalLM
 
     rank, world = join_process_group()
     on_gpu = torch.cuda.is_available()
-    bf16 = settings.precision == "bf16" or (settings.precision == "auto" and on_gpu)
-    torch.manual_seed(settings.seed)
-    model = LlamaForCausalLM(model_config)
+    bf16 = uses_bf16(settings)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW(
@@ -143,15 +174,14 @@ def train(
     )
     config = deepspeed_config(settings, bf16)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
-    device = engine.device
     start = 0
     if resume:
         path, client = engine.load_checkpoint(str(checkpoints))
         if path is None:
             raise CheckpointMissingError(f"--resume: no checkpoint in {checkpoints}; resume a run that saved one")
         start = int(client["step"])
-    per_step_tokens = settings.micro_batch * settings.grad_accum * settings.seq_len * world
-    flops = flops_per_token(model_config, settings.seq_len)
+    per_step_tokens = objective.tokens_per_micro_batch * settings.grad_accum * world
+    flops = flops_per_token
     peak = settings.peak_tflops or (989.0 if on_gpu else 0.0)
     for step in range(start, settings.max_steps):
         started = time.perf_counter()
@@ -160,20 +190,20 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         total = 0.0
+        figures: dict[str, float] = {}
         for micro in range(settings.grad_accum):
-            x, y = data.batch(settings.seed, step * settings.grad_accum + micro, rank, settings.micro_batch)
-            inputs = torch.from_numpy(x).to(device)
-            targets = torch.from_numpy(y).to(device)
-            logits = engine(input_ids=inputs).logits
-            loss = next_token_loss(logits, targets)
+            loss, more = objective.loss(engine, step * settings.grad_accum + micro, rank)
             engine.backward(loss)
             engine.step()
             total += float(loss.detach())
+            for key, value in more.items():
+                figures[key] = figures.get(key, 0.0) + value / settings.grad_accum
         norm = engine.get_global_grad_norm()
         seconds = time.perf_counter() - started
         tokens_per_s = per_step_tokens / seconds
-        mfu = (flops * tokens_per_s / (peak * 1e12 * world)) if peak else None
-        on_step(StepReport(step + 1, total / settings.grad_accum, lr, float(norm or 0.0), tokens_per_s, mfu))
+        mfu = (flops * tokens_per_s / (peak * 1e12 * world)) if peak and flops else None
+        report = StepReport(step + 1, total / settings.grad_accum, lr, float(norm or 0.0), tokens_per_s, mfu, figures)
+        on_step(report)
         done = step + 1
         if done % settings.checkpoint_every == 0 or done == settings.max_steps:
             engine.save_checkpoint(str(checkpoints), tag=f"step{done}", client_state={"step": done})

@@ -60,8 +60,13 @@ def preference_loss(
     reference_chosen: Any,
     reference_rejected: Any,
     settings: PreferenceSettings = PreferenceSettings(),
+    chosen_tokens: Any = None,
+    rejected_tokens: Any = None,
 ) -> PreferenceStep:
-    """The loss of a batch of pairs from summed sequence log-probabilities (each of shape (batch,))."""
+    """The loss of a batch of pairs from summed sequence log-probabilities (each of shape (batch,)).
+
+    IPO takes the log-ratios per response token when the token counts are given (as TRL does, on
+    the IPO authors' advice: the squared loss would otherwise grow with the answers' length)."""
     import torch
     import torch.nn.functional as F
 
@@ -71,6 +76,10 @@ def preference_loss(
         smoothing = settings.label_smoothing
         losses = -F.logsigmoid(beta * logits) * (1 - smoothing) - F.logsigmoid(-beta * logits) * smoothing
     elif settings.loss == "ipo":
+        if chosen_tokens is not None and rejected_tokens is not None:
+            logits = (policy_chosen - reference_chosen) / chosen_tokens.clamp(min=1) - (
+                policy_rejected - reference_rejected
+            ) / rejected_tokens.clamp(min=1)
         losses = (logits - 1 / (2 * beta)) ** 2
     else:
         losses = torch.relu(1 - beta * logits)

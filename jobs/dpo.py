@@ -1,0 +1,281 @@
+"""`millpond train dpo --snapshot PREF_SNAPSHOT --init MODEL`: DPO on the DeepSpeed loop, in MLflow.
+
+The policy starts from the init model (a run, or a registered `NAME[@ALIAS|/VERSION]`) and the
+frozen reference is the same weights; the reference's log-probabilities come from the cache (see
+`trainers.dpo`). The run is a child of the init run, so MLflow's compare view shows them
+together; the preference snapshot is its dataset input (Delta path and version); the model is
+registered as a version of `millpond-dpo-<snapshot>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jobs.config import Config, cache_dir, params_from
+from jobs.context import effective_config, lakehouse_options, progress
+from jobs.snapshot import SnapshotNotFoundError, snapshot_row
+from jobs.tracking import register_run_model, tracking_uri
+from jobs.train import TrainingInputError, flatten, git_commit
+from lineage.catalog import SILVER_PREFERENCES, table
+from lineage.errors import MillpondError, NotEnoughDataError
+from lineage.locations import reference_cache_folder, run_folder
+from lineage.snapshots import member_rows
+from trainers.dpo import DpoSettings
+from trainers.loop import TrainSettings, runtime_environment
+
+KIND = "dpo"
+
+
+class PreferenceSnapshotError(MillpondError, ValueError):
+    """The snapshot is not one of preference pairs."""
+
+
+def preference_pairs(config: Config, name: str) -> tuple[dict[str, Any], list[Any]]:
+    """The snapshot's row and its pairs as the pinned version of silver.preferences holds them."""
+    from trainers.dpo import Pair
+
+    snapshot = snapshot_row(config.lakehouse, name)
+    if snapshot is None:
+        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    if snapshot["source_table"] != SILVER_PREFERENCES.name:
+        raise PreferenceSnapshotError(
+            f"snapshot {name} was cut from {snapshot['source_table']}; DPO trains on preference pairs: "
+            f"`millpond snapshot create NAME --from {SILVER_PREFERENCES.name} --purpose preference`"
+        )
+    rows = member_rows(config.lakehouse, snapshot, ["prompt", "chosen", "rejected"])
+    pairs = [Pair(r["doc_id"], r["prompt"], r["chosen"], r["rejected"], r["split"]) for r in rows]
+    if not any(p.split == "train" for p in pairs):
+        raise NotEnoughDataError(f"snapshot {name} has no pairs in its train split (`millpond snapshot show {name}`)")
+    return snapshot, pairs
+
+
+def run_dpo(
+    config: Config, name: str, init: str | None, settings: DpoSettings, resume_run: str | None = None
+) -> dict[str, Any]:
+    """Train the init model on the snapshot's pairs; returns the run's figures."""
+    runtime_environment(cache_dir())
+    import mlflow
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from serving.model import download_model, resolve_any
+    from trainers.dpo import (
+        DirectPreference,
+        all_logps,
+        folder_digest,
+        preference_accuracy,
+        reference_key,
+        reference_logps,
+        tokenize_pairs,
+        write_pair_listing,
+    )
+    from trainers.loop import join_process_group, share_from_rank0, train
+    from trainers.model import flops_per_token
+    from trainers.tokenizer import EOS, PAD
+
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    resumed = None
+    if resume_run:
+        try:
+            resumed = client.get_run(resume_run)
+        except mlflow.exceptions.MlflowException:
+            raise TrainingInputError(f"--resume {resume_run}: no such run at {uri}") from None
+        init = init or resumed.data.params.get("init.model")
+    if not init:
+        raise TrainingInputError("--init is required: the run id or registered model DPO starts from")
+    snapshot, pairs = preference_pairs(config, name)
+    served = resolve_any(uri, init)
+    local = download_model(served, cache_dir())
+    loop = settings.loop(params_from(TrainSettings, config.section("train")))
+    tokenizer = Tokenizer.from_file(str(local / "tokenizer.json"))
+    tensors = tokenize_pairs(pairs, tokenizer, loop.seq_len, tokenizer.token_to_id(EOS), tokenizer.token_to_id(PAD))
+    held_out = tensors.indices("validation", "test")
+
+    rank, _ = join_process_group()
+    tracking = rank == 0
+    key = reference_key(snapshot["content_digest"], folder_digest(local), loop.seq_len)
+    cache = reference_cache_folder(config.lakehouse)
+    reference_model = AutoModelForCausalLM.from_pretrained(local)
+    if tracking:
+        progress(f"reference log-probabilities of {len(tensors)} pairs ({cache / key}.npz)")
+        reference = reference_logps(reference_model, tensors, cache, key, settings.eval_micro_batch)
+    share_from_rank0(None)  # the other ranks wait for rank 0's cache, then read it
+    if not tracking:
+        reference = reference_logps(reference_model, tensors, cache, key, settings.eval_micro_batch)
+    init_accuracy = preference_accuracy(reference.values[held_out], reference.values[held_out], settings.beta)
+    del reference_model
+
+    run_id = None
+    if tracking:
+        init_run = client.get_run(served.run_id)
+        mlflow.set_experiment(experiment_id=init_run.info.experiment_id)  # beside its parent
+        if resumed is not None:
+            run = mlflow.start_run(run_id=resume_run)
+        else:
+            label = served.label.replace("/", "-v").replace(":", "-")
+            run = mlflow.start_run(run_name=f"dpo-{name}-{settings.loss}-beta{settings.beta:g}-from-{label}")
+        run_id = run.info.run_id
+    run_id = share_from_rank0(run_id)
+    run_dir = run_folder(config.lakehouse, run_id)
+    figures: dict[str, Any] = {"steps": 0, "losses": [], "reference_cached": reference.cached,
+                               "reference_forward_passes": reference.forward_passes}  # fmt: skip
+    try:
+        if tracking and resumed is None:
+            listing = run_dir / "pairs.parquet"
+            write_pair_listing(listing, tensors)
+            _log_inputs(config, name, snapshot, served, init, settings, loop, tensors, reference, listing, run_dir)
+        elif tracking:
+            mlflow.log_metric("reference.forward_passes", reference.forward_passes)
+
+        def on_step(report: Any) -> None:
+            figures["losses"].append(report.loss)
+            figures["steps"] = report.step
+            figures["tokens_per_s"] = report.tokens_per_s
+            figures["last"] = report.figures
+            if tracking:
+                metrics = {"loss": report.loss, "lr": report.lr, "grad_norm": report.grad_norm,
+                           "tokens_per_s": report.tokens_per_s, **report.figures}  # fmt: skip
+                if report.mfu is not None:
+                    metrics["mfu"] = report.mfu
+                mlflow.log_metrics(metrics, step=report.step)
+            if report.step % 10 == 0 or report.step == loop.max_steps:
+                progress(f"step {report.step}/{loop.max_steps}: loss {report.loss:.4f}, margin "
+                         f"{report.figures['rewards/margins']:.3f}, {report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
+
+        torch.manual_seed(loop.seed)
+        policy = AutoModelForCausalLM.from_pretrained(local)
+        objective = DirectPreference(tensors, reference.values, settings, loop.seed)
+        model, ds_config, start = train(
+            policy, objective, loop, run_dir / "checkpoints", resumed is not None, on_step,
+            flops_per_token(policy.config, loop.seq_len),
+        )  # fmt: skip
+        figures["start_step"] = start
+        if tracking:
+            if len(held_out):
+                policy_logps = all_logps(model, tensors, held_out, settings.eval_micro_batch)
+                figures |= preference_accuracy(policy_logps, reference.values[held_out], settings.beta)
+                figures["init_preference_accuracy"] = init_accuracy["preference_accuracy"]
+                mlflow.log_metrics({k: figures[k] for k in ("preference_accuracy", "preference_margin")})
+            else:
+                progress(f"no held-out pairs in {name}: no preference accuracy (cut it with --test)")
+            hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(local)
+            model_dir = run_dir / "model"
+            model.save_pretrained(model_dir)
+            hf_tokenizer.save_pretrained(model_dir)
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2, sort_keys=True))
+                mlflow.log_artifact(str(Path(tmp) / "deepspeed_config.json"))
+            mlflow.log_artifacts(str(model_dir), artifact_path="model")
+            figures["registered_model"] = register_run_model(
+                f"millpond-dpo-{name}", f"DPO on preference snapshot {name}",
+                {"snapshot": name, "init": served.label},
+            )  # fmt: skip
+            figures["model_dir"] = str(model_dir)
+    finally:
+        if tracking:
+            mlflow.end_run()
+    return figures | {"run_id": run_id, "tracking_uri": uri, "run_dir": str(run_dir), "init": served.label,
+                      "pairs": {"train": int(len(tensors) - len(held_out)), "held_out": int(len(held_out)),
+                                "prompts_cut": tensors.prompts_cut}}  # fmt: skip
+
+
+def _log_inputs(
+    config: Config, name: str, snapshot: dict[str, Any], served: Any, init: str, settings: DpoSettings,
+    loop: TrainSettings, tensors: Any, reference: Any, listing: Path, run_dir: Path,
+) -> None:  # fmt: skip
+    """Params, tags and the dataset input of a new DPO run."""
+    import mlflow
+    import pandas as pd
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+    splits = pd.Series(tensors.splits).value_counts()
+    summary = pd.DataFrame([{"split": s, "pairs": int(n)} for s, n in sorted(splits.items())])
+    source = table(snapshot["source_table"])
+    dataset = mlflow.data.from_pandas(
+        summary,
+        source=DeltaDatasetSource(path=source.path(config.lakehouse), delta_table_version=snapshot["source_version"]),
+        name=f"{name}@v{snapshot['source_version']}",
+        digest=snapshot["content_digest"][:16],
+    )
+    mlflow.log_input(dataset, context="training")
+    mlflow.set_tags({
+        "mlflow.parentRunId": served.run_id, "snapshot": name, "millpond.kind": KIND,
+        "init": served.label, "git_commit": git_commit() or "unknown",
+    })  # fmt: skip
+    params = {f"dpo.{k}": v for k, v in asdict(settings).items()}
+    params |= {f"train.{k}": v for k, v in asdict(loop).items()}
+    params |= {
+        "snapshot": name, "snapshot.source_table": snapshot["source_table"],
+        "snapshot.source_version": snapshot["source_version"], "snapshot.digest": snapshot["content_digest"],
+        "init.model": init, "init.run_id": served.run_id, "init.label": served.label,
+        "reference.key": reference.key, "reference.cached": reference.cached,
+        "pairs.train": int((tensors.splits == "train").sum()), "pairs.held_out": int((tensors.splits != "train").sum()),
+        "pairs.prompts_cut": tensors.prompts_cut, "exposure.listing": str(listing), "run_dir": str(run_dir),
+        "config.digest": config.digest(), "lakehouse": str(config.lakehouse),
+    }  # fmt: skip
+    params |= flatten(config.values, "config")
+    mlflow.log_params(params)
+    mlflow.log_metric("reference.forward_passes", reference.forward_passes)
+
+
+@click.command("dpo")
+@click.option("--snapshot", "name", required=True, help="Preference snapshot (cut from silver.preferences).")
+@click.option("--init", default=None, metavar="RUN_ID|NAME[@ALIAS|/VERSION]",
+              help="The model DPO starts from (and its frozen reference); a resumed run remembers it.")  # fmt: skip
+@click.option("--beta", type=float, default=None, help="How far the policy may move from the reference ([dpo] beta).")
+@click.option("--loss", type=click.Choice(["sigmoid", "ipo", "hinge"]), default=None, help="[dpo] loss.")
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps ([dpo] max_steps).")
+@click.option("--seq-len", type=int, default=None, help="Context: prompt and answer ([dpo] seq_len).")
+@click.option(
+    "--resume", "resume_run", default=None, metavar="RUN_ID", help="Continue this run from its last checkpoint."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON.")
+@lakehouse_options
+def dpo_command(
+    name: str, init: str | None, beta: float | None, loss: str | None, max_steps: int | None, seq_len: int | None,
+    resume_run: str | None, as_json: bool, lakehouse: str | None, config_file: str | None,
+) -> None:  # fmt: skip
+    """Direct preference optimization of a model on a preference snapshot, with DeepSpeed."""
+    config = effective_config(lakehouse, config_file)
+    values = dict(config.section("dpo"))
+    for key, value in (("beta", beta), ("loss", loss), ("max_steps", max_steps), ("seq_len", seq_len)):
+        if value is not None:
+            values[key] = value
+    settings = params_from(DpoSettings, values)
+    figures = run_dpo(config, name, init, settings, resume_run)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    result = {
+        "run_id": figures["run_id"], "tracking_uri": figures["tracking_uri"], "init": figures["init"],
+        "steps": figures["steps"], "first_loss": figures["losses"][0] if figures["losses"] else None,
+        "final_loss": figures["losses"][-1] if figures["losses"] else None,
+        "tokens_per_s": round(figures.get("tokens_per_s", 0.0), 1),
+        "preference_accuracy": figures.get("preference_accuracy"),
+        "init_preference_accuracy": figures.get("init_preference_accuracy"),
+        "preference_margin": figures.get("preference_margin"), "pairs": figures["pairs"],
+        "reference_cached": figures["reference_cached"], "reference_forward_passes": figures["reference_forward_passes"],
+        "registered_model": figures.get("registered_model"), "model_dir": figures.get("model_dir"),
+        "start_step": figures.get("start_step", 0),
+    }  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    click.echo(f"run {result['run_id']} (from {result['init']}): {result['steps']} steps, loss "
+               f"{result['first_loss']:.3f} -> {result['final_loss']:.3f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
+    if result["preference_accuracy"] is not None:
+        click.echo(f"  held-out preference accuracy {result['preference_accuracy']:.3f} "
+                   f"(the reference: {result['init_preference_accuracy']:.3f}), margin {result['preference_margin']:.3f}")  # fmt: skip
+    cached = "read from the cache" if result["reference_cached"] else "computed and cached"
+    click.echo(f"  pairs: {result['pairs']}; reference log-probabilities {cached}")
+    click.echo(f"  model: {result['model_dir']} (registered {result['registered_model']})")
+    click.echo(f"  MLflow: {result['tracking_uri']}")
