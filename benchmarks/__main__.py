@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("ingest", "curate", "fuzzy", "pii", "pii-structured", "train", "lineage", "serve", "stream")
+BENCHMARKS = ("ingest", "curate", "fuzzy", "pii", "pii-structured", "train", "lineage", "serve", "stream", "dpo")
 USAGE = f"usage: python -m benchmarks {{{','.join(BENCHMARKS)}}} [--help]"
 
 
@@ -26,6 +26,8 @@ def main() -> None:
         from benchmarks.serve import main as run
     elif name == "stream":
         from benchmarks.stream import main as run
+    elif name == "dpo":
+        from benchmarks.dpo import main as run
     elif name == "fuzzy":
         from benchmarks.fuzzy import main as run
     else:
