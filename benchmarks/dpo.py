@@ -152,13 +152,13 @@ def hh_part(args: argparse.Namespace) -> dict[str, Any]:
     from jobs.dpo import preference_pairs
     from serving.smoke import register_untrained_model
 
-    if not HH.is_file():
-        raise SystemExit(f"{HH} is not on this machine")
+    if not args.data.is_file():
+        raise SystemExit(f"{args.data} is not on this machine")
     with tempfile.TemporaryDirectory() as tmp:
         lakehouse = Path(tmp) / "lakehouse"
         manifest = Path(tmp) / "manifest.toml"
         manifest.write_text(tomli_w.dumps({"source": [{
-            "name": "hh-rlhf-harmless", "path": str(HH), "format": "preference-jsonl", "license": "MIT",
+            "name": "hh-rlhf-harmless", "path": str(args.data), "format": "preference-jsonl", "license": "MIT",
             "consent": ["preference"]}]}))  # fmt: skip
         ingest = _millpond(lakehouse, "ingest", str(manifest))
         build = _millpond(lakehouse, "preferences", "build")
@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, default=None, help="loop: 128; hh: 256 (the tiny preset's context)")
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--pairs", type=int, default=512, help="loop: pairs in the reference pass")
+    parser.add_argument("--data", type=Path, default=HH, help="hh: the hh-rlhf file (default: ../shared/data)")
     args = parser.parse_args(argv)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
