@@ -160,7 +160,7 @@ def hh_part(args: argparse.Namespace) -> dict[str, Any]:
         manifest.write_text(tomli_w.dumps({"source": [{
             "name": "hh-rlhf-harmless", "path": str(args.data), "format": "preference-jsonl", "license": "MIT",
             "consent": ["preference"]}]}))  # fmt: skip
-        ingest = _millpond(lakehouse, "ingest", str(manifest))
+        ingest = _millpond(lakehouse, "ingest", "--manifest", str(manifest))
         build = _millpond(lakehouse, "preferences", "build")
         snapshot = _millpond(lakehouse, "snapshot", "create", "hh-v1", "--from", "silver.preferences", "--purpose",
                              "preference", "--validation", "0", "--test", "0.1")  # fmt: skip
