@@ -14,6 +14,7 @@ from jobs.context import effective_config, lakehouse_options, spark_settings
 from jobs.curate import curate_command
 from jobs.dpo import dpo_command
 from jobs.evalset import evalset_group
+from jobs.evaluate import eval_command
 from jobs.ingest import ingest_command
 from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
@@ -23,7 +24,7 @@ from jobs.snapshot import snapshot_group
 from jobs.stream_interactions import stream_group
 from jobs.subject_requests import lineage_group
 from jobs.tokens import shards_group, tokenizer_group
-from jobs.train import eval_command, train_group
+from jobs.train import train_group
 from jobs.why import why_command
 from lineage.catalog import LINEAGE_RUNS, QUARANTINE_RECORDS
 from lineage.errors import MillpondError

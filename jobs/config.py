@@ -19,6 +19,7 @@ import tomli_w
 
 from curation.preferences import PreferenceParams
 from curation.registry import stages
+from evals.settings import EvalSettings
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
 from lineage.errors import MillpondError
@@ -77,6 +78,7 @@ def defaults() -> dict[str, Any]:
         "shards": section_defaults(ShardSettings()),
         "train": section_defaults(TrainSettings()),
         "dpo": section_defaults(DpoSettings()),
+        "eval": section_defaults(EvalSettings()),
         "lineage": section_defaults(ErasurePolicy()),
         "preferences": section_defaults(PreferenceParams()),
         "serve": section_defaults(ServeSettings()),

@@ -287,54 +287,6 @@ def pretrain_command(
     click.echo(f"  MLflow: {result['tracking_uri']}")
 
 
-def evaluate_run(config: Config, run_id: str, batches: int | None = None) -> dict[str, Any]:
-    """Validation perplexity of a finished run's model, logged to the same run."""
-    runtime_environment(cache_dir())
-    import mlflow
-    from transformers import AutoModelForCausalLM
-
-    from evals.perplexity import perplexity
-    from trainers.data import TokenWindows
-    from trainers.shards import load_manifest
-
-    use_experiment(config, "pretrain")
-    try:
-        run = mlflow.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise TrainingInputError(
-            f"no run {run_id!r} at {tracking_uri(config)}; `millpond mlflow` lists the runs"
-        ) from None
-    params = run.data.params
-    folder = Path(params["shards.folder"])
-    manifest = load_manifest(folder)
-    if manifest is None:
-        raise TrainingInputError(f"run {run_id}: its shards ({folder}) are gone; `millpond shards build` rebuilds them")
-    model_dir = Path(params["run_dir"]) / "model"
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    data = TokenWindows(folder, manifest, "validation", int(params["train.seq_len"]))
-    figures = perplexity(model, data, int(params["train.micro_batch"]), batches or int(params["train.eval_batches"]))
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(figures)
-    return {"run_id": run_id, **figures}
-
-
-@click.command("eval")
-@click.argument("run_id")
-@click.option("--batches", type=int, default=None, help="Validation batches (default: the run's eval_batches).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@lakehouse_options
-def eval_command(
-    run_id: str, batches: int | None, as_json: bool, lakehouse: str | None, config_file: str | None
-) -> None:
-    """Re-run a training run's validation perplexity and log it to that run."""
-    config = effective_config(lakehouse, config_file)
-    figures = evaluate_run(config, run_id, batches)
-    if as_json:
-        click.echo(json.dumps(figures, sort_keys=True))
-        return
-    click.echo(f"run {run_id}: validation loss {figures['val_loss']:.4f}, perplexity {figures['val_perplexity']:.2f}")
-
-
 if __name__ == "__main__":  # deepspeed --num_gpus 2 jobs/train.py pretrain --snapshot NAME ...
     from jobs.cli import main
 

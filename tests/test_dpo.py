@@ -112,6 +112,23 @@ def test_dpo_learns_the_preference_tracks_caches_and_resumes(spark, lakehouse: P
 
     assert AutoModelForCausalLM.from_pretrained(figures["model_dir"]).config.num_hidden_layers == 2
 
+    # `millpond eval`: the same figures for every run, logged into it; the base is the reference: chance.
+    judged = runner.invoke(cli, [*base, "eval", figures["run_id"], "--against", "millpond-base@champion", "--json"])
+    assert judged.exit_code == 0, judged.output
+    evaluated = json.loads(judged.stdout.strip().splitlines()[-1])
+    assert evaluated["preference_accuracy"] == pytest.approx(figures["preference_accuracy"])
+    assert evaluated["winrate_ci_low"] <= evaluated["winrate"] <= evaluated["winrate_ci_high"]
+    assert evaluated["winrate_prompts"] == figures["pairs"]["held_out"] and evaluated["against"] == "millpond-base/1"
+    assert "perplexity" in evaluated["skipped"]  # no pretraining run among its ancestors
+    logged = client.get_run(figures["run_id"])
+    assert {"winrate", "winrate_ci_low", "winrate_ci_high"} <= set(logged.data.metrics)
+    assert logged.data.tags["eval.judge"] == "evals.winrate:longer"
+    assert "eval/samples.json" in {a.path for a in client.list_artifacts(figures["run_id"], "eval")}
+    chance = runner.invoke(cli, [*base, "eval", base_run, "--suite", "preference", "--snapshot", "prefs-v1", "--json"])
+    assert json.loads(chance.stdout.strip().splitlines()[-1])["preference_accuracy"] == 0.5, chance.output
+    refused = runner.invoke(cli, [*base, "eval", base_run, "--suite", "winrate"])
+    assert refused.exit_code != 0 and "--against names the model" in str(refused.exception)
+
     # The same pairs and reference again (another loss): the reference is read from the cache.
     again = runner.invoke(cli, [*base, "train", "dpo", "--snapshot", "prefs-v1", "--init", base_run, "--loss", "ipo",
                                 "--max-steps", "3", "--json"])  # fmt: skip
