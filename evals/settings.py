@@ -1,4 +1,4 @@
-"""The `[eval]` section: how `millpond eval` and the flywheel's evaluation answer and judge."""
+"""The `[eval]` and `[flywheel]` sections: how models are evaluated, and when a challenger is promoted."""
 
 from __future__ import annotations
 
@@ -13,3 +13,20 @@ class EvalSettings:
     prompts: int = 64  # held-out prompts answered for winrate and samples
     max_new_tokens: int = 48
     batch: int = 16
+
+
+@dataclass(frozen=True)
+class FlywheelSettings:
+    """The `[flywheel]` section."""
+
+    model: str = "millpond-chat"  # the registered model whose alias is served and moved by promotions
+    alias: str = "champion"
+    min_new_pairs: int = 16  # a turn with fewer new pairs than this ends early
+    min_winrate: float = 0.55  # the challenger's win rate against the champion needed to promote
+    max_perplexity_increase: float = 0.10  # relative: 0.10 lets validation perplexity grow by 10%
+    test: float = 0.2  # the held-out share of each turn's preference snapshot
+    snapshot_prefix: str = "flywheel"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.test < 1.0:
+            raise ValueError("[flywheel] test must be between 0 and 1")

@@ -15,6 +15,7 @@ from jobs.curate import curate_command
 from jobs.dpo import dpo_command
 from jobs.evalset import evalset_group
 from jobs.evaluate import eval_command
+from jobs.flywheel import flywheel_group
 from jobs.ingest import ingest_command
 from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
@@ -206,6 +207,7 @@ cli.add_command(lineage_group)
 cli.add_command(serve_command)
 cli.add_command(preferences_group)
 cli.add_command(stream_group)
+cli.add_command(flywheel_group)
 
 
 @cli.command("demo")

@@ -19,7 +19,7 @@ import tomli_w
 
 from curation.preferences import PreferenceParams
 from curation.registry import stages
-from evals.settings import EvalSettings
+from evals.settings import EvalSettings, FlywheelSettings
 from ingestion.bronze import IngestParams
 from jobs.spark import SparkSettings
 from lineage.errors import MillpondError
@@ -79,6 +79,7 @@ def defaults() -> dict[str, Any]:
         "train": section_defaults(TrainSettings()),
         "dpo": section_defaults(DpoSettings()),
         "eval": section_defaults(EvalSettings()),
+        "flywheel": section_defaults(FlywheelSettings()),
         "lineage": section_defaults(ErasurePolicy()),
         "preferences": section_defaults(PreferenceParams()),
         "serve": section_defaults(ServeSettings()),

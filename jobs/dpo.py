@@ -57,9 +57,11 @@ def preference_pairs(config: Config, name: str) -> tuple[dict[str, Any], list[An
 
 
 def run_dpo(
-    config: Config, name: str, init: str | None, settings: DpoSettings, resume_run: str | None = None
-) -> dict[str, Any]:
-    """Train the init model on the snapshot's pairs; returns the run's figures."""
+    config: Config, name: str, init: str | None, settings: DpoSettings, resume_run: str | None = None,
+    parent_run_id: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Train the init model on the snapshot's pairs; returns the run's figures. The run's parent is
+    the init run, or `parent_run_id` (a flywheel turn) when given."""
     runtime_environment(cache_dir())
     import mlflow
     import torch
@@ -117,13 +119,15 @@ def run_dpo(
 
     run_id = None
     if tracking:
-        init_run = client.get_run(served.run_id)
-        mlflow.set_experiment(experiment_id=init_run.info.experiment_id)  # beside its parent
+        parent = client.get_run(parent_run_id or served.run_id)
+        mlflow.set_experiment(experiment_id=parent.info.experiment_id)  # beside its parent
+        nested = mlflow.active_run() is not None  # inside a flywheel turn's run
         if resumed is not None:
-            run = mlflow.start_run(run_id=resume_run)
+            run = mlflow.start_run(run_id=resume_run, nested=nested)
         else:
             label = served.label.replace("/", "-v").replace(":", "-")
-            run = mlflow.start_run(run_name=f"dpo-{name}-{settings.loss}-beta{settings.beta:g}-from-{label}")
+            run = mlflow.start_run(run_name=f"dpo-{name}-{settings.loss}-beta{settings.beta:g}-from-{label}",
+                                   nested=nested)  # fmt: skip
         run_id = run.info.run_id
     run_id = share_from_rank0(run_id)
     run_dir = run_folder(config.lakehouse, run_id)
@@ -133,7 +137,8 @@ def run_dpo(
         if tracking and resumed is None:
             listing = run_dir / "pairs.parquet"
             write_pair_listing(listing, tensors)
-            _log_inputs(config, name, snapshot, served, init, settings, loop, tensors, reference, listing, run_dir)
+            _log_inputs(config, name, snapshot, served, init, settings, loop, tensors, reference, listing, run_dir,
+                        parent_run_id or served.run_id)  # fmt: skip
         elif tracking:
             mlflow.log_metric("reference.forward_passes", reference.forward_passes)
 
@@ -191,7 +196,7 @@ def run_dpo(
 
 def _log_inputs(
     config: Config, name: str, snapshot: dict[str, Any], served: Any, init: str, settings: DpoSettings,
-    loop: TrainSettings, tensors: Any, reference: Any, listing: Path, run_dir: Path,
+    loop: TrainSettings, tensors: Any, reference: Any, listing: Path, run_dir: Path, parent_run_id: str,
 ) -> None:  # fmt: skip
     """Params, tags and the dataset input of a new DPO run."""
     import mlflow
@@ -209,7 +214,7 @@ def _log_inputs(
     )
     mlflow.log_input(dataset, context="training")
     mlflow.set_tags({
-        "mlflow.parentRunId": served.run_id, "snapshot": name, "millpond.kind": KIND,
+        "mlflow.parentRunId": parent_run_id, "snapshot": name, "millpond.kind": KIND,
         "init": served.label, "git_commit": git_commit() or "unknown",
     })  # fmt: skip
     params = {f"dpo.{k}": v for k, v in asdict(settings).items()}

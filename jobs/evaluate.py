@@ -10,6 +10,7 @@ judged against another model's answers by `[eval] judge`), and a `samples` table
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,10 @@ def _model(uri: str, reference: str) -> tuple[Any, Any, Path, Any]:
 
 def evaluate(
     config: Config, run_id: str, suites: tuple[str, ...] | None = None, against: str | None = None,
-    snapshot: str | None = None, batches: int | None = None,
+    snapshot: str | None = None, batches: int | None = None, strict: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run the suites on a run's model and log what they measure into the run."""
+    """Run the suites on a run's model and log what they measure into the run. A suite asked for
+    that has nothing to run on is an error when `strict`, else it is skipped with the reason."""
     runtime_environment(cache_dir())
     import mlflow
 
@@ -81,7 +83,7 @@ def evaluate(
     result: dict[str, Any] = {"run_id": run_id, "model": served.label, "skipped": {}}
 
     def skip(suite: str, why: str) -> None:
-        if asked and suite in asked:
+        if strict and asked and suite in asked:
             raise EvalInputError(f"--suite {suite}: {why}")
         result["skipped"][suite] = why
         progress(f"{suite}: skipped ({why})")
@@ -133,17 +135,21 @@ def evaluate(
             result["against_answers"] = theirs
     if "samples" in suites and not prompts:
         skip("samples", "no held-out prompts (name a preference snapshot with --snapshot)")
-    with mlflow.start_run(run_id=run_id):
-        if metrics:
-            mlflow.log_metrics(metrics)
-        if "against" in result:
-            mlflow.set_tags({"eval.winrate.against": result["against"], "eval.judge": settings.judge})
-        if "samples" in suites and prompts:
-            table = {"prompt": prompts, "answer": generated}
-            if "against_answers" in result:
-                table[f"answer of {result['against']}"] = result["against_answers"]
-            mlflow.log_table(table, artifact_file="eval/samples.json")
-            result["samples"] = [{"prompt": p, "answer": a} for p, a in zip(prompts, generated, strict=True)]
+    # Logged with the client, by run id: no active run is started or changed (a flywheel turn's is).
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    if metrics:
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    if "against" in result:
+        client.set_tag(run_id, "eval.winrate.against", result["against"])
+        client.set_tag(run_id, "eval.judge", settings.judge)
+    if "samples" in suites and prompts:
+        table = {"prompt": prompts, "answer": generated}
+        if "against_answers" in result:
+            table[f"answer of {result['against']}"] = result["against_answers"]
+        mlflow.log_table(table, artifact_file="eval/samples.json", run_id=run_id)
+        result["samples"] = [{"prompt": p, "answer": a} for p, a in zip(prompts, generated, strict=True)]
     result.pop("against_answers", None)
     return result | {k: float(v) for k, v in metrics.items()}
 

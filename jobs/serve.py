@@ -47,10 +47,10 @@ def serve_command(
 
     from serving.app import create_app
     from serving.landing import LandingSettings, LandingWriter
-    from serving.model import Generator, resolve_model
+    from serving.model import ModelSlot
 
-    served = resolve_model(tracking_uri(config), model, run_id)
-    generator = Generator(served, cache_dir())
+    slot = ModelSlot(tracking_uri(config), model, run_id, cache_dir(), settings.model_refresh_seconds)
+    served = slot.current.served
     landing = LandingWriter(
         landing_folder(config.lakehouse),
         LandingSettings(roll_bytes=settings.roll_bytes, roll_seconds=settings.roll_seconds, fsync=settings.durable),
@@ -58,12 +58,15 @@ def serve_command(
     )
     if landing.recovered:
         progress(f"closed {len(landing.recovered)} landing file(s) a stopped replica left open")
-    app = create_app(settings, generator, landing)
+    app = create_app(settings, slot, landing)
     progress(
         f"serving {served.label} (run {served.run_id}) on http://{settings.host}:{settings.port}/v1, "
         f"landing into {landing.folder} as replica {landing.replica}"
     )
+    if slot.follows:
+        progress(f"following {model}: a new version it points at is served within {settings.model_refresh_seconds:g} s")
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:
+        slot.close()
         landing.close()

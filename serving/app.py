@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from serving.events import FEEDBACK, RATINGS, REQUEST, RESPONSE, event, new_id
 from serving.landing import CLOSED, PART, LandingWriter
-from serving.model import Generation, Generator, Sampling
+from serving.model import Generation, Generator, ModelSlot, Sampling, label_of
 from serving.settings import ServeSettings
 from trainers.chat import ROLES, ChatFormatError, render_prompt
 
@@ -59,9 +59,10 @@ class Interaction:
     user: str | None
     consent: list[str]
     n: int
+    model: dict[str, Any] | None = None  # the model that answered it
 
 
-def create_app(settings: ServeSettings, generator: Generator, landing: LandingWriter) -> FastAPI:
+def create_app(settings: ServeSettings, slot: ModelSlot, landing: LandingWriter) -> FastAPI:
     """The FastAPI application; on shutdown it closes the landing writer (its open file rolls)."""
 
     @asynccontextmanager
@@ -71,8 +72,6 @@ def create_app(settings: ServeSettings, generator: Generator, landing: LandingWr
 
     app = FastAPI(title="millpond serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     keys = load_api_keys(settings.api_keys_file) if settings.api_keys_file else ()
-    served = generator.served
-    model_label = f"{served.name}/{served.version}:{served.run_id}" if served.version else f"run:{served.run_id}"
     recent: OrderedDict[str, Interaction] = OrderedDict()  # interaction id -> what feedback checks
 
     def remember(interaction_id: str, seen: Interaction) -> None:
@@ -156,8 +155,10 @@ def create_app(settings: ServeSettings, generator: Generator, landing: LandingWr
 
     async def answer(
         request: Request, body: dict[str, Any], prompt: str, messages: list[dict[str, str]] | None
-    ) -> tuple[str, Generation, Sampling, int]:
+    ) -> tuple[str, Generation, Sampling, int, Generator]:
         started = time.perf_counter()
+        generator = slot.current  # this request's model, even if a promotion swaps another in meanwhile
+        served = generator.served
         user, consent, metadata = who(request, body)
         sampling = sampling_of(body)
         if generator.count_tokens(prompt) > settings.max_prompt_tokens:
@@ -177,8 +178,8 @@ def create_app(settings: ServeSettings, generator: Generator, landing: LandingWr
                          usage={"prompt_tokens": generation.prompt_tokens,
                                 "completion_tokens": generation.completion_tokens})  # fmt: skip
         await asyncio.wrap_future(landing.submit([asked, answered]))
-        remember(interaction_id, Interaction(user, consent, sampling.n))
-        return interaction_id, generation, sampling, int(time.time())
+        remember(interaction_id, Interaction(user, consent, sampling.n, served.as_event()))
+        return interaction_id, generation, sampling, int(time.time()), generator
 
     def usage(generation: Generation) -> dict[str, int]:
         return {"prompt_tokens": generation.prompt_tokens, "completion_tokens": generation.completion_tokens,
@@ -200,7 +201,8 @@ def create_app(settings: ServeSettings, generator: Generator, landing: LandingWr
             prompt = render_prompt(plain)
         except ChatFormatError as err:
             raise RequestProblem(400, str(err), "messages") from None
-        interaction_id, generation, sampling, created = await answer(request, body, prompt, plain)
+        interaction_id, generation, sampling, created, generator = await answer(request, body, prompt, plain)
+        model_label, served = label_of(generator.served), generator.served
         if body.get("stream"):
             return StreamingResponse(
                 _chat_chunks(interaction_id, created, model_label, generation, generator),
@@ -223,7 +225,8 @@ def create_app(settings: ServeSettings, generator: Generator, landing: LandingWr
             raise RequestProblem(400, "prompt must be a string", "prompt")
         if body.get("stream"):
             raise RequestProblem(400, "stream is supported on /v1/chat/completions only", "stream")
-        interaction_id, generation, _, created = await answer(request, body, prompt, None)
+        interaction_id, generation, _, created, generator = await answer(request, body, prompt, None)
+        model_label, served = label_of(generator.served), generator.served
         choices = [{"index": i, "text": text, "finish_reason": reason, "logprobs": None}
                    for i, (text, reason) in enumerate(zip(generation.texts, generation.finish_reasons, strict=True))]  # fmt: skip
         return JSONResponse({"id": interaction_id, "object": "text_completion", "created": created,
@@ -232,12 +235,12 @@ def create_app(settings: ServeSettings, generator: Generator, landing: LandingWr
 
     @app.get("/v1/models")
     async def models() -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": model_label, "object": "model", "created": 0,
+        return JSONResponse({"object": "list", "data": [{"id": slot.label, "object": "model", "created": 0,
                                                          "owned_by": "millpond"}]})  # fmt: skip
 
     @app.get("/health")
     async def health() -> Response:
-        return JSONResponse({"status": "ok", "model": model_label, "replica": landing.replica,
+        return JSONResponse({"status": "ok", "model": slot.label, "replica": landing.replica,
                              "events_landed": landing.events_written})  # fmt: skip
 
     @app.post("/v1/feedback")
@@ -261,7 +264,7 @@ def create_app(settings: ServeSettings, generator: Generator, landing: LandingWr
             raise RequestProblem(404, f"no interaction {interaction_id!r}", "interaction_id", kind="not_found_error")
         if choice is not None and (not isinstance(choice, int) or isinstance(choice, bool) or not 0 <= choice < seen.n):
             raise RequestProblem(400, f"choice must be an index below {seen.n}", "choice")
-        given = event(FEEDBACK, interaction_id, user=seen.user, consent=seen.consent, model=served.as_event(),
+        given = event(FEEDBACK, interaction_id, user=seen.user, consent=seen.consent, model=seen.model,
                       replica=landing.replica, feedback={"rating": rating, "choice": choice, "edit": edit,
                                                          "comment": comment})  # fmt: skip
         await asyncio.wrap_future(landing.submit([given]))
@@ -305,5 +308,7 @@ def _find_interaction(folder: Path, interaction_id: str) -> Interaction | None:
                 except json.JSONDecodeError:
                     continue
                 if record.get("interaction_id") == interaction_id and record.get("event_type") == RESPONSE:
-                    return Interaction(record.get("user"), record.get("consent") or [], len(record["responses"]))
+                    return Interaction(
+                        record.get("user"), record.get("consent") or [], len(record["responses"]), record.get("model")
+                    )
     return None

@@ -184,3 +184,50 @@ class Generator:
                 done = now
         if done != text:
             yield text[len(done) :]
+
+
+def label_of(served: ServedModel) -> str:
+    return f"{served.name}/{served.version}:{served.run_id}" if served.version else f"run:{served.run_id}"
+
+
+class ModelSlot:
+    """The generator behind a server. Given `NAME@ALIAS`, it follows the alias: a background thread
+    resolves it every `refresh_seconds`, loads a newly pointed-at version beside the old one and
+    then swaps it in, so a promotion reaches a running server without a restart and no request
+    waits for a load. A request keeps the generator it started with."""
+
+    def __init__(self, tracking_uri: str, model: str | None, run_id: str | None, cache: Path,
+                 refresh_seconds: float = 15.0) -> None:  # fmt: skip
+        self.tracking_uri, self.model, self.cache = tracking_uri, model, cache
+        self.current = Generator(resolve_model(tracking_uri, model, run_id), cache)
+        self.swaps = 0
+        self.follows = bool(model and "@" in model)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.follows and refresh_seconds > 0:
+            self._thread = threading.Thread(target=self._watch, args=(refresh_seconds,), daemon=True,
+                                            name="millpond-model-alias")  # fmt: skip
+            self._thread.start()
+
+    @property
+    def label(self) -> str:
+        return label_of(self.current.served)
+
+    def refresh(self) -> bool:
+        """Resolve the alias now; True when a new version was loaded and swapped in."""
+        served = resolve_model(self.tracking_uri, self.model)
+        if served.version == self.current.served.version:
+            return False
+        self.current = Generator(served, self.cache)  # loaded first, then swapped in one assignment
+        self.swaps += 1
+        return True
+
+    def _watch(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - a registry hiccup keeps the model being served
+                continue
+
+    def close(self) -> None:
+        self._stop.set()

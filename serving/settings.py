@@ -25,6 +25,8 @@ class ServeSettings:
     roll_seconds: float = 60.0
     # Off only to measure what durability costs; events can then be lost.
     durable: bool = True
+    # With --model NAME@ALIAS: how often the alias is resolved again (a promotion is served after at most this)
+    model_refresh_seconds: float = 15.0
 
 
 @dataclass(frozen=True)
