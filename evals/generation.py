@@ -1,4 +1,7 @@
-"""Greedy answers of a causal LM to chat prompts, cut where the next turn would begin (as served)."""
+"""Answers of a causal LM to chat prompts, cut where the next turn would begin (as served).
+
+Sampled at a fixed seed (greedy decoding of a small model repeats one token to the end, which
+says nothing about how it answers), so two runs of an evaluation give the same answers."""
 
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ from typing import Any
 from trainers.chat import cut_answer
 
 
-def answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch: int = 16) -> list[str]:
-    """One greedy answer per prompt (already rendered with the chat template); prompts longer than
-    the context keep their end."""
+def answers(
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch: int = 16,
+    temperature: float = 0.7, seed: int = 0,
+) -> list[str]:  # fmt: skip
+    """One answer per prompt (already rendered with the chat template), sampled at `temperature`
+    (0: greedy) from `seed`; prompts longer than the context keep their end."""
     import torch
 
     context = int(model.config.max_position_embeddings)
@@ -25,8 +31,11 @@ def answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: 
             width = max(len(e) for e in encoded)
             ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)  # left padding
             mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
+            torch.manual_seed(seed + start)
+            sampled = temperature > 0
             generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                       do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
+                                       do_sample=sampled, temperature=temperature if sampled else None, top_k=None,
+                                       top_p=None, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)  # fmt: skip
             for row in generated[:, width:]:
                 text = tokenizer.decode(row, skip_special_tokens=True)
                 out.append(cut_answer(text)[0].strip())

@@ -12,6 +12,8 @@ class EvalSettings:
     judge: str = "evals.winrate:longer"  # module:function(prompt, answer, other) -> 1.0 | 0.5 | 0.0
     prompts: int = 64  # held-out prompts answered for winrate and samples
     max_new_tokens: int = 48
+    temperature: float = 0.7  # answers are sampled at a fixed seed (0: greedy)
+    seed: int = 0
     batch: int = 16
 
 

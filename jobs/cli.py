@@ -211,12 +211,15 @@ cli.add_command(flywheel_group)
 
 
 @cli.command("demo")
+@click.option("--loop/--no-loop", default=True, help="Run the flywheel after the data plane (default: yes).")
+@click.option("--quick", is_flag=True, help="Fewer steps and conversations: the loop in a few minutes (tests).")
 @lakehouse_options
-def demo_command(lakehouse: str | None, config_file: str | None) -> None:
-    """Ingest, curate, snapshot and trace one person's data on bundled, license-tagged data; list the tables."""
+def demo_command(loop: bool, quick: bool, lakehouse: str | None, config_file: str | None) -> None:
+    """The whole loop on bundled, license-tagged data: ingest, curate, snapshot, lineage; pretrain,
+    serve, simulated users, stream, pairs, DPO, evaluate, promote; the runs side by side."""
     from jobs.demo import run_demo
 
-    run_demo(effective_config(lakehouse, config_file))
+    run_demo(effective_config(lakehouse, config_file), loop, quick)
 
 
 def split_debug(argv: list[str]) -> tuple[list[str], bool]:

@@ -1,16 +1,28 @@
-"""`millpond demo`: ingest, curate, snapshot and lineage on data every machine has, with no download.
+"""`millpond demo`: the whole loop on data every machine has, with no download.
 
-The corpus is the documentation and source of a few installed Python distributions, each
-file tagged with its distribution's license, plus a small landing file of chat-style records
-with one broken line, so the quarantine shows up too.
+Data plane: the documentation and source of a few installed Python distributions (each file
+tagged with its distribution's license) and a small landing file with one broken line are
+ingested, curated, snapshotted and traced for one person. Then the flywheel: a tiny model is
+pretrained on the snapshot (DeepSpeed, MLflow) and made the champion of `millpond-chat`, served
+over the OpenAI API, and asked questions by simulated users who each time pick the answer in
+plainer words (`plain_words`, below: the preference the demo's users hold and the judge of the win
+rate). Their feedback is streamed, made pairs, DPO trains a challenger from the champion, the
+challenger is evaluated against it and promoted if it wins, and the running server follows.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import click
 from pyspark.sql import SparkSession
@@ -99,7 +111,50 @@ def demo_pii_key(config: Config) -> None:
     progress(f"demo: PII values are keyed with {key_file}; set {KEY_ENV} for real data")
 
 
-def run_demo(config: Config) -> None:
+# The demo's users ask about the corpus; each of them prefers the answer in plainer words.
+QUESTIONS = [
+    "How do I install {name}?", "What does {name} do?", "Show an example of {name}.", "Is {name} fast?",
+    "Who maintains {name}?", "What license is {name} under?", "How do I test code that uses {name}?",
+    "What is new in {name}?",
+]  # fmt: skip
+USERS = [f"demo-user-{i}" for i in range(1, 7)]
+
+
+def plain_words(prompt: str, answer: str, other: str) -> float:
+    """The demo users' preference, and the demo's win-rate judge (`[eval] judge =
+    "jobs.demo:plain_words"`): of two answers, the one more of whose characters are letters and
+    spaces wins (they ask in words and want words back, not code symbols); an empty answer never
+    wins; closer than one point in a hundred is a tie."""
+
+    def share(text: str) -> float:
+        return sum(c.isalpha() or c == " " for c in text) / len(text) if text.strip() else -1.0
+
+    mine, theirs = share(answer), share(other)
+    return 0.5 if abs(mine - theirs) < 0.01 else float(mine > theirs)
+
+
+def demo_loop_config(config: Config, quick: bool) -> Config:
+    """The demo's settings for the loop, where the user's config leaves a default in place (a
+    setting of their own wins)."""
+    from jobs.config import DEFAULTS
+
+    demo = {
+        "train": {"max_steps": 60 if quick else 300, "seq_len": 128, "warmup": 10, "checkpoint_every": 1000},
+        "serve": {"default_consent": ["preference"], "roll_seconds": 1.0, "model_refresh_seconds": 1.0,
+                  "max_tokens": 48},
+        "dpo": {"max_steps": 20 if quick else 60, "lr": 2e-4, "checkpoint_every": 1000},
+        "eval": {"judge": "jobs.demo:plain_words", "prompts": 16 if quick else 48, "max_new_tokens": 32},
+        "flywheel": {"min_new_pairs": 8, "min_winrate": 0.6, "test": 0.3},
+    }  # fmt: skip
+    values = copy.deepcopy(config.values)
+    for section, settings in demo.items():
+        for key, value in settings.items():
+            if values[section][key] == DEFAULTS[section][key]:
+                values[section][key] = value
+    return Config(values=values, file=config.file)
+
+
+def run_demo(config: Config, loop: bool = True, quick: bool = False) -> None:
     lakehouse = config.lakehouse
     demo_pii_key(config)
     manifest = write_demo_sources(demo_folder(lakehouse))
@@ -119,15 +174,17 @@ def run_demo(config: Config) -> None:
         click.echo(f"   {DEMO_SNAPSHOT} exists (snapshots are immutable): `millpond snapshot show {DEMO_SNAPSHOT}`")
     click.echo("\n== 4. lineage: which rows, snapshots and runs hold data of one person?")
     _find_a_subject(spark, config)
+    if loop:
+        run_loop(spark, demo_loop_config(config, quick), quick)
     spark.stop()
-    click.echo("\n== 5. the tables")
+    click.echo("\n== the tables")
     for info in inspect_tables(lakehouse):
         state = "not created yet" if info.version is None else f"v{info.version}, {info.rows} rows"
         click.echo(f"  {info.name:<22} {state:<22} {info.path}")
     click.echo(
         "\nNext: `millpond quarantine`, `millpond runs`, `millpond why DOC_ID`, `millpond snapshot list`, "
-        "`millpond pii scan FILE`; run the "
-        "demo again and every record is `unchanged` and curation has nothing new to do."
+        f"`millpond pii scan FILE`; the runs side by side: `millpond --lakehouse {lakehouse} mlflow` "
+        "and open http://127.0.0.1:5000."
     )
 
 
@@ -168,3 +225,121 @@ def _show_a_dropped_document(config: Config, run_id: str) -> None:
     for d in explain(config.lakehouse, doc_id)["decisions"]:
         extra = " ".join(str(x) for x in (d["reason"], d["duplicate_of"]) if x)
         click.echo(f"     {d['stage']:<14} {d['action']:<9} {extra}")
+
+
+def run_loop(spark: SparkSession, config: Config, quick: bool) -> dict[str, Any]:
+    """Pretrain, serve, simulated users, stream, pairs, DPO, evaluate, promote, serve the champion."""
+    from jobs.config import params_from
+    from jobs.evaluate import evaluate
+    from jobs.flywheel import PROMOTED, print_turn, promote, turn
+    from jobs.train import prepare_tokens, pretrain
+    from trainers.loop import TrainSettings
+
+    click.echo("\n== 5. pretrain: a tiny Llama on the snapshot (DeepSpeed, tracked in MLflow)")
+    settings = params_from(TrainSettings, config.section("train"))
+    manifest = prepare_tokens(config, DEMO_SNAPSHOT, None, None)
+    base = pretrain(config, DEMO_SNAPSHOT, settings, manifest)
+    click.echo(f"   run {base['run_id']}: loss {base['losses'][0]:.2f} -> {base['losses'][-1]:.2f}, "
+               f"validation perplexity {base.get('val_perplexity', float('nan')):.1f}")  # fmt: skip
+    registered = base["registered_model"]
+    champion = promote(config, f"{registered['name']}/{registered['version']}")
+    click.echo(f"   {champion['name']}@{champion['alias']} -> version {champion['version']} (the first champion)")
+
+    click.echo("\n== 6. serve it (OpenAI API) and let simulated users talk to it and pick answers")
+    serve_config = demo_folder(config.lakehouse) / "serve.toml"
+    import tomli_w
+
+    serve_config.write_text(tomli_w.dumps(config.values), encoding="utf-8")
+    with _server(config, serve_config) as url:
+        asked = _simulated_users(url, config, 24 if quick else 192)
+        click.echo(f"   {asked['interactions']} conversations, {asked['feedback']} choices given "
+                   f"(each user picks the answer in plainer words)")  # fmt: skip
+        time.sleep(2.5)  # the landing file rolls and the stream can read it
+
+        click.echo("\n== 7. the flywheel turns: stream, pairs, DPO from the champion, evaluate, promote")
+        report = turn(spark, config)
+        print_turn(report)
+        if report.decision == PROMOTED:
+            deadline = time.time() + 30
+            while _health(url)["model"].split(":")[0] != report.challenger and time.time() < deadline:
+                time.sleep(0.5)
+            click.echo(f"   the running server now answers with {_health(url)['model']}")
+    base_eval = evaluate(config, base["run_id"], ("perplexity",), strict=False)
+    click.echo("\n== 8. the runs side by side (also in the MLflow UI)")
+    rows = [("pretrain (base)", base["run_id"], base_eval.get("val_perplexity"), 0.5, 0.5),
+            ("dpo (challenger)", report.dpo.get("run_id"), report.figures.get("challenger_perplexity"),
+             report.figures.get("preference_accuracy"), report.figures.get("winrate"))]  # fmt: skip
+    click.echo(f"   {'run':<18} {'id':<34} {'perplexity':>10} {'pref. acc.':>10} {'win rate':>9}")
+    for name, run_id, ppl, accuracy, rate in rows:
+        cells = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (ppl, accuracy, rate)]
+        click.echo(f"   {name:<18} {run_id or '-':<34} {cells[0]:>10} {cells[1]:>10} {cells[2]:>9}")
+    click.echo("   (win rate: the challenger's answers against the base's on held-out prompts, judged by the "
+               "users' preference; the base against itself is 0.5)")  # fmt: skip
+    return {"base": base, "turn": report.as_json()}
+
+
+def _health(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/health", timeout=5) as response:
+        return json.loads(response.read())
+
+
+class _server:
+    """`millpond serve --model millpond-chat@champion` in its own process group, stopped after."""
+
+    def __init__(self, config: Config, config_file: Path) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.config, self.config_file = config, config_file
+        self.log = demo_folder(config.lakehouse) / "serve.log"
+
+    def __enter__(self) -> str:
+        model = f"{self.config.section('flywheel')['model']}@{self.config.section('flywheel')['alias']}"
+        command = [sys.executable, "-m", "jobs.cli", "--config", str(self.config_file), "serve", "--model", model,
+                   "--port", str(self.port)]  # fmt: skip
+        self.handle = open(self.log, "w")  # noqa: SIM115 - closed in __exit__
+        self.process = subprocess.Popen(command, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True,
+                                        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})  # fmt: skip
+        url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 180
+        while True:
+            try:
+                progress(f"serving {_health(url)['model']} on {url}/v1 (log: {self.log})")
+                return url
+            except OSError:
+                if self.process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"millpond serve did not start: see {self.log}") from None
+                time.sleep(0.5)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        self.handle.close()
+
+
+def _simulated_users(url: str, config: Config, conversations: int) -> dict[str, int]:
+    """Users ask about the corpus's packages; each gets two answers and picks the one in plainer words."""
+    import httpx
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url + "/v1", api_key="demo", max_retries=0)
+    model = config.section("flywheel")["model"]
+    feedback = 0
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for i in range(conversations):
+            name = DEMO_DISTRIBUTIONS[i % len(DEMO_DISTRIBUTIONS)]
+            question = QUESTIONS[(i // len(DEMO_DISTRIBUTIONS)) % len(QUESTIONS)].format(name=name)
+            chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], n=2,
+                                                  max_tokens=32, temperature=1.0, seed=i, user=USERS[i % len(USERS)])  # fmt: skip
+            a, b = (c.message.content or "" for c in chat.choices)
+            verdict = plain_words(question, a, b)
+            if verdict != 0.5:
+                http.post("/v1/feedback", json={"interaction_id": chat.id, "choice": 0 if verdict == 1.0 else 1})
+                feedback += 1
+    return {"interactions": conversations, "feedback": feedback}

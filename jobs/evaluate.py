@@ -115,7 +115,8 @@ def evaluate(
         progress(f"answering {len(prompts)} held-out prompts of {name}")
         from evals.generation import answers
 
-        generated = answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch)
+        generated = answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch,
+                            settings.temperature, settings.seed)  # fmt: skip
     if "winrate" in suites:
         if not against:
             skip("winrate", "--against names the model to compare with")
@@ -126,7 +127,8 @@ def evaluate(
             from evals.winrate import load_judge, win_rate
 
             other_model, other_tokenizer, _, other = _model(uri, against)
-            theirs = answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch)
+            theirs = answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
+                             settings.temperature, settings.seed)  # fmt: skip
             rate = win_rate(load_judge(settings.judge), prompts, generated, theirs)
             metrics |= {"winrate": rate.winrate, "winrate_ci_low": rate.ci_low, "winrate_ci_high": rate.ci_high,
                         "winrate_prompts": float(rate.n)}  # fmt: skip

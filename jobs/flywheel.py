@@ -154,28 +154,38 @@ def turn(spark: Any, config: Config) -> TurnReport:
                    "challenger_perplexity": theirs.get("val_perplexity"),
                    "champion_perplexity": ours.get("val_perplexity")}  # fmt: skip
         report.figures = {k: float(v) for k, v in figures.items() if v is not None}
+        promote_it, reasons = gate(report.figures, settings, champion_ref)
         mlflow.log_metrics(report.figures)
-        winrate = report.figures.get("winrate")
-        wins = winrate is not None and winrate >= settings.min_winrate
-        report.reasons.append(
-            f"win rate {winrate:.3f} against {champion_ref} "
-            f"{'>=' if wins else '<'} [flywheel] min_winrate {settings.min_winrate}"
-            if winrate is not None else "no win rate: the snapshot has no held-out prompts"
-        )  # fmt: skip
-        ok_perplexity = True
-        if "challenger_perplexity" in report.figures and "champion_perplexity" in report.figures:
-            growth = report.figures["challenger_perplexity"] / report.figures["champion_perplexity"] - 1
-            ok_perplexity = growth <= settings.max_perplexity_increase
-            report.figures["perplexity_increase"] = growth
-            report.reasons.append(f"validation perplexity {'+' if growth >= 0 else ''}{growth:.1%} "
-                                  f"{'<=' if ok_perplexity else '>'} [flywheel] max_perplexity_increase "
-                                  f"{settings.max_perplexity_increase:.0%}")  # fmt: skip
-        else:
-            report.reasons.append("no perplexity check: no pretraining run among the champion's ancestors")
-        if wins and ok_perplexity:
+        report.reasons.extend(reasons)
+        if promote_it:
             client.set_registered_model_alias(settings.model, settings.alias, challenger.version)
             report.decision = PROMOTED
         return _finish(report)
+
+
+def gate(figures: dict[str, float], settings: FlywheelSettings, champion: str) -> tuple[bool, list[str]]:
+    """Whether the challenger replaces the champion, and why: its win rate must reach
+    `min_winrate` and its validation perplexity may grow by at most `max_perplexity_increase`
+    (checked when both perplexities are known). Adds `perplexity_increase` to `figures`."""
+    reasons = []
+    winrate = figures.get("winrate")
+    wins = winrate is not None and winrate >= settings.min_winrate
+    if winrate is None:
+        reasons.append("no win rate: the snapshot has no held-out prompts")
+    else:
+        reasons.append(f"win rate {winrate:.3f} against {champion} {'>=' if wins else '<'} "
+                       f"[flywheel] min_winrate {settings.min_winrate}")  # fmt: skip
+    ok_perplexity = True
+    if "challenger_perplexity" in figures and "champion_perplexity" in figures:
+        growth = figures["challenger_perplexity"] / figures["champion_perplexity"] - 1
+        ok_perplexity = growth <= settings.max_perplexity_increase
+        figures["perplexity_increase"] = growth
+        reasons.append(f"validation perplexity {'+' if growth >= 0 else ''}{growth:.1%} "
+                       f"{'<=' if ok_perplexity else '>'} [flywheel] max_perplexity_increase "
+                       f"{settings.max_perplexity_increase:.0%}")  # fmt: skip
+    else:
+        reasons.append("no perplexity check: no pretraining run among the champion's ancestors")
+    return wins and ok_perplexity, reasons
 
 
 def _finish(report: TurnReport) -> TurnReport:

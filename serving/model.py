@@ -7,6 +7,7 @@ one sequence batch at a time on the model, off the server's event loop.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
@@ -89,7 +90,9 @@ def download_model(served: ServedModel, cache: Path) -> Path:
     """The model's Hugging Face folder (weights, config, tokenizer), downloaded once into `cache`."""
     import mlflow
 
-    target = cache / "models" / (served.version and f"{served.name}-v{served.version}" or served.run_id)
+    # Keyed by where the artifacts live: a name and version, even a run id, can repeat across stores.
+    where = hashlib.sha256(served.artifact_uri.encode()).hexdigest()[:16]
+    target = cache / "models" / f"{served.run_id}-{where}"
     if (target / "model" / "config.json").is_file():
         return target / "model"
     target.mkdir(parents=True, exist_ok=True)
