@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
 from jobs.tracking import register_run_model, tracking_uri
-from jobs.train import TrainingInputError, flatten, git_commit
+from jobs.train import TrainingInputError, flatten, git_commit, log_model
 from lineage.catalog import SILVER_PREFERENCES, table
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import reference_cache_folder, run_folder
@@ -148,11 +147,7 @@ def run_dpo(
             figures["tokens_per_s"] = report.tokens_per_s
             figures["last"] = report.figures
             if tracking:
-                metrics = {"loss": report.loss, "lr": report.lr, "grad_norm": report.grad_norm,
-                           "tokens_per_s": report.tokens_per_s, **report.figures}  # fmt: skip
-                if report.mfu is not None:
-                    metrics["mfu"] = report.mfu
-                mlflow.log_metrics(metrics, step=report.step)
+                mlflow.log_metrics(report.metrics(), step=report.step)
             if report.step % 10 == 0 or report.step == loop.max_steps:
                 progress(f"step {report.step}/{loop.max_steps}: loss {report.loss:.4f}, margin "
                          f"{report.figures['rewards/margins']:.3f}, {report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
@@ -173,14 +168,7 @@ def run_dpo(
                 mlflow.log_metrics({k: figures[k] for k in ("preference_accuracy", "preference_margin")})
             else:
                 progress(f"no held-out pairs in {name}: no preference accuracy (cut it with --test)")
-            hf_tokenizer = PreTrainedTokenizerFast.from_pretrained(local)
-            model_dir = run_dir / "model"
-            model.save_pretrained(model_dir)
-            hf_tokenizer.save_pretrained(model_dir)
-            with tempfile.TemporaryDirectory() as tmp:
-                (Path(tmp) / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2, sort_keys=True))
-                mlflow.log_artifact(str(Path(tmp) / "deepspeed_config.json"))
-            mlflow.log_artifacts(str(model_dir), artifact_path="model")
+            model_dir = log_model(model, PreTrainedTokenizerFast.from_pretrained(local), ds_config, run_dir)
             figures["registered_model"] = register_run_model(
                 f"millpond-dpo-{name}", f"DPO on preference snapshot {name}",
                 {"snapshot": name, "init": served.label},

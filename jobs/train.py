@@ -163,11 +163,7 @@ def pretrain(
             figures["steps"] = report.step
             figures["tokens_per_s"] = report.tokens_per_s
             if tracking:
-                metrics = {"loss": report.loss, "lr": report.lr, "grad_norm": report.grad_norm,
-                           "tokens_per_s": report.tokens_per_s}  # fmt: skip
-                if report.mfu is not None:
-                    metrics["mfu"] = report.mfu
-                mlflow.log_metrics(metrics, step=report.step)
+                mlflow.log_metrics(report.metrics(), step=report.step)
             if report.step % 10 == 0 or report.step == settings.max_steps:
                 progress(f"step {report.step}/{settings.max_steps}: loss {report.loss:.4f}, "
                          f"{report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
@@ -197,6 +193,21 @@ def pretrain(
     return figures | {"run_id": run_id, "tracking_uri": tracking_uri(config), "run_dir": str(run_dir)}
 
 
+def log_model(model: Any, tokenizer: Any, ds_config: dict[str, Any], run_dir: Path) -> Path:
+    """Save the model and its tokenizer (Hugging Face format) in the run folder and log them as
+    the active run's `model` artifacts, with the DeepSpeed config; returns the folder."""
+    import mlflow
+
+    model_dir = run_dir / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2, sort_keys=True))
+        mlflow.log_artifact(str(Path(tmp) / "deepspeed_config.json"))
+    mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    return model_dir
+
+
 def _log_outputs(
     model: Any, manifest: dict[str, Any], ds_config: dict, run_dir: Path, name: str, figures: dict
 ) -> None:
@@ -207,15 +218,9 @@ def _log_outputs(
     if "val_loss" in figures:
         mlflow.log_metrics({"val_loss": figures["val_loss"], "val_perplexity": figures["val_perplexity"]})
     hf_tokenizer = PreTrainedTokenizerFast(tokenizer_file=manifest["tokenizer"], eos_token=EOS, pad_token=PAD)
-    model_dir = run_dir / "model"
-    model.save_pretrained(model_dir)
-    hf_tokenizer.save_pretrained(model_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2, sort_keys=True))
-        mlflow.log_artifact(str(Path(tmp) / "deepspeed_config.json"))
+    log_model(model, hf_tokenizer, ds_config, run_dir)
     mlflow.log_artifact(manifest["tokenizer"], artifact_path="tokenizer")
     mlflow.log_artifact(str(Path(manifest["folder"]) / "manifest.json"), artifact_path="shards")
-    mlflow.log_artifacts(str(model_dir), artifact_path="model")
     figures["registered_model"] = register_run_model(
         f"millpond-pretrain-{name}", f"Pretrained on snapshot {name}", {"snapshot": name}
     )

@@ -117,6 +117,13 @@ class StepReport:
     mfu: float | None
     figures: dict[str, float] = field(default_factory=dict)  # the objective's own, averaged over micro-batches
 
+    def metrics(self) -> dict[str, float]:
+        """What a run logs for this step (MLflow metric names)."""
+        out = {"loss": self.loss, "lr": self.lr, "grad_norm": self.grad_norm, "tokens_per_s": self.tokens_per_s}
+        if self.mfu is not None:
+            out["mfu"] = self.mfu
+        return out | self.figures
+
 
 class Objective(Protocol):
     """What a training run minimizes: the loss of micro-batch `index` (a pure function of it, so a
