@@ -8,6 +8,10 @@ from pathlib import Path
 from jobs.config import Config, MlflowSettings, params_from
 from lineage.locations import mlflow_folder
 
+# The UI opens an experiment by this tag: the runs table of a model-training experiment, not the
+# GenAI traces overview it shows an untagged one.
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
 
 def tracking_uri(config: Config) -> str:
     """`[mlflow] tracking_uri`, else MLFLOW_TRACKING_URI, else a SQLite store in the lakehouse."""
@@ -35,11 +39,15 @@ def use_experiment(config: Config, name: str) -> str:
     experiment = mlflow.get_experiment_by_name(full_name)
     if experiment is not None:
         mlflow.set_experiment(experiment_id=experiment.experiment_id)
+        if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment.experiment_id
     artifacts = None
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / full_name).as_uri()
-    experiment_id = mlflow.create_experiment(full_name, artifact_location=artifacts)
+    experiment_id = mlflow.create_experiment(
+        full_name, artifact_location=artifacts, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+    )
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,14 @@ def pretrain(
     if tracking:
         use_experiment(config, "pretrain")
         try:
-            run = mlflow.start_run(run_id=resume_run) if resume_run else mlflow.start_run(run_name=f"pretrain-{name}")
+            run = (
+                mlflow.start_run(run_id=resume_run)
+                if resume_run
+                else mlflow.start_run(
+                    run_name=f"pretrain-{name}-{settings.preset}-{settings.max_steps}steps-"
+                    f"lr{settings.lr:g}-{time.strftime('%m%d-%H%M%S')}"
+                )  # fmt: skip
+            )
         except mlflow.exceptions.MlflowException as err:
             raise TrainingInputError(f"--resume {resume_run}: {err.message}") from None
         run_id = run.info.run_id
