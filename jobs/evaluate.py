@@ -11,48 +11,22 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import click
 
 from evals.settings import EvalSettings
+from evals.suites import EvalInputError, held_out_preference, load_model, run_chain, validation_perplexity
 from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
 from jobs.dpo import PreferenceSnapshotError, preference_pairs
+from jobs.snapshot import snapshot_row
 from jobs.tracking import tracking_uri
 from jobs.train import TrainingInputError
-from lineage.errors import MillpondError
 from lineage.locations import reference_cache_folder
 from trainers.loop import runtime_environment
 
 SUITES = ("perplexity", "preference", "winrate", "samples")
-
-
-class EvalInputError(MillpondError, ValueError):
-    """A suite was asked for that the run has nothing to evaluate on."""
-
-
-def _lineage_of(client: Any, run: Any) -> list[Any]:
-    """The run, its init run, that run's init run, ...: where its pretraining and snapshots are."""
-    chain, seen = [run], {run.info.run_id}
-    while (parent := chain[-1].data.params.get("init.run_id")) and parent not in seen:
-        seen.add(parent)
-        try:
-            chain.append(client.get_run(parent))
-        except Exception:  # noqa: BLE001 - a deleted ancestor ends the chain
-            break
-    return chain
-
-
-def _model(uri: str, reference: str) -> tuple[Any, Any, Path, Any]:
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
-
-    from serving.model import download_model, resolve_any
-
-    served = resolve_any(uri, reference)
-    folder = download_model(served, cache_dir())
-    return AutoModelForCausalLM.from_pretrained(folder), PreTrainedTokenizerFast.from_pretrained(folder), folder, served
 
 
 def evaluate(
@@ -72,8 +46,8 @@ def evaluate(
         run = client.get_run(run_id)
     except mlflow.exceptions.MlflowException:
         raise TrainingInputError(f"no run {run_id!r} at {uri}; `millpond mlflow` lists the runs") from None
-    chain = _lineage_of(client, run)
-    model, tokenizer, _, served = _model(uri, run_id)
+    chain = run_chain(client, run)
+    model, tokenizer, _, served = load_model(uri, run_id, cache_dir())
     asked = suites
     suites = suites or tuple(s for s in SUITES if s != "winrate" or against)
     unknown = sorted(set(suites) - set(SUITES))
@@ -93,7 +67,7 @@ def evaluate(
         if pretrained is None:
             skip("perplexity", "no pretraining run among the run and its init runs")
         else:
-            metrics |= _perplexity(model, pretrained.data.params, batches)
+            metrics |= validation_perplexity(model, pretrained.data.params, batches)
 
     pairs, name = [], snapshot
     if name is None:
@@ -109,7 +83,11 @@ def evaluate(
         if not held_out:
             skip("preference", "no held-out preference pairs (name a preference snapshot with --snapshot)")
         else:
-            metrics |= _preference(config, run, model, tokenizer, pairs, name, uri, settings)
+            params = run.data.params
+            reference_model, _, folder, _ = load_model(uri, params.get("init.run_id") or run_id, cache_dir())
+            digest = snapshot_row(config.lakehouse, name)["content_digest"]
+            metrics |= held_out_preference(model, tokenizer, pairs, params, reference_model, folder, digest,
+                                           reference_cache_folder(config.lakehouse), settings.batch)  # fmt: skip
     generated: list[str] = []
     if ("winrate" in suites or "samples" in suites) and prompts:
         progress(f"answering {len(prompts)} held-out prompts of {name}")
@@ -126,7 +104,7 @@ def evaluate(
             from evals.generation import answers
             from evals.winrate import load_judge, win_rate
 
-            other_model, other_tokenizer, _, other = _model(uri, against)
+            other_model, other_tokenizer, _, other = load_model(uri, against, cache_dir())
             theirs = answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
                              settings.temperature, settings.seed)  # fmt: skip
             rate = win_rate(load_judge(settings.judge), prompts, generated, theirs)
@@ -154,50 +132,6 @@ def evaluate(
         result["samples"] = [{"prompt": p, "answer": a} for p, a in zip(prompts, generated, strict=True)]
     result.pop("against_answers", None)
     return result | {k: float(v) for k, v in metrics.items()}
-
-
-def _perplexity(model: Any, params: dict[str, str], batches: int | None) -> dict[str, float]:
-    from evals.perplexity import perplexity
-    from trainers.data import TokenWindows
-    from trainers.shards import load_manifest
-
-    folder = Path(params["shards.folder"])
-    manifest = load_manifest(folder)
-    if manifest is None:
-        raise TrainingInputError(f"the shards ({folder}) are gone; `millpond shards build` rebuilds them")
-    data = TokenWindows(folder, manifest, "validation", int(params["train.seq_len"]))
-    return perplexity(model, data, int(params["train.micro_batch"]), batches or int(params["train.eval_batches"]))
-
-
-def _preference(
-    config: Config, run: Any, model: Any, tokenizer: Any, pairs: list[Any], name: str, uri: str,
-    settings: EvalSettings,
-) -> dict[str, float]:  # fmt: skip
-    """The implicit reward beta * (model - reference) on the held-out pairs; the reference is the
-    run's init model (itself for a run with none: chance, 0.5)."""
-    from jobs.snapshot import snapshot_row
-    from trainers.dpo import (
-        all_logps,
-        folder_digest,
-        preference_accuracy,
-        reference_key,
-        reference_logps,
-        tokenize_pairs,
-    )
-    from trainers.tokenizer import EOS, PAD
-
-    params = run.data.params
-    seq_len = int(params.get("dpo.seq_len") or params.get("train.seq_len") or 128)
-    beta = float(params.get("dpo.beta") or 0.1)
-    backend = tokenizer.backend_tokenizer
-    tensors = tokenize_pairs(pairs, backend, seq_len, backend.token_to_id(EOS), backend.token_to_id(PAD))
-    held_out = tensors.indices("validation", "test")
-    reference_model, _, folder, _ = _model(uri, params.get("init.run_id") or run.info.run_id)
-    key = reference_key(snapshot_row(config.lakehouse, name)["content_digest"], folder_digest(folder), seq_len)
-    reference = reference_logps(reference_model, tensors, reference_cache_folder(config.lakehouse), key,
-                                settings.batch)  # fmt: skip
-    policy = all_logps(model, tensors, held_out, settings.batch)
-    return preference_accuracy(policy, reference.values[held_out], beta)
 
 
 @click.command("eval")

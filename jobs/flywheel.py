@@ -14,45 +14,24 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 import click
-import pyarrow.compute as pc
 
+from evals.promotion import KEPT_CHAMPION, PROMOTED, TOO_FEW_PAIRS, TurnReport, gate
 from evals.settings import FlywheelSettings
 from jobs.config import Config, ConfigError, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.tracking import tracking_uri, use_experiment
-from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, SILVER_PREFERENCES
+from lineage.catalog import SILVER_PREFERENCES
 from lineage.errors import MillpondError
 from lineage.tables import read_table
-
-PROMOTED, KEPT_CHAMPION, TOO_FEW_PAIRS = "promoted", "kept_champion", "too_few_pairs"
 
 
 class NoChampionError(MillpondError, LookupError):
     """The flywheel's model has no champion to start from."""
-
-
-@dataclass
-class TurnReport:
-    run_id: str
-    decision: str  # promoted | kept_champion | too_few_pairs
-    reasons: list[str] = field(default_factory=list)
-    champion: str | None = None  # NAME/VERSION before the turn
-    challenger: str | None = None  # NAME/VERSION registered by the turn
-    snapshot: str | None = None
-    new_pairs: int = 0
-    pairs: int = 0
-    stream: dict[str, Any] = field(default_factory=dict)
-    preferences: dict[str, Any] = field(default_factory=dict)
-    dpo: dict[str, Any] = field(default_factory=dict)
-    figures: dict[str, float] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def promote(config: Config, reference: str, settings: FlywheelSettings | None = None) -> dict[str, str]:
@@ -76,15 +55,6 @@ def promote(config: Config, reference: str, settings: FlywheelSettings | None = 
     return {"name": settings.model, "version": str(version), "alias": settings.alias, "run_id": served.run_id}
 
 
-def _flywheel_pairs(lakehouse: Any, prefix: str) -> set[str]:
-    """Pair ids any earlier turn's snapshot held."""
-    members = read_table(GOLD_SNAPSHOT_MEMBERS, lakehouse, ["snapshot", "doc_id"])
-    if members is None:
-        return set()
-    mine = members.filter(pc.starts_with(members["snapshot"], f"{prefix}-"))
-    return set(mine["doc_id"].to_pylist())
-
-
 def turn(spark: Any, config: Config) -> TurnReport:
     """One turn of the flywheel (see the module's docstring)."""
     import mlflow
@@ -94,7 +64,7 @@ def turn(spark: Any, config: Config) -> TurnReport:
     from jobs.preferences import build_preferences
     from jobs.snapshot import create_snapshot
     from jobs.stream_interactions import run_stream
-    from lineage.snapshots import SnapshotSpec
+    from lineage.snapshots import SnapshotSpec, members_of_snapshots
     from serving.model import ModelNotFoundError, resolve_model
     from trainers.dpo import DpoSettings
 
@@ -121,7 +91,7 @@ def turn(spark: Any, config: Config) -> TurnReport:
         pairs = read_table(SILVER_PREFERENCES, config.lakehouse, ["doc_id"])
         current = set() if pairs is None else set(pairs["doc_id"].to_pylist())
         report.pairs = len(current)
-        report.new_pairs = len(current - _flywheel_pairs(config.lakehouse, settings.snapshot_prefix))
+        report.new_pairs = len(current - members_of_snapshots(config.lakehouse, f"{settings.snapshot_prefix}-"))
         mlflow.log_metrics({"pairs": report.pairs, "new_pairs": report.new_pairs,
                             "events_ingested": report.stream.get("ingested", 0)})  # fmt: skip
         if report.new_pairs < settings.min_new_pairs:
@@ -161,31 +131,6 @@ def turn(spark: Any, config: Config) -> TurnReport:
             client.set_registered_model_alias(settings.model, settings.alias, challenger.version)
             report.decision = PROMOTED
         return _finish(report)
-
-
-def gate(figures: dict[str, float], settings: FlywheelSettings, champion: str) -> tuple[bool, list[str]]:
-    """Whether the challenger replaces the champion, and why: its win rate must reach
-    `min_winrate` and its validation perplexity may grow by at most `max_perplexity_increase`
-    (checked when both perplexities are known). Adds `perplexity_increase` to `figures`."""
-    reasons = []
-    winrate = figures.get("winrate")
-    wins = winrate is not None and winrate >= settings.min_winrate
-    if winrate is None:
-        reasons.append("no win rate: the snapshot has no held-out prompts")
-    else:
-        reasons.append(f"win rate {winrate:.3f} against {champion} {'>=' if wins else '<'} "
-                       f"[flywheel] min_winrate {settings.min_winrate}")  # fmt: skip
-    ok_perplexity = True
-    if "challenger_perplexity" in figures and "champion_perplexity" in figures:
-        growth = figures["challenger_perplexity"] / figures["champion_perplexity"] - 1
-        ok_perplexity = growth <= settings.max_perplexity_increase
-        figures["perplexity_increase"] = growth
-        reasons.append(f"validation perplexity {'+' if growth >= 0 else ''}{growth:.1%} "
-                       f"{'<=' if ok_perplexity else '>'} [flywheel] max_perplexity_increase "
-                       f"{settings.max_perplexity_increase:.0%}")  # fmt: skip
-    else:
-        reasons.append("no perplexity check: no pretraining run among the champion's ancestors")
-    return wins and ok_perplexity, reasons
 
 
 def _finish(report: TurnReport) -> TurnReport:

@@ -395,3 +395,16 @@ def member_rows(lakehouse: Any, snapshot: dict[str, Any], columns: list[str]) ->
                         version=snapshot["source_version"], where=pc.field("doc_id").isin(sorted(splits)))  # fmt: skip
     rows = [] if source is None else source.to_pylist()
     return sorted((r | {"split": splits[r["doc_id"]]} for r in rows), key=lambda r: r["doc_id"])
+
+
+def members_of_snapshots(lakehouse: Any, prefix: str) -> set[str]:
+    """The ids any snapshot whose name starts with `prefix` holds (the pairs earlier flywheel turns trained on)."""
+    import pyarrow.compute as pc
+
+    from lineage.catalog import GOLD_SNAPSHOT_MEMBERS
+    from lineage.tables import read_table
+
+    members = read_table(GOLD_SNAPSHOT_MEMBERS, lakehouse, ["snapshot", "doc_id"])
+    if members is None:
+        return set()
+    return set(members.filter(pc.starts_with(members["snapshot"], prefix))["doc_id"].to_pylist())
