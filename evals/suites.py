@@ -26,6 +26,13 @@ def run_chain(client: Any, run: Any) -> list[Any]:
     return chain
 
 
+def model_folder(uri: str, reference: str, cache: Path) -> Path:
+    """The local folder of a registered or run model (downloaded once), without loading it."""
+    from serving.model import download_model, resolve_any
+
+    return download_model(resolve_any(uri, reference), cache)
+
+
 def load_model(uri: str, reference: str, cache: Path) -> tuple[Any, Any, Path, Any]:
     """A registered or run model, its tokenizer, its local folder and what it is."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
@@ -52,8 +59,8 @@ def validation_perplexity(model: Any, params: dict[str, str], batches: int | Non
 
 
 def held_out_preference(
-    model: Any, tokenizer: Any, pairs: list[Any], params: dict[str, str], reference_model: Any,
-    reference_folder: Path, snapshot_digest: str, cache: Path, batch: int,
+    model: Any, tokenizer: Any, pairs: list[Any], params: dict[str, str], reference_folder: Path,
+    snapshot_digest: str, cache: Path, batch: int,
 ) -> dict[str, float]:  # fmt: skip
     """The implicit reward beta * (model - reference) on the held-out pairs, the reference's
     log-probs from the DPO cache (the run's init model; the model itself for a run with none:
@@ -74,6 +81,9 @@ def held_out_preference(
     tensors = tokenize_pairs(pairs, backend, seq_len, backend.token_to_id(EOS), backend.token_to_id(PAD))
     held_out = tensors.indices("validation", "test")
     key = reference_key(snapshot_digest, folder_digest(reference_folder), seq_len)
-    reference = reference_logps(reference_model, tensors, cache, key, batch)
+    from transformers import AutoModelForCausalLM
+
+    reference = reference_logps(lambda: AutoModelForCausalLM.from_pretrained(reference_folder), tensors, cache, key,
+                                batch)  # fmt: skip
     policy = all_logps(model, tensors, held_out, batch)
     return preference_accuracy(policy, reference.values[held_out], beta)

@@ -230,7 +230,6 @@ def _show_a_dropped_document(config: Config, run_id: str) -> None:
 def run_loop(spark: SparkSession, config: Config, quick: bool) -> dict[str, Any]:
     """Pretrain, serve, simulated users, stream, pairs, DPO, evaluate, promote, serve the champion."""
     from jobs.config import params_from
-    from jobs.evaluate import evaluate
     from jobs.flywheel import PROMOTED, print_turn, promote, turn
     from jobs.train import prepare_tokens, pretrain
     from trainers.loop import TrainSettings
@@ -264,9 +263,8 @@ def run_loop(spark: SparkSession, config: Config, quick: bool) -> dict[str, Any]
             while _health(url)["model"].split(":")[0] != report.challenger and time.time() < deadline:
                 time.sleep(0.5)
             click.echo(f"   the running server now answers with {_health(url)['model']}")
-    base_eval = evaluate(config, base["run_id"], ("perplexity",), strict=False)
     click.echo("\n== 8. the runs side by side (also in the MLflow UI)")
-    rows = [("pretrain (base)", base["run_id"], base_eval.get("val_perplexity"), 0.5, 0.5),
+    rows = [("pretrain (base)", base["run_id"], base.get("val_perplexity"), 0.5, 0.5),
             ("dpo (challenger)", report.dpo.get("run_id"), report.figures.get("challenger_perplexity"),
              report.figures.get("preference_accuracy"), report.figures.get("winrate"))]  # fmt: skip
     click.echo(f"   {'run':<18} {'id':<34} {'perplexity':>10} {'pref. acc.':>10} {'win rate':>9}")

@@ -106,15 +106,17 @@ def run_dpo(
     tracking = rank == 0
     key = reference_key(snapshot["content_digest"], folder_digest(local), loop.seq_len)
     cache = reference_cache_folder(config.lakehouse)
-    reference_model = AutoModelForCausalLM.from_pretrained(local)
+
+    def load_reference() -> Any:
+        return AutoModelForCausalLM.from_pretrained(local)
+
     if tracking:
         progress(f"reference log-probabilities of {len(tensors)} pairs ({cache / key}.npz)")
-        reference = reference_logps(reference_model, tensors, cache, key, settings.eval_micro_batch)
+        reference = reference_logps(load_reference, tensors, cache, key, settings.eval_micro_batch)
     share_from_rank0(None)  # the other ranks wait for rank 0's cache, then read it
     if not tracking:
-        reference = reference_logps(reference_model, tensors, cache, key, settings.eval_micro_batch)
+        reference = reference_logps(load_reference, tensors, cache, key, settings.eval_micro_batch)
     init_accuracy = preference_accuracy(reference.values[held_out], reference.values[held_out], settings.beta)
-    del reference_model
 
     run_id = None
     if tracking:

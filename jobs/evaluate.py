@@ -16,7 +16,14 @@ from typing import Any
 import click
 
 from evals.settings import EvalSettings
-from evals.suites import EvalInputError, held_out_preference, load_model, run_chain, validation_perplexity
+from evals.suites import (
+    EvalInputError,
+    held_out_preference,
+    load_model,
+    model_folder,
+    run_chain,
+    validation_perplexity,
+)
 from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
 from jobs.dpo import PreferenceSnapshotError, preference_pairs
@@ -84,9 +91,9 @@ def evaluate(
             skip("preference", "no held-out preference pairs (name a preference snapshot with --snapshot)")
         else:
             params = run.data.params
-            reference_model, _, folder, _ = load_model(uri, params.get("init.run_id") or run_id, cache_dir())
+            folder = model_folder(uri, params.get("init.run_id") or run_id, cache_dir())
             digest = snapshot_row(config.lakehouse, name)["content_digest"]
-            metrics |= held_out_preference(model, tokenizer, pairs, params, reference_model, folder, digest,
+            metrics |= held_out_preference(model, tokenizer, pairs, params, folder, digest,
                                            reference_cache_folder(config.lakehouse), settings.batch)  # fmt: skip
     generated: list[str] = []
     if ("winrate" in suites or "samples" in suites) and prompts:

@@ -23,6 +23,8 @@ def test_the_quick_demo_turns_the_flywheel_and_the_gate_holds(spark, tmp_path: P
     config_file.write_text("[flywheel]\nmin_winrate = 0.0\n")  # promote whatever wins: the path is what is tested
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):  # an earlier in-process training's rendezvous
+        env.pop(name, None)
     done = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "--lakehouse", str(lakehouse), "--config", str(config_file), "demo",
          "--quick"], capture_output=True, text=True, env=env, timeout=1500,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -162,16 +163,19 @@ def reference_key(snapshot_digest: str, model_digest: str, seq_len: int) -> str:
     return hashlib.sha256(f"{snapshot_digest}\0{model_digest}\0{seq_len}".encode()).hexdigest()[:32]
 
 
-def reference_logps(reference: Any, tensors: PairTensors, cache: Path, key: str, batch: int) -> ReferenceLogps:
-    """The reference's log-probabilities from `cache/<key>.npz`, else computed now and stored there
-    (written to a temporary file and renamed, so a killed run never leaves half a cache)."""
+def reference_logps(
+    load_reference: Callable[[], Any], tensors: PairTensors, cache: Path, key: str, batch: int
+) -> ReferenceLogps:
+    """The reference's log-probabilities from `cache/<key>.npz`, else computed now (the model is
+    loaded only then) and stored there (written to a temporary file and renamed, so a killed run
+    never leaves half a cache)."""
     path = cache / f"{key}.npz"
     if path.is_file():
         with np.load(path, allow_pickle=False) as stored:
             if list(stored["pair_ids"]) == tensors.pair_ids:
                 return ReferenceLogps(stored["logps"], key, path, True, 0)
     rows = np.arange(len(tensors))
-    values = all_logps(reference, tensors, rows, batch)
+    values = all_logps(load_reference(), tensors, rows, batch)
     cache.mkdir(parents=True, exist_ok=True)
     partial = cache / f".{key}.{os.getpid()}.npz"
     np.savez(partial, pair_ids=np.array(tensors.pair_ids), logps=values)
