@@ -117,10 +117,7 @@ def turn(spark: Any, config: Config) -> TurnReport:
         progress(f"evaluating {report.challenger} against the champion {champion_ref}")
         theirs = evaluate(config, trained["run_id"], ("perplexity", "preference", "winrate", "samples"),
                           against=champion_ref, snapshot=report.snapshot, strict=False)  # fmt: skip
-        logged = client.get_run(champion.run_id).data.metrics  # its training or its own turn measured it
-        ours = (
-            logged if "val_perplexity" in logged else evaluate(config, champion.run_id, ("perplexity",), strict=False)
-        )
+        ours = evaluate(config, champion.run_id, ("perplexity",), strict=False)
         figures = {"winrate": theirs.get("winrate"), "winrate_ci_low": theirs.get("winrate_ci_low"),
                    "winrate_ci_high": theirs.get("winrate_ci_high"),
                    "preference_accuracy": theirs.get("preference_accuracy"),
