@@ -37,8 +37,9 @@ class NormalizeParams:
     boilerplate_min_chars: int = 20
     boilerplate_min_docs: int = 10
     boilerplate_min_fraction: float = 0.02
-    # Repeated lines are structure, not boilerplate, in code (imports, closing braces, licence headers).
-    boilerplate_skip_domains: tuple[str, ...] = ("code",)
+    # Repeated lines are structure, not boilerplate, in code (imports, closing braces, licence
+    # headers) and in demonstrations (a system prompt every conversation shares).
+    boilerplate_skip_domains: tuple[str, ...] = ("code", "sft")
     # Longer runs of blank lines are cut to this many (2 keeps PEP 8's spacing of code intact).
     max_blank_lines: int = 2
 

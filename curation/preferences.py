@@ -39,9 +39,9 @@ from lineage.catalog import (
     SILVER_INTERACTIONS,
     SILVER_PREFERENCES,
 )
+from lineage.chat import render_prompt
 from lineage.edges import edges, insert_edges
 from lineage.tables import ensure_table, merge_rows
-from trainers.chat import render_prompt
 
 CHOICE, EDIT, RATING, EXTERNAL = "choice", "edit", "rating", "external"
 RULES = (CHOICE, EDIT, RATING, EXTERNAL)

@@ -60,6 +60,13 @@ DEFAULT_RULES: dict[str, dict[str, float]] = {
         "min_char_entropy": 2.0,
         "max_has_lorem_ipsum": 0,
     },
+    # Demonstrations (sft-jsonl conversations): short by nature, with role markers on lines of
+    # their own that repeat; only the rules that mean something for a chat turn.
+    "sft": {
+        "min_word_count": 3,
+        "max_word_count": 100_000,
+        "max_has_lorem_ipsum": 0,
+    },
 }
 
 

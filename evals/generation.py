@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from trainers.chat import cut_answer
+from lineage.chat import cut_answer
 
 
 def answers(

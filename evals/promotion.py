@@ -23,6 +23,7 @@ class TurnReport:
     pairs: int = 0
     stream: dict[str, Any] = field(default_factory=dict)
     preferences: dict[str, Any] = field(default_factory=dict)
+    sft: dict[str, Any] = field(default_factory=dict)  # when [flywheel] sft: the SFT run, or why there was none
     dpo: dict[str, Any] = field(default_factory=dict)
     figures: dict[str, float] = field(default_factory=dict)
 

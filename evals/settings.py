@@ -28,6 +28,9 @@ class FlywheelSettings:
     max_perplexity_increase: float = 0.10  # relative: 0.10 lets validation perplexity grow by 10%
     test: float = 0.2  # the held-out share of each turn's preference snapshot
     snapshot_prefix: str = "flywheel"
+    # SFT before DPO on the turn's demonstrations (the chosen answers and users' edits of the
+    # pairs whose users consent to `sft`); DPO then starts from, and is referenced to, the SFT model.
+    sft: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.test < 1.0:

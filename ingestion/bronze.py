@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from ingestion.manifest import PREFERENCE_FORMAT, FileTask
+from ingestion.manifest import JSONL_FORMATS, PREFERENCE_FORMAT, FileTask
 from ingestion.readers import (
     MAX_RECORD_BYTES,
     Bad,
@@ -288,7 +288,7 @@ def plan_buckets(tasks: list[FileTask], parallelism: int, task_bytes: int) -> li
 
 def _splittable(task: FileTask, task_bytes: int) -> bool:
     plain = not task.path.lower().endswith((".gz", ".zst"))
-    return task.source.format in ("jsonl", PREFERENCE_FORMAT) and plain and task.end is None and task.size > task_bytes
+    return task.source.format in JSONL_FORMATS and plain and task.end is None and task.size > task_bytes
 
 
 def split_large_files(spark: SparkSession, tasks: list[FileTask], task_bytes: int) -> list[FileTask]:

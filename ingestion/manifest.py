@@ -20,6 +20,14 @@ chosen_field = "chosen"         # the defaults; prompt_field names a separate pr
 rejected_field = "rejected"
 license = "MIT"
 consent = ["preference"]
+
+[[source]]
+name = "chats"
+path = "demonstrations/"
+format = "sft-jsonl"            # OpenAI-style conversations, each ending with the assistant's answer
+messages_field = "messages"     # the default: [{"role": "user", "content": "..."}, ...]
+license = "CC-BY-4.0"
+consent = ["sft"]
 ```
 """
 
@@ -34,8 +42,12 @@ from typing import Any
 
 from lineage.errors import MillpondError
 
-FORMATS = ("jsonl", "preference-jsonl", "parquet", "text", "html", "python-env")
+FORMATS = ("jsonl", "preference-jsonl", "sft-jsonl", "parquet", "text", "html", "python-env")
 PREFERENCE_FORMAT = "preference-jsonl"
+# Demonstrations: a record's text is its conversation rendered with the chat template (lineage.chat).
+SFT_FORMAT = "sft-jsonl"
+SFT_DOMAIN = "sft"
+JSONL_FORMATS = ("jsonl", PREFERENCE_FORMAT, SFT_FORMAT)
 # The domain of preference records: curate routes them to `preferences build`, not to silver.documents.
 PREFERENCE_DOMAIN = "preference"
 
@@ -43,6 +55,7 @@ PREFERENCE_DOMAIN = "preference"
 SUFFIXES: dict[str, tuple[str, ...]] = {
     "jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"),
     "preference-jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"),
+    "sft-jsonl": (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson"),
     "parquet": (".parquet",),
     "text": (),  # every file
     "html": (".html", ".htm"),
@@ -111,7 +124,7 @@ def _tuple(value: Any, key: str, where: str) -> tuple[str, ...]:
 
 def parse_source(entry: dict[str, Any], where: str, base: Path) -> Source:
     """Validate one `[[source]]` table; relative paths are taken from the manifest's folder."""
-    known = {f.name for f in fields(Source)} | {"chosen_field"}
+    known = {f.name for f in fields(Source)} | {"chosen_field", "messages_field"}
     unknown = sorted(set(entry) - known)
     if unknown:
         raise ManifestError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -127,7 +140,7 @@ def parse_source(entry: dict[str, Any], where: str, base: Path) -> Source:
         if key in values:
             values[key] = _tuple(values[key], key, where)
     for key in ("text_field", "id_field", "license", "license_field", "domain", "path", "chosen_field",
-                "rejected_field", "prompt_field"):  # fmt: skip
+                "rejected_field", "prompt_field", "messages_field"):  # fmt: skip
         if key in values and not isinstance(values[key], str):
             raise ManifestError(f"{where}: {key!r} must be a string")
     if entry["format"] == PREFERENCE_FORMAT:
@@ -136,10 +149,18 @@ def parse_source(entry: dict[str, Any], where: str, base: Path) -> Source:
         values["text_field"] = values.pop("chosen_field", "chosen")
         if values.setdefault("domain", PREFERENCE_DOMAIN) != PREFERENCE_DOMAIN:
             raise ManifestError(f"{where}: a preference-jsonl source has domain {PREFERENCE_DOMAIN!r}")
-    else:
+    elif entry["format"] == SFT_FORMAT:
+        if "text_field" in values:
+            raise ManifestError(f"{where}: an sft-jsonl source names 'messages_field', not 'text_field'")
+        values["text_field"] = values.pop("messages_field", "messages")
+        if values.setdefault("domain", SFT_DOMAIN) != SFT_DOMAIN:
+            raise ManifestError(f"{where}: an sft-jsonl source has domain {SFT_DOMAIN!r}")
+    if entry["format"] != PREFERENCE_FORMAT:
         for key in ("chosen_field", "rejected_field", "prompt_field"):
             if key in values:
                 raise ManifestError(f"{where}: {key!r} is for format 'preference-jsonl' only")
+        if "messages_field" in values:
+            raise ManifestError(f"{where}: 'messages_field' is for format 'sft-jsonl' only")
         if values.get("domain") == PREFERENCE_DOMAIN:
             raise ManifestError(
                 f"{where}: domain {PREFERENCE_DOMAIN!r} is kept for format 'preference-jsonl' (pairs, not documents)"

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ingestion.manifest import PREFERENCE_FORMAT, FileTask
+from ingestion.manifest import PREFERENCE_FORMAT, SFT_FORMAT, FileTask
 
 
 class Reason:
@@ -30,6 +30,7 @@ class Reason:
     NON_STRING_TEXT = "non_string_text"
     MISSING_ID = "missing_id"
     MISSING_REJECTED = "missing_rejected"  # preference-jsonl: no rejected dialogue beside the chosen one
+    BAD_MESSAGES = "bad_messages"  # sft-jsonl: not a conversation of role/content messages ending with an answer
     DUPLICATE_RECORD_ID = "duplicate_record_id"
     RECORD_TOO_LARGE = "record_too_large"
     CORRUPT_FILE = "corrupt_file"
@@ -157,6 +158,10 @@ def record_from_object(
             Reason.NOT_AN_OBJECT, f"expected a JSON object, got {type(obj).__name__}", locator, byte_offset, byte_length
         )
     found, text = lookup_field(obj, source.text_field)
+    if source.format == SFT_FORMAT and found and text is not None:
+        text, problem = conversation_text(text)
+        if problem:
+            return Bad(Reason.BAD_MESSAGES, f"{source.text_field!r}: {problem}", locator, byte_offset, byte_length)
     if not found or text is None:
         return Bad(Reason.MISSING_TEXT, f"no {source.text_field!r} field", locator, byte_offset, byte_length)
     if not isinstance(text, str):
@@ -186,6 +191,22 @@ def record_from_object(
             return Bad(Reason.MISSING_ID, f"no {source.id_field!r} field", locator, byte_offset, byte_length)
         record_key = value if isinstance(value, str) else orjson.dumps(value).decode()
     return Record(locator, text, record_key, obj, byte_offset, byte_length)
+
+
+def conversation_text(messages: Any) -> tuple[str | None, str | None]:
+    """(an sft-jsonl record's conversation rendered with the chat template `millpond serve` and SFT
+    use, what is wrong with it)."""
+    from lineage.chat import ChatFormatError, render_conversation
+
+    if not isinstance(messages, list) or not messages:
+        return None, f"expected a list of messages, got {type(messages).__name__}"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            return None, f"message {i} is not an object with text 'content'"
+    try:
+        return render_conversation(messages), None
+    except ChatFormatError as err:
+        return None, str(err)
 
 
 def _skip_to_line_start(stream: io.BufferedIOBase, start: int) -> int:
@@ -417,6 +438,7 @@ def read_html(task: FileTask, params: ReaderParams) -> Iterator[Item]:
 READERS = {
     "jsonl": read_jsonl,
     PREFERENCE_FORMAT: read_jsonl,
+    SFT_FORMAT: read_jsonl,
     "parquet": read_parquet,
     "text": read_text,
     "html": read_html,

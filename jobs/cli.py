@@ -21,6 +21,7 @@ from jobs.mlflow_server import mlflow_command
 from jobs.pii_scan import pii_group
 from jobs.preferences import preferences_group
 from jobs.serve import serve_command
+from jobs.sft import sft_command
 from jobs.snapshot import snapshot_group
 from jobs.stream_interactions import stream_group
 from jobs.subject_requests import lineage_group
@@ -199,6 +200,7 @@ cli.add_command(pii_group)
 cli.add_command(snapshot_group)
 cli.add_command(tokenizer_group)
 cli.add_command(shards_group)
+train_group.add_command(sft_command)
 train_group.add_command(dpo_command)
 cli.add_command(train_group)
 cli.add_command(eval_command)

@@ -27,6 +27,7 @@ from lineage.subjects import ErasurePolicy
 from serving.settings import ServeSettings, StreamSettings
 from trainers.dpo import DpoSettings
 from trainers.loop import TrainSettings
+from trainers.sft import SftSettings
 from trainers.shards import ShardSettings
 from trainers.tokenizer import TokenizerSettings
 
@@ -77,6 +78,7 @@ def defaults() -> dict[str, Any]:
         "tokenizer": section_defaults(TokenizerSettings()),
         "shards": section_defaults(ShardSettings()),
         "train": section_defaults(TrainSettings()),
+        "sft": section_defaults(SftSettings()),
         "dpo": section_defaults(DpoSettings()),
         "eval": section_defaults(EvalSettings()),
         "flywheel": section_defaults(FlywheelSettings()),

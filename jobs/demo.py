@@ -2,8 +2,10 @@
 
 Data plane: the documentation and source of a few installed Python distributions (each file
 tagged with its distribution's license) and a small landing file with one broken line are
-ingested, curated, snapshotted and traced for one person. Then the flywheel: a tiny model is
-pretrained on the snapshot (DeepSpeed, MLflow) and made the champion of `millpond-chat`, served
+ingested, curated, snapshotted and traced for one person, with the demo's bundled demonstrations
+(`sft-jsonl`: the users' questions answered from package metadata). Then the flywheel: a tiny model
+is pretrained on the snapshot (DeepSpeed, MLflow), tuned on the demonstrations so that it answers
+in the chat format (SFT), and made the champion of `millpond-chat`, served
 over the OpenAI API, and asked questions by simulated users who each time pick the answer in
 plainer words (`plain_words`, below: the preference the demo's users hold and the judge of the win
 rate). Their feedback is streamed, made pairs, DPO trains a challenger from the champion, the
@@ -78,6 +80,14 @@ license = "CC-BY-4.0"
 subject_fields = ["user_email"]
 consent = ["pretraining"]
 domain = "chat"
+
+[[source]]
+name = "demonstrations"
+format = "sft-jsonl"
+path = "landing/demonstrations.jsonl"
+id_field = "id"
+license = "CC-BY-4.0"
+consent = ["sft"]
 """
 
 FEEDBACK = [
@@ -93,9 +103,46 @@ def write_demo_sources(folder: Path) -> Path:
     lines = [json.dumps(record) for record in FEEDBACK]
     lines.insert(2, '{"id": "fb-broken", "message": "this line was cut in transit')
     (folder / "landing" / "feedback.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    demonstrations = [json.dumps(record) for record in demonstration_records()]
+    (folder / "landing" / "demonstrations.jsonl").write_text("\n".join(demonstrations) + "\n", encoding="utf-8")
     manifest = folder / "sources.toml"
     manifest.write_text(MANIFEST.format(include=json.dumps(DEMO_DISTRIBUTIONS)), encoding="utf-8")
     return manifest
+
+
+def demonstration_records() -> list[dict[str, Any]]:
+    """The demo's bundled demonstrations (`sft-jsonl`): each user question of `QUESTIONS` about each
+    package, answered in plain words from the package's installed metadata, so that SFT teaches the
+    pretrained model the chat format before the users first talk to it."""
+    from importlib import metadata
+
+    records = []
+    for name in DEMO_DISTRIBUTIONS:
+        try:
+            meta = metadata.metadata(name)
+        except metadata.PackageNotFoundError:
+            continue
+        summary = (meta.get("Summary") or "a Python package").rstrip(".")
+        stated = meta.get("License-Expression") or meta.get("License") or ""
+        license_ = f"the {stated} license" if stated and len(stated) < 40 else "the license its authors chose"
+        version = metadata.version(name)
+        answers = [
+            f"You install {name} with pip, the Python package installer; this machine has version {version}.",
+            f"The package {name} is described by its authors as: {summary}.",
+            f"You import {name} in your code and call it where you need it; its documentation has examples.",
+            f"The package {name} is quick for what it does: {summary.lower()}.",
+            f"The authors of {name} maintain it in the open; version {version} is their latest here.",
+            f"The package {name} is shared under {license_}, so check it before you ship it.",
+            f"You test code that uses {name} with pytest and small inputs, as its own authors do.",
+            f"Version {version} of {name} is what is installed here; its changelog says what changed.",
+        ]
+        for i, (question, answer) in enumerate(zip(QUESTIONS, answers, strict=True)):
+            messages = [
+                {"role": "user", "content": question.format(name=name)},
+                {"role": "assistant", "content": answer},
+            ]
+            records.append({"id": f"demo-{name}-{i}", "messages": messages})
+    return records
 
 
 def demo_pii_key(config: Config) -> None:
@@ -140,8 +187,9 @@ def demo_loop_config(config: Config, quick: bool) -> Config:
 
     demo = {
         "train": {"max_steps": 60 if quick else 300, "seq_len": 128, "warmup": 10, "checkpoint_every": 1000},
-        "serve": {"default_consent": ["preference"], "roll_seconds": 1.0, "model_refresh_seconds": 1.0,
+        "serve": {"default_consent": ["preference", "sft"], "roll_seconds": 1.0, "model_refresh_seconds": 1.0,
                   "max_tokens": 48},
+        "sft": {"max_steps": 20 if quick else 60, "lr": 1e-3, "checkpoint_every": 1000},
         "dpo": {"max_steps": 20 if quick else 60, "lr": 2e-4, "beta": 0.3, "checkpoint_every": 1000},
         "eval": {"judge": "jobs.demo:plain_words", "prompts": 16 if quick else 48, "max_new_tokens": 32},
         "flywheel": {"min_new_pairs": 8, "min_winrate": 0.6, "test": 0.3},
@@ -234,13 +282,14 @@ def run_loop(spark: SparkSession, config: Config, quick: bool) -> dict[str, Any]
     from jobs.train import prepare_tokens, pretrain
     from trainers.loop import TrainSettings
 
-    click.echo("\n== 5. pretrain: a tiny Llama on the snapshot (DeepSpeed, tracked in MLflow)")
+    click.echo("\n== 5. pretrain: a tiny Llama on the snapshot, then SFT on the demonstrations (DeepSpeed, MLflow)")
     settings = params_from(TrainSettings, config.section("train"))
     manifest = prepare_tokens(config, DEMO_SNAPSHOT, None, None)
     base = pretrain(config, DEMO_SNAPSHOT, settings, manifest)
     click.echo(f"   run {base['run_id']}: loss {base['losses'][0]:.2f} -> {base['losses'][-1]:.2f}, "
                f"validation perplexity {base.get('val_perplexity', float('nan')):.1f}")  # fmt: skip
-    registered = base["registered_model"]
+    tuned = _tune_on_demonstrations(spark, config, base["run_id"])
+    registered = tuned["registered_model"]
     champion = promote(config, f"{registered['name']}/{registered['version']}")
     click.echo(f"   {champion['name']}@{champion['alias']} -> version {champion['version']} (the first champion)")
 
@@ -264,16 +313,34 @@ def run_loop(spark: SparkSession, config: Config, quick: bool) -> dict[str, Any]
                 time.sleep(0.5)
             click.echo(f"   the running server now answers with {_health(url)['model']}")
     click.echo("\n== 8. the runs side by side (also in the MLflow UI)")
-    rows = [("pretrain (base)", base["run_id"], base.get("val_perplexity"), 0.5, 0.5),
+    rows = [("pretrain", base["run_id"], base.get("val_perplexity"), None, None),
+            ("sft (champion)", tuned["run_id"], report.figures.get("champion_perplexity"), 0.5, 0.5),
             ("dpo (challenger)", report.dpo.get("run_id"), report.figures.get("challenger_perplexity"),
              report.figures.get("preference_accuracy"), report.figures.get("winrate"))]  # fmt: skip
     click.echo(f"   {'run':<18} {'id':<34} {'perplexity':>10} {'pref. acc.':>10} {'win rate':>9}")
     for name, run_id, ppl, accuracy, rate in rows:
         cells = [f"{v:.3f}" if isinstance(v, float) else "-" for v in (ppl, accuracy, rate)]
         click.echo(f"   {name:<18} {run_id or '-':<34} {cells[0]:>10} {cells[1]:>10} {cells[2]:>9}")
-    click.echo("   (win rate: the challenger's answers against the base's on held-out prompts, judged by the "
-               "users' preference; the base against itself is 0.5)")  # fmt: skip
-    return {"base": base, "turn": report.as_json()}
+    click.echo("   (win rate: the challenger's answers against the champion's on held-out prompts, judged by the "
+               "users' preference; the champion against itself is 0.5)")  # fmt: skip
+    return {"base": base, "sft": tuned, "turn": report.as_json()}
+
+
+def _tune_on_demonstrations(spark: SparkSession, config: Config, base_run: str) -> dict[str, Any]:
+    """SFT of the pretrained model on a `--purpose sft` snapshot of the bundled demonstrations."""
+    from jobs.config import params_from
+    from jobs.sft import run_sft
+    from lineage.snapshots import parse_where, schema_columns
+    from trainers.sft import SftSettings
+
+    name = f"{DEMO_SNAPSHOT}-sft"
+    if snapshot_row(config.lakehouse, name) is None:
+        where = parse_where("domain = 'sft'", schema_columns(SILVER_DOCUMENTS.schema))
+        create_snapshot(spark, config, SnapshotSpec(name, where=where, purpose="sft", validation=0.0, test=0.1))
+    tuned = run_sft(config, name, base_run, params_from(SftSettings, config.section("sft")))
+    click.echo(f"   SFT run {tuned['run_id']} on {name} ({tuned['demonstrations']['train']} demonstrations): "
+               f"held-out answer loss {tuned['init_heldout_loss']:.2f} -> {tuned['heldout_loss']:.2f}")  # fmt: skip
+    return tuned
 
 
 def _health(url: str) -> dict[str, Any]:

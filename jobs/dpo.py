@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import click
 
 from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
-from jobs.snapshot import SnapshotNotFoundError, snapshot_row
-from jobs.tracking import register_run_model, tracking_uri
-from jobs.train import TrainingInputError, flatten, git_commit, log_model
-from lineage.catalog import SILVER_PREFERENCES, table
+from jobs.tracking import register_run_model
+from jobs.train import log_model
+from jobs.tuning import init_model, log_snapshot_input, run_label, snapshot_of, start_run, tuning_params
+from lineage.catalog import SILVER_PREFERENCES
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import reference_cache_folder, run_folder
 from lineage.snapshots import member_rows
@@ -40,9 +38,7 @@ def preference_pairs(config: Config, name: str) -> tuple[dict[str, Any], list[An
     """The snapshot's row and its pairs as the pinned version of silver.preferences holds them."""
     from trainers.dpo import Pair
 
-    snapshot = snapshot_row(config.lakehouse, name)
-    if snapshot is None:
-        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    snapshot = snapshot_of(config, name)
     if snapshot["source_table"] != SILVER_PREFERENCES.name:
         raise PreferenceSnapshotError(
             f"snapshot {name} was cut from {snapshot['source_table']}; DPO trains on preference pairs: "
@@ -67,7 +63,6 @@ def run_dpo(
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-    from serving.model import download_model, resolve_any
     from trainers.dpo import (
         DirectPreference,
         all_logps,
@@ -76,27 +71,15 @@ def run_dpo(
         reference_key,
         reference_logps,
         tokenize_pairs,
-        write_pair_listing,
     )
     from trainers.loop import join_process_group, share_from_rank0, train
     from trainers.model import flops_per_token
+    from trainers.shards import write_exposure_listing
     from trainers.tokenizer import EOS, PAD
 
-    uri = tracking_uri(config)
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    resumed = None
-    if resume_run:
-        try:
-            resumed = client.get_run(resume_run)
-        except mlflow.exceptions.MlflowException:
-            raise TrainingInputError(f"--resume {resume_run}: no such run at {uri}") from None
-        init = init or resumed.data.params.get("init.model")
-    if not init:
-        raise TrainingInputError("--init is required: the run id or registered model DPO starts from")
+    start = init_model(config, init, resume_run)
     snapshot, pairs = preference_pairs(config, name)
-    served = resolve_any(uri, init)
-    local = download_model(served, cache_dir())
+    local = start.folder
     loop = settings.loop(params_from(TrainSettings, config.section("train")))
     tokenizer = Tokenizer.from_file(str(local / "tokenizer.json"))
     tensors = tokenize_pairs(pairs, tokenizer, loop.seq_len, tokenizer.token_to_id(EOS), tokenizer.token_to_id(PAD))
@@ -120,27 +103,25 @@ def run_dpo(
 
     run_id = None
     if tracking:
-        parent = client.get_run(parent_run_id or served.run_id)
-        mlflow.set_experiment(experiment_id=parent.info.experiment_id)  # beside its parent
-        nested = mlflow.active_run() is not None  # inside a flywheel turn's run
-        if resumed is not None:
-            run = mlflow.start_run(run_id=resume_run, nested=nested)
-        else:
-            label = served.label.replace("/", "-v").replace(":", "-")
-            run = mlflow.start_run(run_name=f"dpo-{name}-{settings.loss}-beta{settings.beta:g}-from-{label}",
-                                   nested=nested)  # fmt: skip
-        run_id = run.info.run_id
+        run_id = start_run(config, start, parent_run_id,
+                           f"dpo-{name}-{settings.loss}-beta{settings.beta:g}-from-{run_label(start)}")  # fmt: skip
     run_id = share_from_rank0(run_id)
     run_dir = run_folder(config.lakehouse, run_id)
     figures: dict[str, Any] = {"steps": 0, "losses": [], "reference_cached": reference.cached,
                                "reference_forward_passes": reference.forward_passes}  # fmt: skip
     try:
-        if tracking and resumed is None:
+        if tracking and start.resumed is None:
             listing = run_dir / "pairs.parquet"
-            write_pair_listing(listing, tensors)
-            _log_inputs(config, name, snapshot, served, init, settings, loop, tensors, reference, listing, run_dir,
-                        parent_run_id or served.run_id)  # fmt: skip
-        elif tracking:
+            write_exposure_listing(listing, tensors.splits, tensors.pair_ids, tensors.response_tokens)
+            log_snapshot_input(config, name, snapshot, tensors.splits, "pairs", KIND, start, parent_run_id)
+            params = tuning_params(config, KIND, settings, loop, name, snapshot, start, listing, run_dir)
+            params |= {
+                "reference.key": reference.key, "reference.cached": reference.cached,
+                "pairs.train": int((tensors.splits == "train").sum()), "pairs.held_out": int(len(held_out)),
+                "pairs.prompts_cut": tensors.prompts_cut,
+            }  # fmt: skip
+            mlflow.log_params(params)
+        if tracking:
             mlflow.log_metric("reference.forward_passes", reference.forward_passes)
 
         def on_step(report: Any) -> None:
@@ -157,11 +138,11 @@ def run_dpo(
         torch.manual_seed(loop.seed)
         policy = AutoModelForCausalLM.from_pretrained(local)
         objective = DirectPreference(tensors, reference.values, settings, loop.seed)
-        model, ds_config, start = train(
-            policy, objective, loop, run_dir / "checkpoints", resumed is not None, on_step,
+        model, ds_config, first = train(
+            policy, objective, loop, run_dir / "checkpoints", start.resumed is not None, on_step,
             flops_per_token(policy.config, loop.seq_len),
         )  # fmt: skip
-        figures["start_step"] = start
+        figures["start_step"] = first
         if tracking:
             if len(held_out):
                 policy_logps = all_logps(model, tensors, held_out, settings.eval_micro_batch)
@@ -173,54 +154,16 @@ def run_dpo(
             model_dir = log_model(model, PreTrainedTokenizerFast.from_pretrained(local), ds_config, run_dir)
             figures["registered_model"] = register_run_model(
                 f"millpond-dpo-{name}", f"DPO on preference snapshot {name}",
-                {"snapshot": name, "init": served.label},
+                {"snapshot": name, "init": start.served.label},
             )  # fmt: skip
             figures["model_dir"] = str(model_dir)
     finally:
         if tracking:
             mlflow.end_run()
-    return figures | {"run_id": run_id, "tracking_uri": uri, "run_dir": str(run_dir), "init": served.label,
+    return figures | {"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri(), "run_dir": str(run_dir),
+                      "init": start.served.label,
                       "pairs": {"train": int(len(tensors) - len(held_out)), "held_out": int(len(held_out)),
                                 "prompts_cut": tensors.prompts_cut}}  # fmt: skip
-
-
-def _log_inputs(
-    config: Config, name: str, snapshot: dict[str, Any], served: Any, init: str, settings: DpoSettings,
-    loop: TrainSettings, tensors: Any, reference: Any, listing: Path, run_dir: Path, parent_run_id: str,
-) -> None:  # fmt: skip
-    """Params, tags and the dataset input of a new DPO run."""
-    import mlflow
-    import pandas as pd
-    from mlflow.data.delta_dataset_source import DeltaDatasetSource
-
-    splits = pd.Series(tensors.splits).value_counts()
-    summary = pd.DataFrame([{"split": s, "pairs": int(n)} for s, n in sorted(splits.items())])
-    source = table(snapshot["source_table"])
-    dataset = mlflow.data.from_pandas(
-        summary,
-        source=DeltaDatasetSource(path=source.path(config.lakehouse), delta_table_version=snapshot["source_version"]),
-        name=f"{name}@v{snapshot['source_version']}",
-        digest=snapshot["content_digest"][:16],
-    )
-    mlflow.log_input(dataset, context="training")
-    mlflow.set_tags({
-        "mlflow.parentRunId": parent_run_id, "snapshot": name, "millpond.kind": KIND,
-        "init": served.label, "git_commit": git_commit() or "unknown",
-    })  # fmt: skip
-    params = {f"dpo.{k}": v for k, v in asdict(settings).items()}
-    params |= {f"train.{k}": v for k, v in asdict(loop).items()}
-    params |= {
-        "snapshot": name, "snapshot.source_table": snapshot["source_table"],
-        "snapshot.source_version": snapshot["source_version"], "snapshot.digest": snapshot["content_digest"],
-        "init.model": init, "init.run_id": served.run_id, "init.label": served.label,
-        "reference.key": reference.key, "reference.cached": reference.cached,
-        "pairs.train": int((tensors.splits == "train").sum()), "pairs.held_out": int((tensors.splits != "train").sum()),
-        "pairs.prompts_cut": tensors.prompts_cut, "exposure.listing": str(listing), "run_dir": str(run_dir),
-        "config.digest": config.digest(), "lakehouse": str(config.lakehouse),
-    }  # fmt: skip
-    params |= flatten(config.values, "config")
-    mlflow.log_params(params)
-    mlflow.log_metric("reference.forward_passes", reference.forward_passes)
 
 
 @click.command("dpo")

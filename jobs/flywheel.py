@@ -2,7 +2,8 @@
 
 One turn: stream the closed landing files into `bronze.interactions` (`--once`), build
 `silver.interactions` and `silver.preferences` (scrubbing, pair rules, consent), cut a preference
-snapshot when enough new pairs arrived, train DPO from the current champion, evaluate challenger
+snapshot when enough new pairs arrived, train DPO from the current champion (after SFT on the
+turn's demonstrations when `[flywheel] sft = true`), evaluate challenger
 and champion on the snapshot's held-out prompts, and move the `champion` alias of `[flywheel]
 model` to the challenger only when it wins by `[flywheel] min_winrate` and its perplexity grows
 by at most `[flywheel] max_perplexity_increase`. One MLflow run per turn (experiment
@@ -24,9 +25,9 @@ from evals.promotion import KEPT_CHAMPION, PROMOTED, TOO_FEW_PAIRS, TurnReport, 
 from evals.settings import FlywheelSettings
 from jobs.config import Config, ConfigError, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
-from jobs.tracking import tracking_uri, use_experiment
+from jobs.tracking import model_source, tracking_uri, use_experiment
 from lineage.catalog import SILVER_PREFERENCES
-from lineage.errors import MillpondError
+from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.tables import read_table
 
 
@@ -105,13 +106,14 @@ def turn(spark: Any, config: Config) -> TurnReport:
                                                     validation=0.0, test=settings.test))  # fmt: skip
         dpo_settings = params_from(DpoSettings, config.section("dpo"))
         champion_ref = f"{champion.name}/{champion.version}"
-        trained = run_dpo(config, report.snapshot, champion_ref, dpo_settings, parent_run_id=run.info.run_id)
+        dpo_init = _tuned(spark, config, settings, report, stamp, champion_ref) if settings.sft else champion_ref
+        trained = run_dpo(config, report.snapshot, dpo_init, dpo_settings, parent_run_id=run.info.run_id)
         report.dpo = {k: trained.get(k) for k in ("run_id", "steps", "preference_accuracy", "pairs")}
         client = mlflow.MlflowClient(uri)
-        challenger = client.create_model_version(
-            settings.model, f"{client.get_run(trained['run_id']).info.artifact_uri}/model", trained["run_id"],
-            tags={"snapshot": report.snapshot, "turn": run.info.run_id},
-        )  # fmt: skip
+        trained_run = client.get_run(trained["run_id"]).info
+        source, model_id = model_source(trained["run_id"], trained_run.experiment_id, trained_run.artifact_uri)
+        challenger = client.create_model_version(settings.model, source, trained["run_id"], model_id=model_id,
+                                                 tags={"snapshot": report.snapshot, "turn": run.info.run_id})  # fmt: skip
         report.challenger = f"{settings.model}/{challenger.version}"
 
         progress(f"evaluating {report.challenger} against the champion {champion_ref}")
@@ -133,6 +135,31 @@ def turn(spark: Any, config: Config) -> TurnReport:
         return _finish(report)
 
 
+def _tuned(spark: Any, config: Config, settings: FlywheelSettings, report: TurnReport, stamp: str,
+           champion_ref: str) -> str:  # fmt: skip
+    """SFT of the champion on the turn's demonstrations; the model DPO starts from (the SFT run, or
+    the champion when no pair's user consents to `sft`)."""
+    from jobs.sft import run_sft
+    from jobs.snapshot import create_snapshot
+    from lineage.snapshots import SnapshotSpec
+    from trainers.sft import SftSettings
+
+    name = f"{settings.snapshot_prefix}-sft-{stamp}"
+    try:
+        create_snapshot(spark, config, SnapshotSpec(name, SILVER_PREFERENCES.name, purpose="sft", validation=0.0,
+                                                    test=settings.test))  # fmt: skip
+    except NotEnoughDataError as err:
+        report.sft = {"skipped": str(err)}
+        report.reasons.append(f"no SFT this turn: {err}")
+        return champion_ref
+    tuned = run_sft(config, name, champion_ref, params_from(SftSettings, config.section("sft")),
+                    parent_run_id=report.run_id)  # fmt: skip
+    report.sft = {"run_id": tuned["run_id"], "snapshot": name, "steps": tuned["steps"],
+                  "heldout_loss": tuned.get("heldout_loss"), "init_heldout_loss": tuned.get("init_heldout_loss"),
+                  "demonstrations": tuned["demonstrations"]}  # fmt: skip
+    return tuned["run_id"]
+
+
 def _finish(report: TurnReport) -> TurnReport:
     import mlflow
 
@@ -146,6 +173,10 @@ def _finish(report: TurnReport) -> TurnReport:
 def print_turn(report: TurnReport) -> None:
     click.echo(f"flywheel turn {report.run_id}: {report.decision}")
     click.echo(f"  streamed {report.stream.get('ingested', 0)} events; {report.pairs} pairs, {report.new_pairs} new")
+    if report.sft.get("run_id"):
+        click.echo(f"  SFT run {report.sft['run_id']} on {report.sft['snapshot']}: held-out answer loss "
+                   f"{report.sft.get('init_heldout_loss') or float('nan'):.3f} -> "
+                   f"{report.sft.get('heldout_loss') or float('nan'):.3f}")  # fmt: skip
     if report.challenger:
         click.echo(f"  challenger {report.challenger} (DPO run {report.dpo.get('run_id')}) against {report.champion}")
     for name, value in report.figures.items():

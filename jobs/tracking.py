@@ -52,8 +52,21 @@ def use_experiment(config: Config, name: str) -> str:
     return experiment_id
 
 
+def model_source(run_id: str, experiment_id: str, artifact_uri: str) -> tuple[str, str | None]:
+    """(source, model id) of a registered version of a run's model: the MLflow model the run logged
+    (`jobs.train.log_model`; `models:/<id>`, as `mlflow.register_model` links them), else the
+    run's `model` artifacts."""
+    import mlflow
+
+    found = mlflow.search_logged_models(experiment_ids=[experiment_id], filter_string=f"source_run_id = '{run_id}'",
+                                        output_format="list")  # fmt: skip
+    if not found:
+        return f"{artifact_uri}/model", None
+    return f"models:/{found[0].model_id}", found[0].model_id
+
+
 def register_run_model(model_name: str, description: str, tags: dict[str, str]) -> dict[str, str]:
-    """Register the active run's `model` artifacts (Hugging Face format) as a new version of
+    """Register the active run's model (its MLflow model, see `model_source`) as a new version of
     `model_name`; returns {name, version}."""
     import mlflow
 
@@ -61,7 +74,6 @@ def register_run_model(model_name: str, description: str, tags: dict[str, str]) 
     if client.search_registered_models(filter_string=f"name = '{model_name}'") == []:
         client.create_registered_model(model_name, description=description)
     active = mlflow.active_run().info
-    version = client.create_model_version(
-        model_name, source=f"{active.artifact_uri}/model", run_id=active.run_id, tags=tags
-    )
+    source, model_id = model_source(active.run_id, active.experiment_id, active.artifact_uri)
+    version = client.create_model_version(model_name, source=source, run_id=active.run_id, tags=tags, model_id=model_id)
     return {"name": version.name, "version": str(version.version)}

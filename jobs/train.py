@@ -213,6 +213,14 @@ def log_model(model: Any, tokenizer: Any, ds_config: dict[str, Any], run_dir: Pa
         (Path(tmp) / "deepspeed_config.json").write_text(json.dumps(ds_config, indent=2, sort_keys=True))
         mlflow.log_artifact(str(Path(tmp) / "deepspeed_config.json"))
     mlflow.log_artifacts(str(model_dir), artifact_path="model")
+    # The same weights as an MLflow model (python_function flavor): the runs table's Model column,
+    # the registered versions' link, and `mlflow models serve`.
+    from serving.pyfunc import ARTIFACT, ChatModel, requirements, signature
+
+    mlflow.pyfunc.log_model(
+        name="chat-model", python_model=ChatModel(), artifacts={ARTIFACT: str(model_dir)}, signature=signature(),
+        pip_requirements=requirements(),
+    )  # fmt: skip
     return model_dir
 
 

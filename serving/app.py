@@ -23,11 +23,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from lineage.chat import ROLES, ChatFormatError, render_prompt
 from serving.events import FEEDBACK, RATINGS, REQUEST, RESPONSE, event, new_id
 from serving.landing import CLOSED, PART, LandingWriter
 from serving.model import Generation, Generator, ModelSlot, Sampling, label_of
 from serving.settings import ServeSettings
-from trainers.chat import ROLES, ChatFormatError, render_prompt
 
 USER_HEADER = "x-millpond-user"
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lineage.chat import cut_answer
 from lineage.errors import MillpondError
-from trainers.chat import cut_answer
 
 
 class ModelNotFoundError(MillpondError, LookupError):
@@ -93,8 +93,8 @@ def download_model(served: ServedModel, cache: Path) -> Path:
     # Keyed by where the artifacts live: a name and version, even a run id, can repeat across stores.
     where = hashlib.sha256(served.artifact_uri.encode()).hexdigest()[:16]
     target = cache / "models" / f"{served.run_id}-{where}"
-    if (target / "model" / "config.json").is_file():
-        return target / "model"
+    if (found := hugging_face_folder(target)) is not None:
+        return found
     target.mkdir(parents=True, exist_ok=True)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=served.artifact_uri, dst_path=str(target))
@@ -102,7 +102,20 @@ def download_model(served: ServedModel, cache: Path) -> Path:
         raise ModelNotFoundError(
             f"model {served.label}: its artifacts ({served.artifact_uri}) cannot be read: {err}"
         ) from None
-    return Path(local)
+    return hugging_face_folder(target) or Path(local)
+
+
+# The Hugging Face folder inside a logged MLflow model's artifacts (serving.pyfunc).
+HF_ARTIFACT = "hf_model"
+
+
+def hugging_face_folder(folder: Path) -> Path | None:
+    """The weights folder of a download: a run's `model` artifacts, or the one inside an MLflow
+    model (what a registered version's `models:/` source holds)."""
+    for candidate in (folder / "model", *sorted(folder.glob(f"**/artifacts/{HF_ARTIFACT}"))):
+        if (candidate / "config.json").is_file():
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)
@@ -127,12 +140,12 @@ class Generation:
 class Generator:
     """A causal LM and its tokenizer, loaded once; `generate()` is thread-safe."""
 
-    def __init__(self, served: ServedModel, cache: Path):
+    def __init__(self, local: Path, served: ServedModel | None = None):
+        """`local`: the model's Hugging Face folder; `served`: what it is in MLflow, when known."""
         import torch
         from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
         self.served = served
-        local = download_model(served, cache)
         self.model = AutoModelForCausalLM.from_pretrained(local).eval()
         self.tokenizer = PreTrainedTokenizerFast.from_pretrained(local)
         self.context = int(self.model.config.max_position_embeddings)
@@ -202,7 +215,8 @@ class ModelSlot:
     def __init__(self, tracking_uri: str, model: str | None, run_id: str | None, cache: Path,
                  refresh_seconds: float = 15.0) -> None:  # fmt: skip
         self.tracking_uri, self.model, self.cache = tracking_uri, model, cache
-        self.current = Generator(resolve_model(tracking_uri, model, run_id), cache)
+        served = resolve_model(tracking_uri, model, run_id)
+        self.current = Generator(download_model(served, cache), served)
         self.swaps = 0
         self.follows = bool(model and "@" in model)
         self._stop = threading.Event()
@@ -221,7 +235,7 @@ class ModelSlot:
         served = resolve_model(self.tracking_uri, self.model)
         if served.version == self.current.served.version:
             return False
-        self.current = Generator(served, self.cache)  # loaded first, then swapped in one assignment
+        self.current = Generator(download_model(served, self.cache), served)  # loaded first, then swapped in
         self.swaps += 1
         return True
 

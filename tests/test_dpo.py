@@ -19,9 +19,9 @@ from curation.preferences import pair_id, prompt_key
 from jobs.cli import cli
 from jobs.snapshot import create_snapshot, snapshot_row
 from lineage.catalog import SILVER_PREFERENCES
+from lineage.chat import render_prompt
 from lineage.snapshots import SnapshotSpec
 from lineage.tables import ensure_table
-from trainers.chat import render_prompt
 from trainers.dpo import DirectPreference, DpoSettings, Pair, preference_accuracy, tokenize_pairs
 
 TOPICS = ["mill", "weir", "river", "wheel", "grain", "flour", "sluice", "race", "stone", "loft", "yard", "abbey"]

@@ -10,7 +10,6 @@ and evaluations: a training step runs the policy only.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -226,24 +225,3 @@ def preference_accuracy(policy: np.ndarray, reference: np.ndarray, beta: float) 
     margins = rewards[:, 0] - rewards[:, 1]
     accuracy = float(np.mean((margins > 0) + 0.5 * (margins == 0))) if len(margins) else float("nan")
     return {"preference_accuracy": accuracy, "preference_margin": float(np.mean(margins)) if len(margins) else 0.0}
-
-
-def write_pair_listing(path: Path, tensors: PairTensors) -> None:
-    """(split, doc_id, tokens) of every pair, as the shards list their documents: what a data
-    subject request counts as a run's exposure to a pair."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.table(
-        {
-            "split": pa.array([str(s) for s in tensors.splits], pa.string()),
-            "doc_id": pa.array(tensors.pair_ids, pa.string()),
-            "tokens": pa.array(tensors.response_tokens.astype(np.int64)),
-        }
-    )
-    pq.write_table(table, path)
-
-
-def settings_json(settings: DpoSettings) -> str:
-    return json.dumps({f.name: getattr(settings, f.name) for f in fields(settings)}, sort_keys=True)

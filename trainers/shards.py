@@ -59,6 +59,24 @@ def shard_tokens(folder: Path, shard: dict[str, Any], dtype: str) -> np.memmap:
     return np.memmap(folder / shard["file"], dtype=np.dtype(dtype), mode="r")
 
 
+def write_exposure_listing(path: Path, splits: np.ndarray, doc_ids: list[str], tokens: np.ndarray) -> None:
+    """(split, doc_id, tokens) of every example a tuning run reads (a DPO pair, an SFT
+    demonstration), as the shards list their documents: what a data subject request counts as a
+    run's exposure to it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "split": pa.array([str(s) for s in splits], pa.string()),
+            "doc_id": pa.array(doc_ids, pa.string()),
+            "tokens": pa.array(np.asarray(tokens).astype(np.int64)),
+        }
+    )
+    pq.write_table(table, path)
+
+
 def write_partition(
     rows: Iterator[Any], *, split: str, shard_index: int, folder: str, tokenizer_json: str, dtype: str
 ) -> Iterator[dict[str, Any]]:

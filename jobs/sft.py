@@ -1,0 +1,210 @@
+"""`millpond train sft --snapshot SNAPSHOT --init MODEL`: supervised fine-tuning on the DeepSpeed loop, in MLflow.
+
+The demonstrations come from a snapshot of silver.preferences (each pair's prompt and chosen
+answer: what users picked, and their edits) or of silver.documents (conversations ingested as
+`sft-jsonl`, rendered with the chat template `millpond serve` uses). The loss counts the answer's
+tokens only. The run is a child of the init run; the snapshot is its dataset input; the model is
+registered as a version of `millpond-sft-<snapshot>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from jobs.config import Config, cache_dir, params_from
+from jobs.context import effective_config, lakehouse_options, progress
+from jobs.tracking import register_run_model
+from jobs.train import log_model
+from jobs.tuning import init_model, log_snapshot_input, run_label, snapshot_of, start_run, tuning_params
+from lineage.catalog import SILVER_DOCUMENTS, SILVER_PREFERENCES
+from lineage.errors import MillpondError, NotEnoughDataError
+from lineage.locations import run_folder
+from lineage.snapshots import member_rows
+from trainers.loop import TrainSettings, runtime_environment
+from trainers.sft import Demonstration, SftSettings
+
+KIND = "sft"
+
+
+class DemonstrationSnapshotError(MillpondError, ValueError):
+    """The snapshot holds no demonstrations: not cut from silver.preferences or silver.documents, or
+    its documents are not conversations."""
+
+
+def demonstrations(config: Config, name: str) -> tuple[dict[str, Any], list[Demonstration]]:
+    """The snapshot's row and its demonstrations as the pinned table version holds them."""
+    from lineage.chat import split_answer
+
+    snapshot = snapshot_of(config, name)
+    source = snapshot["source_table"]
+    if source == SILVER_PREFERENCES.name:
+        rows = member_rows(config.lakehouse, snapshot, ["prompt", "chosen"])
+        seen: set[tuple[str, str]] = set()
+        demos = []
+        for row in sorted(rows, key=lambda r: r["doc_id"]):  # one demonstration per (prompt, chosen answer)
+            if (row["prompt"], row["chosen"]) not in seen:
+                seen.add((row["prompt"], row["chosen"]))
+                demos.append(Demonstration(row["doc_id"], row["prompt"], row["chosen"], row["split"]))
+    elif source == SILVER_DOCUMENTS.name:
+        rows = member_rows(config.lakehouse, snapshot, ["text"])
+        parts = [(row, split_answer(row["text"])) for row in rows]
+        others = [row["doc_id"] for row, part in parts if part is None]
+        if others:
+            raise DemonstrationSnapshotError(
+                f"snapshot {name}: {len(others)} of {len(rows)} documents are not conversations in the chat template "
+                f"(e.g. {others[0]}); cut demonstrations from `sft-jsonl` sources: "
+                f"`millpond snapshot create NAME --where \"domain = 'sft'\" --purpose sft`"
+            )
+        demos = [Demonstration(row["doc_id"], part[0], part[1], row["split"]) for row, part in parts if part]
+    else:
+        raise DemonstrationSnapshotError(
+            f"snapshot {name} was cut from {source}; SFT trains on demonstrations: a snapshot of "
+            f"{SILVER_DOCUMENTS.name} (sft-jsonl conversations) or of {SILVER_PREFERENCES.name} (chosen answers)"
+        )
+    if not any(d.split == "train" for d in demos):
+        raise NotEnoughDataError(
+            f"snapshot {name} has no demonstrations in its train split (`millpond snapshot show {name}`)"
+        )
+    return snapshot, demos
+
+
+def run_sft(
+    config: Config, name: str, init: str | None, settings: SftSettings, resume_run: str | None = None,
+    parent_run_id: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Tune the init model on the snapshot's demonstrations; returns the run's figures. The run's
+    parent is the init run, or `parent_run_id` (a flywheel turn) when given."""
+    runtime_environment(cache_dir())
+    import mlflow
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    from trainers.loop import join_process_group, share_from_rank0, train
+    from trainers.model import flops_per_token
+    from trainers.sft import SupervisedResponses, held_out_loss, tokenize_demonstrations
+    from trainers.shards import write_exposure_listing
+    from trainers.tokenizer import EOS, PAD
+
+    start = init_model(config, init, resume_run)
+    snapshot, demos = demonstrations(config, name)
+    loop = settings.loop(params_from(TrainSettings, config.section("train")))
+    tokenizer = Tokenizer.from_file(str(start.folder / "tokenizer.json"))
+    tensors = tokenize_demonstrations(demos, tokenizer, loop.seq_len, tokenizer.token_to_id(EOS),
+                                      tokenizer.token_to_id(PAD))  # fmt: skip
+    held_out = tensors.indices("validation", "test")
+
+    rank, _ = join_process_group()
+    tracking = rank == 0
+    run_id = None
+    if tracking:
+        run_id = start_run(config, start, parent_run_id, f"sft-{name}-lr{settings.lr:g}-steps{settings.max_steps}"
+                                                         f"-from-{run_label(start)}")  # fmt: skip
+    run_id = share_from_rank0(run_id)
+    run_dir = run_folder(config.lakehouse, run_id)
+    figures: dict[str, Any] = {"steps": 0, "losses": []}
+    try:
+        torch.manual_seed(loop.seed)
+        policy = AutoModelForCausalLM.from_pretrained(start.folder)
+        if tracking and len(held_out):
+            figures["init_heldout_loss"] = held_out_loss(policy, tensors, held_out, settings.eval_micro_batch)
+        if tracking and start.resumed is None:
+            listing = run_dir / "demonstrations.parquet"
+            write_exposure_listing(listing, tensors.splits, tensors.doc_ids, tensors.response_tokens)
+            log_snapshot_input(config, name, snapshot, tensors.splits, "demonstrations", KIND, start, parent_run_id)
+            params = tuning_params(config, KIND, settings, loop, name, snapshot, start, listing, run_dir)
+            params |= {"demonstrations.train": int((tensors.splits == "train").sum()),
+                       "demonstrations.held_out": int(len(held_out)), "demonstrations.prompts_cut": tensors.prompts_cut}  # fmt: skip
+            mlflow.log_params(params)
+            if "init_heldout_loss" in figures:
+                mlflow.log_metric("init_heldout_loss", figures["init_heldout_loss"])
+
+        def on_step(report: Any) -> None:
+            figures["losses"].append(report.loss)
+            figures["steps"] = report.step
+            figures["tokens_per_s"] = report.tokens_per_s
+            if tracking:
+                mlflow.log_metrics(report.metrics(), step=report.step)
+            if report.step % 10 == 0 or report.step == loop.max_steps:
+                progress(f"step {report.step}/{loop.max_steps}: loss {report.loss:.4f}, "
+                         f"{report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
+
+        objective = SupervisedResponses(tensors, settings, loop.seed)
+        model, ds_config, first = train(
+            policy, objective, loop, run_dir / "checkpoints", start.resumed is not None, on_step,
+            flops_per_token(policy.config, loop.seq_len),
+        )  # fmt: skip
+        figures["start_step"] = first
+        if tracking:
+            if len(held_out):
+                figures["heldout_loss"] = held_out_loss(model, tensors, held_out, settings.eval_micro_batch)
+                mlflow.log_metric("heldout_loss", figures["heldout_loss"])
+            else:
+                progress(f"no held-out demonstrations in {name}: no held-out loss (cut it with --test)")
+            model_dir = log_model(model, PreTrainedTokenizerFast.from_pretrained(start.folder), ds_config, run_dir)
+            figures["registered_model"] = register_run_model(
+                f"millpond-sft-{name}", f"SFT on demonstration snapshot {name}",
+                {"snapshot": name, "init": start.served.label},
+            )  # fmt: skip
+            figures["model_dir"] = str(model_dir)
+    finally:
+        if tracking:
+            mlflow.end_run()
+    return figures | {"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri(), "run_dir": str(run_dir),
+                      "init": start.served.label,
+                      "demonstrations": {"train": int(len(tensors) - len(held_out)), "held_out": int(len(held_out)),
+                                         "prompts_cut": tensors.prompts_cut}}  # fmt: skip
+
+
+@click.command("sft")
+@click.option("--snapshot", "name", required=True,
+              help="Demonstration snapshot: of silver.documents (sft-jsonl) or of silver.preferences (chosen answers).")  # fmt: skip
+@click.option("--init", default=None, metavar="RUN_ID|NAME[@ALIAS|/VERSION]",
+              help="The model SFT starts from; a resumed run remembers it.")  # fmt: skip
+@click.option("--max-steps", type=int, default=None, help="Optimizer steps ([sft] max_steps).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate ([sft] lr).")
+@click.option("--seq-len", type=int, default=None, help="Context: prompt and answer ([sft] seq_len).")
+@click.option(
+    "--resume", "resume_run", default=None, metavar="RUN_ID", help="Continue this run from its last checkpoint."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON.")
+@lakehouse_options
+def sft_command(
+    name: str, init: str | None, max_steps: int | None, lr: float | None, seq_len: int | None,
+    resume_run: str | None, as_json: bool, lakehouse: str | None, config_file: str | None,
+) -> None:  # fmt: skip
+    """Supervised fine-tuning of a model on demonstrations (the loss on answer tokens only), with DeepSpeed."""
+    config = effective_config(lakehouse, config_file)
+    values = dict(config.section("sft"))
+    for key, value in (("max_steps", max_steps), ("lr", lr), ("seq_len", seq_len)):
+        if value is not None:
+            values[key] = value
+    figures = run_sft(config, name, init, params_from(SftSettings, values), resume_run)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    result = {
+        "run_id": figures["run_id"], "tracking_uri": figures["tracking_uri"], "init": figures["init"],
+        "steps": figures["steps"], "first_loss": figures["losses"][0] if figures["losses"] else None,
+        "final_loss": figures["losses"][-1] if figures["losses"] else None,
+        "tokens_per_s": round(figures.get("tokens_per_s", 0.0), 1),
+        "heldout_loss": figures.get("heldout_loss"), "init_heldout_loss": figures.get("init_heldout_loss"),
+        "demonstrations": figures["demonstrations"], "registered_model": figures.get("registered_model"),
+        "model_dir": figures.get("model_dir"), "start_step": figures.get("start_step", 0),
+    }  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    if result["first_loss"] is not None:
+        click.echo(f"run {result['run_id']} (from {result['init']}): {result['steps']} steps, loss "
+                   f"{result['first_loss']:.3f} -> {result['final_loss']:.3f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
+    if result["heldout_loss"] is not None:
+        click.echo(
+            f"  held-out answer loss {result['heldout_loss']:.3f} (the init model: {result['init_heldout_loss']:.3f})"
+        )
+    click.echo(f"  demonstrations: {result['demonstrations']}")
+    click.echo(f"  model: {result['model_dir']} (registered {result['registered_model']})")
+    click.echo(f"  MLflow: {result['tracking_uri']}")

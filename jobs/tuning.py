@@ -1,0 +1,119 @@
+"""What the tuning jobs (`train sft`, `train dpo`) share in MLflow: the model they start from, their
+run as a child of the init run (or of a flywheel turn) in its experiment, the snapshot as the
+run's dataset input (Delta path and version), and the params and tags every tuning run logs, so
+MLflow's compare view and `lineage find` read SFT and DPO runs alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.config import Config, cache_dir
+from jobs.snapshot import SnapshotNotFoundError, snapshot_row
+from jobs.tracking import tracking_uri
+from jobs.train import TrainingInputError, flatten, git_commit
+from lineage.catalog import table
+from trainers.loop import TrainSettings
+
+
+@dataclass
+class InitModel:
+    """The model a tuning run starts from, and the run it resumes (if any)."""
+
+    named: str  # as the user named it: a run id or NAME[@ALIAS|/VERSION]
+    served: Any  # serving.model's resolved model (run id, label, artifact uri)
+    folder: Path  # its Hugging Face folder, downloaded once into the cache
+    resumed: Any | None  # the MLflow run `--resume` continues
+
+
+def init_model(config: Config, init: str | None, resume_run: str | None) -> InitModel:
+    """Resolve `--init` (or the resumed run's remembered init) and download the model."""
+    import mlflow
+
+    from serving.model import download_model, resolve_any
+
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    resumed = None
+    if resume_run:
+        try:
+            resumed = mlflow.MlflowClient(uri).get_run(resume_run)
+        except mlflow.exceptions.MlflowException:
+            raise TrainingInputError(f"--resume {resume_run}: no such run at {uri}") from None
+        init = init or resumed.data.params.get("init.model")
+    if not init:
+        raise TrainingInputError("--init is required: the run id or registered model to start from")
+    served = resolve_any(uri, init)
+    return InitModel(init, served, download_model(served, cache_dir()), resumed)
+
+
+def snapshot_of(config: Config, name: str) -> dict[str, Any]:
+    snapshot = snapshot_row(config.lakehouse, name)
+    if snapshot is None:
+        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    return snapshot
+
+
+def start_run(config: Config, start: InitModel, parent_run_id: str | None, run_name: str) -> str:
+    """Start (or reopen, on resume) the run beside its parent, nested inside a flywheel turn's run
+    when one is active; returns its id."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri(config))
+    parent = client.get_run(parent_run_id or start.served.run_id)
+    mlflow.set_experiment(experiment_id=parent.info.experiment_id)  # the compare view shows them together
+    nested = mlflow.active_run() is not None
+    if start.resumed is not None:
+        return mlflow.start_run(run_id=start.resumed.info.run_id, nested=nested).info.run_id
+    return mlflow.start_run(run_name=run_name, nested=nested).info.run_id
+
+
+def run_label(start: InitModel) -> str:
+    """The init model in a run name: `millpond-base-v1`."""
+    return start.served.label.replace("/", "-v").replace(":", "-")
+
+
+def log_snapshot_input(
+    config: Config, name: str, snapshot: dict[str, Any], splits: Any, unit: str, kind: str, start: InitModel,
+    parent_run_id: str | None,
+) -> None:  # fmt: skip
+    """The snapshot as the run's dataset input (named with the pinned table version, digest of its
+    members, the count per split as its profile) and the tags every tuning run carries."""
+    import mlflow
+    import pandas as pd
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+    counts = pd.Series(splits).value_counts()
+    summary = pd.DataFrame([{"split": s, unit: int(n)} for s, n in sorted(counts.items())])
+    source = table(snapshot["source_table"])
+    dataset = mlflow.data.from_pandas(
+        summary,
+        source=DeltaDatasetSource(path=source.path(config.lakehouse), delta_table_version=snapshot["source_version"]),
+        name=f"{name}@v{snapshot['source_version']}",
+        digest=snapshot["content_digest"][:16],
+    )
+    mlflow.log_input(dataset, context="training")
+    mlflow.set_tags({
+        "mlflow.parentRunId": parent_run_id or start.served.run_id, "snapshot": name, "millpond.kind": kind,
+        "init": start.served.label, "git_commit": git_commit() or "unknown",
+    })  # fmt: skip
+
+
+def tuning_params(
+    config: Config, kind: str, settings: Any, loop: TrainSettings, name: str, snapshot: dict[str, Any],
+    start: InitModel, listing: Path, run_dir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """The params every tuning run logs: its own section, the loop, the pinned snapshot, the init
+    model, where its exposure listing is (`lineage find` reads it) and the whole config."""
+    params = {f"{kind}.{k}": v for k, v in asdict(settings).items()}
+    params |= {f"train.{k}": v for k, v in asdict(loop).items()}
+    params |= {
+        "snapshot": name, "snapshot.source_table": snapshot["source_table"],
+        "snapshot.source_version": snapshot["source_version"], "snapshot.digest": snapshot["content_digest"],
+        "init.model": start.named, "init.run_id": start.served.run_id, "init.label": start.served.label,
+        "exposure.listing": str(listing), "run_dir": str(run_dir), "config.digest": config.digest(),
+        "lakehouse": str(config.lakehouse),
+    }  # fmt: skip
+    return params | flatten(config.values, "config")

@@ -1,0 +1,157 @@
+"""SFT on the one training loop: demonstrations as token tensors, the loss on response tokens only,
+and the held-out loss that says whether tuning helped.
+
+A demonstration is a conversation that ends with the assistant's answer. The prompt (every turn
+before the answer, rendered by the chat template `millpond serve` uses) is model input but not
+a target: the model learns to answer, not to write users' questions. The answer ends with
+end-of-sequence, which the model must learn to produce so that a served answer stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from trainers.loop import TrainSettings
+from trainers.preference import pack
+
+
+@dataclass(frozen=True)
+class SftSettings:
+    """The `[sft]` section: the loop settings SFT sets apart from pretraining's `[train]` (a smaller
+    learning rate on a model that already speaks, fewer steps)."""
+
+    lr: float = 1e-3
+    max_steps: int = 100
+    warmup: int = 10
+    micro_batch: int = 8  # demonstrations per micro-batch
+    seq_len: int = 128
+    checkpoint_every: int = 50
+    eval_micro_batch: int = 32  # demonstrations per forward pass for the held-out loss
+
+    def __post_init__(self) -> None:
+        if min(self.max_steps, self.micro_batch, self.seq_len, self.eval_micro_batch) < 1:
+            raise ValueError("[sft] max_steps, micro_batch, seq_len and eval_micro_batch must be positive")
+        if not self.lr > 0:
+            raise ValueError("[sft] lr must be positive")
+
+    def loop(self, base: TrainSettings) -> TrainSettings:
+        """`[train]` with SFT's own loop settings in place."""
+        mine = {f.name for f in fields(TrainSettings)} & {f.name for f in fields(SftSettings)}
+        return replace(base, **{name: getattr(self, name) for name in mine})
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """One demonstration of a snapshot: the rendered prompt and the answer to learn."""
+
+    doc_id: str
+    prompt: str  # rendered with the chat template, ending where the answer begins
+    response: str
+    split: str
+
+
+@dataclass
+class DemonstrationTensors:
+    """Demonstrations as model input: (n, seq_len) inputs, targets and response masks."""
+
+    doc_ids: list[str]
+    splits: np.ndarray  # (n,) split names
+    input_ids: np.ndarray
+    targets: np.ndarray
+    masks: np.ndarray
+    prompts_cut: int  # demonstrations whose prompt was cut from the left to fit seq_len
+    response_tokens: np.ndarray  # (n,) response tokens that count (the exposure of a data subject request)
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+    def indices(self, *splits: str) -> np.ndarray:
+        return np.flatnonzero(np.isin(self.splits, list(splits)))
+
+
+def tokenize_demonstrations(
+    demonstrations: list[Demonstration], tokenizer: Any, seq_len: int, eos_id: int, pad_id: int
+) -> DemonstrationTensors:
+    """Prompt and answer tokenized apart, as the server tokenizes a prompt and generates from there."""
+    inputs = np.full((len(demonstrations), seq_len), pad_id, dtype=np.int64)
+    targets = np.full((len(demonstrations), seq_len), pad_id, dtype=np.int64)
+    masks = np.zeros((len(demonstrations), seq_len), dtype=bool)
+    cut = 0
+    for i, demo in enumerate(demonstrations):
+        packed = pack(
+            tokenizer.encode(demo.prompt).ids, tokenizer.encode(demo.response).ids + [eos_id], seq_len, pad_id
+        )
+        inputs[i], targets[i], masks[i] = packed.input_ids, packed.targets, packed.response_mask
+        cut += packed.prompt_cut > 0
+    return DemonstrationTensors(
+        doc_ids=[d.doc_id for d in demonstrations],
+        splits=np.array([d.split for d in demonstrations]),
+        input_ids=inputs,
+        targets=targets,
+        masks=masks,
+        prompts_cut=cut,
+        response_tokens=masks.sum(axis=1),
+    )
+
+
+def response_loss(logits: Any, targets: Any, mask: Any) -> Any:
+    """Mean cross-entropy over the response tokens of a batch (every response token weighs the same,
+    as in TRL's SFT with `completion_only_loss`). Computed in fp32."""
+    import torch
+
+    losses = torch.nn.functional.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    )
+    weights = mask.reshape(-1).float()
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+class SupervisedResponses:
+    """SFT's objective for the loop: the response loss of a micro-batch of training demonstrations."""
+
+    def __init__(self, tensors: DemonstrationTensors, settings: SftSettings, seed: int) -> None:
+        self.tensors, self.settings, self.seed = tensors, settings, seed
+        self.train_rows = tensors.indices("train")
+        self.tokens_per_micro_batch = settings.micro_batch * settings.seq_len
+
+    def rows(self, index: int, rank: int) -> np.ndarray:
+        """The demonstrations of micro-batch `index` (a pure function of it, as pretraining's windows)."""
+        rng = np.random.default_rng([self.seed, index, rank])
+        size = self.settings.micro_batch
+        return rng.choice(self.train_rows, size=size, replace=size > len(self.train_rows))
+
+    def loss(self, engine: Any, index: int, rank: int) -> tuple[Any, dict[str, float]]:
+        import torch
+
+        rows = self.rows(index, rank)
+        ids = torch.from_numpy(self.tensors.input_ids[rows]).to(engine.device)
+        targets = torch.from_numpy(self.tensors.targets[rows]).to(engine.device)
+        mask = torch.from_numpy(self.tensors.masks[rows]).to(engine.device)
+        logits = engine(input_ids=ids).logits
+        return response_loss(logits, targets, mask), {"response_tokens": float(mask.sum())}
+
+
+def held_out_loss(model: Any, tensors: DemonstrationTensors, rows: np.ndarray, batch: int) -> float:
+    """Mean response-token cross-entropy of the demonstrations `rows` (no gradients): the figure
+    that must fall from the init model to the tuned one."""
+    import torch
+
+    if not len(rows):
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            mask = torch.from_numpy(tensors.masks[chunk]).to(device)
+            logits = model(input_ids=torch.from_numpy(tensors.input_ids[chunk]).to(device)).logits
+            tokens = float(mask.sum())
+            total += float(response_loss(logits, torch.from_numpy(tensors.targets[chunk]).to(device), mask)) * tokens
+            count += tokens
+    model.train(was_training)
+    return total / max(count, 1.0)
