@@ -64,6 +64,8 @@ class MlflowSettings:
     # Empty: MLFLOW_TRACKING_URI if set, else a SQLite store inside the lakehouse (`_mlflow/`).
     tracking_uri: str = ""
     experiment_prefix: str = "millpond"
+    # Ingest, curate, snapshot and preference builds each log an MLflow run (experiment `<prefix>-data`).
+    log_data_jobs: bool = True
 
 
 def defaults() -> dict[str, Any]:

@@ -30,6 +30,7 @@ from curation.registry import EVAL_INDEX, MINHASH_INDEX, SILVER, SURVIVORS, Stag
 from ingestion.manifest import PREFERENCE_DOMAIN
 from jobs.config import Config, params_from, section_defaults
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
+from jobs.data_runs import tracked_run
 from lineage.catalog import (
     BRONZE_DOCUMENTS,
     GOVERNANCE_EVAL_ITEMS,
@@ -37,7 +38,7 @@ from lineage.catalog import (
     SILVER_DOCUMENTS,
 )
 from lineage.errors import MillpondError
-from lineage.runs import Run, abandoned_runs, curated_version, recorded_run
+from lineage.runs import Run, abandoned_runs, curated_version
 from lineage.tables import changed_documents, ensure_table, latest_version
 
 
@@ -142,7 +143,6 @@ def run_curate(
     spark: SparkSession, config: Config, stages: list[str] | None = None, full: bool = False
 ) -> CurateReport:
     """Curate what bronze gained since the last successful run (or everything, with `full`)."""
-    lakehouse = config.lakehouse
     chosen, skipped = plan_stages(stages, config)
     run = Run(job="curate", config_digest=config.digest(), params={"stages": chosen, "full": full})
 
@@ -150,7 +150,7 @@ def run_curate(
         if isinstance(err, GateFailedError):
             run.reports["gate"] = json.dumps(err.result.as_json())
 
-    with recorded_run(spark, lakehouse, run, on_failure=keep_gate_result):
+    with tracked_run(spark, config, run, on_failure=keep_gate_result):
         report = _curate(spark, config, chosen, skipped, full, run)
         run.counts = {"in": report.rows_in, "out": report.rows_out, "superseded": report.superseded} | {
             f"silver_{k}": v for k, v in report.silver.items()

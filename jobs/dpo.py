@@ -149,6 +149,7 @@ def run_dpo(
                 figures |= preference_accuracy(policy_logps, reference.values[held_out], settings.beta)
                 figures["init_preference_accuracy"] = init_accuracy["preference_accuracy"]
                 mlflow.log_metrics({k: figures[k] for k in ("preference_accuracy", "preference_margin")})
+                _log_margins(policy_logps, reference.values[held_out], settings.beta)
             else:
                 progress(f"no held-out pairs in {name}: no preference accuracy (cut it with --test)")
             model_dir = log_model(model, PreTrainedTokenizerFast.from_pretrained(local), ds_config, run_dir)
@@ -164,6 +165,17 @@ def run_dpo(
                       "init": start.served.label,
                       "pairs": {"train": int(len(tensors) - len(held_out)), "held_out": int(len(held_out)),
                                 "prompts_cut": tensors.prompts_cut}}  # fmt: skip
+
+
+def _log_margins(policy: Any, reference: Any, beta: float) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from evals.plots import margins_figure
+
+    figure = margins_figure(policy, reference, beta)
+    mlflow.log_figure(figure, "plots/reward_margins.png")
+    plt.close(figure)
 
 
 @click.command("dpo")

@@ -18,7 +18,8 @@ from ingestion.bronze import IngestParams
 from ingestion.load import IngestPlan, IngestReport, load_bronze, plan_ingest
 from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options, spark_progress
-from lineage.runs import Run, recorded_run
+from jobs.data_runs import tracked_run
+from lineage.runs import Run
 
 
 def run_ingest(
@@ -34,7 +35,7 @@ def run_ingest(
         config_digest=config.digest(),
         params={"manifest": str(plan.manifest), "sources": [s.name for s in sources], "files": len(tasks)},
     )
-    with recorded_run(spark, lakehouse, run):
+    with tracked_run(spark, config, run):
         report = load_bronze(
             spark, lakehouse, params, plan, run.run_id, progress, lambda what: spark_progress(spark, what)
         )

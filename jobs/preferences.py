@@ -39,8 +39,9 @@ from curation.preferences import (
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.curate import eval_index
+from jobs.data_runs import tracked_run
 from lineage.catalog import BRONZE_DOCUMENTS, BRONZE_INTERACTIONS, SILVER_PREFERENCES
-from lineage.runs import Run, last_read_version, recorded_run
+from lineage.runs import Run, last_read_version
 from lineage.tables import ensure_table, latest_version
 
 JOB = "preferences"
@@ -73,7 +74,7 @@ def build_preferences(spark: SparkSession, config: Config, full: bool = False) -
     pii_params = params_from(PiiParams, config.section("curate").get("pii") or {})
     purposes = params_from(LicenseParams, config.section("curate").get("license") or {}).purposes
     run = Run(job=JOB, config_digest=config.digest(), params={"full": full})
-    with recorded_run(spark, lakehouse, run):
+    with tracked_run(spark, config, run):
         bronze = ensure_table(spark, BRONZE_INTERACTIONS, lakehouse)
         version = latest_version(bronze)
         documents = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)

@@ -20,11 +20,12 @@ from pyspark.sql import functions as F
 
 from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
+from jobs.data_runs import tracked_run
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
 from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
 from lineage.errors import MillpondError
 from lineage.locations import shards_folder
-from lineage.runs import Run, recorded_run
+from lineage.runs import Run
 from lineage.snapshots import (
     SnapshotSpec,
     SnapshotSpecError,
@@ -81,12 +82,13 @@ def create_snapshot(spark: SparkSession, config: Config, spec: SnapshotSpec) -> 
         params={"name": spec.name, "source": spec.source_table, "filter": filter_json(spec.where),
                 "mix": dict(spec.mix), "temperature": spec.temperature, "purpose": spec.purpose},
     )  # fmt: skip
-    with recorded_run(spark, lakehouse, run):
+    with tracked_run(spark, config, run):
         summary = _create(spark, lakehouse, spec, path, version, run)
         run.input_versions = {spec.source_table: version}
         run.counts = {"rows": summary["rows"], "train_rows": summary["train_rows"]} | {
             f"excluded:{k}": v for k, v in summary["excluded"].items()
         }
+        run.reports["mixture"] = json.dumps(summary["realized_mix"], sort_keys=True)
     return summary
 
 

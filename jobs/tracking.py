@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 from jobs.config import Config, MlflowSettings, params_from
 from lineage.locations import mlflow_folder
@@ -11,6 +13,16 @@ from lineage.locations import mlflow_folder
 # The UI opens an experiment by this tag: the runs table of a model-training experiment, not the
 # GenAI traces overview it shows an untagged one.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+def flatten(values: Any, prefix: str) -> dict[str, Any]:
+    """The whole config as MLflow params: `config.curate.pii.score_threshold = 0.4`; lists as JSON."""
+    if isinstance(values, dict):
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            out |= flatten(value, f"{prefix}.{key}")
+        return out
+    return {prefix: json.dumps(values) if isinstance(values, list | tuple) else values}
 
 
 def tracking_uri(config: Config) -> str:
@@ -25,31 +37,32 @@ def tracking_uri(config: Config) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
-def use_experiment(config: Config, name: str) -> str:
-    """Point MLflow at the configured store and experiment `<prefix>-<name>`; returns its id.
-
-    A new experiment on a local store keeps its artifacts next to the store, not in ./mlruns.
-    """
-    import mlflow
-
+def experiment_id(config: Config, name: str, client: Any) -> str:
+    """The id of experiment `<prefix>-<name>`, created (and tagged a model-training experiment) when
+    missing. A new experiment on a local store keeps its artifacts next to the store, not in ./mlruns."""
     settings = params_from(MlflowSettings, config.section("mlflow"))
-    uri = tracking_uri(config)
-    mlflow.set_tracking_uri(uri)
     full_name = f"{settings.experiment_prefix}-{name}"
-    experiment = mlflow.get_experiment_by_name(full_name)
+    experiment = client.get_experiment_by_name(full_name)
     if experiment is not None:
-        mlflow.set_experiment(experiment_id=experiment.experiment_id)
         if experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
-            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         return experiment.experiment_id
+    uri = tracking_uri(config)
     artifacts = None
     if uri.startswith("sqlite:///"):
         artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts" / full_name).as_uri()
-    experiment_id = mlflow.create_experiment(
-        full_name, artifact_location=artifacts, tags={EXPERIMENT_KIND: MODEL_TRAINING}
-    )
-    mlflow.set_experiment(experiment_id=experiment_id)
-    return experiment_id
+    return client.create_experiment(full_name, artifact_location=artifacts, tags={EXPERIMENT_KIND: MODEL_TRAINING})
+
+
+def use_experiment(config: Config, name: str) -> str:
+    """Point MLflow at the configured store and experiment `<prefix>-<name>`; returns its id."""
+    import mlflow
+
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    found = experiment_id(config, name, mlflow.MlflowClient(uri))
+    mlflow.set_experiment(experiment_id=found)
+    return found
 
 
 def model_source(run_id: str, experiment_id: str, artifact_uri: str) -> tuple[str, str | None]:

@@ -25,7 +25,7 @@ from jobs.config import Config, cache_dir, params_from, project_root
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
 from jobs.tokens import snapshot_for
-from jobs.tracking import register_run_model, tracking_uri, use_experiment
+from jobs.tracking import flatten, register_run_model, tracking_uri, use_experiment
 from lineage.catalog import table
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder, tokenizers_folder
@@ -62,16 +62,6 @@ def prepare_tokens(config: Config, name: str, tokenizer: str | None, master: str
         made = train_tokenizer(spark, config, name, params_from(TokenizerSettings, config.section("tokenizer")))
         path = Path(made["path"])
     return cut_shards(spark, config, name, str(path), params_from(ShardSettings, config.section("shards")))
-
-
-def flatten(values: Any, prefix: str) -> dict[str, Any]:
-    """The whole config as MLflow params: `config.curate.pii.score_threshold = 0.4`; lists as JSON."""
-    if isinstance(values, dict):
-        out: dict[str, Any] = {}
-        for key, value in values.items():
-            out |= flatten(value, f"{prefix}.{key}")
-        return out
-    return {prefix: json.dumps(values) if isinstance(values, list | tuple) else values}
 
 
 def git_commit() -> str | None:

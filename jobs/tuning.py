@@ -12,8 +12,8 @@ from typing import Any
 
 from jobs.config import Config, cache_dir
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
-from jobs.tracking import tracking_uri
-from jobs.train import TrainingInputError, flatten, git_commit
+from jobs.tracking import flatten, tracking_uri
+from jobs.train import TrainingInputError, git_commit
 from lineage.catalog import table
 from trainers.loop import TrainSettings
 

@@ -105,14 +105,15 @@ def download_model(served: ServedModel, cache: Path) -> Path:
     return hugging_face_folder(target) or Path(local)
 
 
-# The Hugging Face folder inside a logged MLflow model's artifacts (serving.pyfunc).
+# The name of the Hugging Face folder among a logged MLflow model's artifacts (serving.pyfunc);
+# MLflow stores it under `artifacts/<the folder's own name>`.
 HF_ARTIFACT = "hf_model"
 
 
 def hugging_face_folder(folder: Path) -> Path | None:
     """The weights folder of a download: a run's `model` artifacts, or the one inside an MLflow
-    model (what a registered version's `models:/` source holds)."""
-    for candidate in (folder / "model", *sorted(folder.glob(f"**/artifacts/{HF_ARTIFACT}"))):
+    model (what a registered version's `models:/` source holds: `MLmodel`, `artifacts/<folder>`)."""
+    for candidate in (folder / "model", *sorted(folder.glob("artifacts/*")), *sorted(folder.glob("*/artifacts/*"))):
         if (candidate / "config.json").is_file():
             return candidate
     return None

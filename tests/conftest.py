@@ -46,6 +46,7 @@ def make_config(lakehouse: Path, **ingest: Any) -> Config:
     values = copy.deepcopy(DEFAULTS)
     values["lakehouse"] = str(lakehouse.resolve())
     values["ingest"].update({"max_record_bytes": TEST_MAX_RECORD_BYTES, **ingest})
+    values["mlflow"]["log_data_jobs"] = False  # an MLflow store per test lakehouse costs seconds; test_sft logs them
     return Config(values=values, file=None)
 
 

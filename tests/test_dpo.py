@@ -124,6 +124,7 @@ def test_dpo_learns_the_preference_tracks_caches_and_resumes(spark, lakehouse: P
     assert {"winrate", "winrate_ci_low", "winrate_ci_high"} <= set(logged.data.metrics)
     assert logged.data.tags["eval.judge"] == "evals.winrate:longer"
     assert "eval/samples.json" in {a.path for a in client.list_artifacts(figures["run_id"], "eval")}
+    assert "plots/reward_margins.png" in {a.path for a in client.list_artifacts(figures["run_id"], "plots")}
     chance = runner.invoke(cli, [*base, "eval", base_run, "--suite", "preference", "--snapshot", "prefs-v1", "--json"])
     assert json.loads(chance.stdout.strip().splitlines()[-1])["preference_accuracy"] == 0.5, chance.output
     refused = runner.invoke(cli, [*base, "eval", base_run, "--suite", "winrate"])

@@ -97,6 +97,7 @@ def test_sft_jsonl_to_a_tuned_model_in_mlflow_and_in_lineage(spark, lakehouse: P
          "consent": ["sft"], "subject_fields": ["user"]},
     ])  # fmt: skip
     config = make_config(lakehouse)
+    config.values["mlflow"]["log_data_jobs"] = True  # the data jobs' MLflow runs are checked below
     report = run_ingest(spark, config, manifest).as_json()
     assert report["ingested"] == 48 and report["quarantined"] == 2
     quarantined = read_table(QUARANTINE_RECORDS, lakehouse).to_pylist()
@@ -155,9 +156,26 @@ def test_sft_jsonl_to_a_tuned_model_in_mlflow_and_in_lineage(spark, lakehouse: P
     logged = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list",
                                          filter_string=f"source_run_id = '{figures['run_id']}'")  # fmt: skip
     assert len(logged) == 1 and version.source == f"models:/{logged[0].model_id}"
+    from serving.model import download_model, resolve_model
+
+    served = resolve_model(tracking_uri(config), f"{registered['name']}/{registered['version']}")
+    assert (download_model(served, tmp_path / "cache") / "model.safetensors").is_file()  # what serve and --init load
     chat = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
     answers = chat.predict(pd.DataFrame({"prompt": ["Can you tell me about the weir number 1?"]}), {"max_tokens": 8})
     assert answers[0].startswith("Yes, the"), answers
+
+    # Each data job logged a run beside the training runs: counts as metrics, table versions as
+    # tags, reports and plots as artifacts.
+    data = client.get_experiment_by_name("millpond-data")
+    jobs = {r.data.tags["millpond.job"]: r for r in client.search_runs([data.experiment_id])}
+    assert set(jobs) == {"ingest", "curate", "snapshot"}
+    assert (
+        jobs["ingest"].data.metrics["quarantined"] == 2 and jobs["ingest"].data.tags["output.bronze.documents"] == "1"
+    )
+    assert jobs["curate"].data.metrics["out"] == 48 and jobs["curate"].data.tags["input.bronze.documents"] == "1"
+    assert jobs["snapshot"].info.run_name.startswith("snapshot-demos-v1-")
+    assert "plots/funnel.png" in {a.path for a in client.list_artifacts(jobs["curate"].info.run_id, "plots")}
+    assert "plots/mixture.png" in {a.path for a in client.list_artifacts(jobs["snapshot"].info.run_id, "plots")}
 
     # A data subject request lists the SFT run with the tokens of the person's demonstrations.
     found = runner.invoke(cli, [*base, "lineage", "find", "--subject", "u1", "--json"])
