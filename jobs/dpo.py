@@ -17,9 +17,16 @@ import click
 
 from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
-from jobs.tracking import register_run_model
-from jobs.train import log_model
-from jobs.tuning import init_model, log_snapshot_input, run_label, snapshot_of, start_run, tuning_params
+from jobs.tracking import step_logger
+from jobs.tuning import (
+    init_model,
+    log_snapshot_input,
+    run_label,
+    save_tuned,
+    snapshot_of,
+    start_run,
+    tuning_params,
+)
 from lineage.catalog import SILVER_PREFERENCES
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import reference_cache_folder, run_folder
@@ -61,7 +68,7 @@ def run_dpo(
     import mlflow
     import torch
     from tokenizers import Tokenizer
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM
 
     from trainers.dpo import (
         DirectPreference,
@@ -124,16 +131,7 @@ def run_dpo(
         if tracking:
             mlflow.log_metric("reference.forward_passes", reference.forward_passes)
 
-        def on_step(report: Any) -> None:
-            figures["losses"].append(report.loss)
-            figures["steps"] = report.step
-            figures["tokens_per_s"] = report.tokens_per_s
-            figures["last"] = report.figures
-            if tracking:
-                mlflow.log_metrics(report.metrics(), step=report.step)
-            if report.step % 10 == 0 or report.step == loop.max_steps:
-                progress(f"step {report.step}/{loop.max_steps}: loss {report.loss:.4f}, margin "
-                         f"{report.figures['rewards/margins']:.3f}, {report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
+        on_step = step_logger(figures, tracking, loop.max_steps, lambda r: f"margin {r.figures['rewards/margins']:.3f}")
 
         torch.manual_seed(loop.seed)
         policy = AutoModelForCausalLM.from_pretrained(local)
@@ -152,12 +150,7 @@ def run_dpo(
                 _log_margins(policy_logps, reference.values[held_out], settings.beta)
             else:
                 progress(f"no held-out pairs in {name}: no preference accuracy (cut it with --test)")
-            model_dir = log_model(model, PreTrainedTokenizerFast.from_pretrained(local), ds_config, run_dir)
-            figures["registered_model"] = register_run_model(
-                f"millpond-dpo-{name}", f"DPO on preference snapshot {name}",
-                {"snapshot": name, "init": start.served.label},
-            )  # fmt: skip
-            figures["model_dir"] = str(model_dir)
+            figures |= save_tuned(KIND, name, "DPO on preference snapshot", start, model, ds_config, run_dir)
     finally:
         if tracking:
             mlflow.end_run()

@@ -17,9 +17,16 @@ import click
 
 from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
-from jobs.tracking import register_run_model
-from jobs.train import log_model
-from jobs.tuning import init_model, log_snapshot_input, run_label, snapshot_of, start_run, tuning_params
+from jobs.tracking import step_logger
+from jobs.tuning import (
+    init_model,
+    log_snapshot_input,
+    run_label,
+    save_tuned,
+    snapshot_of,
+    start_run,
+    tuning_params,
+)
 from lineage.catalog import SILVER_DOCUMENTS, SILVER_PREFERENCES
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder
@@ -82,7 +89,7 @@ def run_sft(
     import mlflow
     import torch
     from tokenizers import Tokenizer
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM
 
     from trainers.loop import join_process_group, share_from_rank0, train
     from trainers.model import flops_per_token
@@ -123,16 +130,7 @@ def run_sft(
             if "init_heldout_loss" in figures:
                 mlflow.log_metric("init_heldout_loss", figures["init_heldout_loss"])
 
-        def on_step(report: Any) -> None:
-            figures["losses"].append(report.loss)
-            figures["steps"] = report.step
-            figures["tokens_per_s"] = report.tokens_per_s
-            if tracking:
-                mlflow.log_metrics(report.metrics(), step=report.step)
-            if report.step % 10 == 0 or report.step == loop.max_steps:
-                progress(f"step {report.step}/{loop.max_steps}: loss {report.loss:.4f}, "
-                         f"{report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
-
+        on_step = step_logger(figures, tracking, loop.max_steps)
         objective = SupervisedResponses(tensors, settings, loop.seed)
         model, ds_config, first = train(
             policy, objective, loop, run_dir / "checkpoints", start.resumed is not None, on_step,
@@ -145,12 +143,7 @@ def run_sft(
                 mlflow.log_metric("heldout_loss", figures["heldout_loss"])
             else:
                 progress(f"no held-out demonstrations in {name}: no held-out loss (cut it with --test)")
-            model_dir = log_model(model, PreTrainedTokenizerFast.from_pretrained(start.folder), ds_config, run_dir)
-            figures["registered_model"] = register_run_model(
-                f"millpond-sft-{name}", f"SFT on demonstration snapshot {name}",
-                {"snapshot": name, "init": start.served.label},
-            )  # fmt: skip
-            figures["model_dir"] = str(model_dir)
+            figures |= save_tuned(KIND, name, "SFT on demonstration snapshot", start, model, ds_config, run_dir)
     finally:
         if tracking:
             mlflow.end_run()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, MlflowSettings, params_from
+from jobs.context import progress
 from lineage.locations import mlflow_folder
 
 # The UI opens an experiment by this tag: the runs table of a model-training experiment, not the
@@ -90,3 +92,27 @@ def register_run_model(model_name: str, description: str, tags: dict[str, str]) 
     source, model_id = model_source(active.run_id, active.experiment_id, active.artifact_uri)
     version = client.create_model_version(model_name, source=source, run_id=active.run_id, tags=tags, model_id=model_id)
     return {"name": version.name, "version": str(version.version)}
+
+
+def step_logger(
+    figures: dict[str, Any], tracking: bool, max_steps: int, detail: Callable[[Any], str] | None = None
+) -> Callable[[Any], None]:
+    """The training loop's `on_step` for a run: collect the losses in `figures`, log the step's
+    metrics (rank 0 only) and print progress every 10 steps (`detail` adds to the line)."""
+
+    def on_step(report: Any) -> None:
+        import mlflow
+
+        figures["losses"].append(report.loss)
+        figures["steps"] = report.step
+        figures["tokens_per_s"] = report.tokens_per_s
+        figures["last"] = report.figures
+        if tracking:
+            mlflow.log_metrics(report.metrics(), step=report.step)
+        if report.step % 10 == 0 or report.step == max_steps:
+            more = f", {detail(report)}" if detail else ""
+            progress(
+                f"step {report.step}/{max_steps}: loss {report.loss:.4f}{more}, {report.tokens_per_s:,.0f} tokens/s"
+            )
+
+    return on_step

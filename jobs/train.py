@@ -25,7 +25,7 @@ from jobs.config import Config, cache_dir, params_from, project_root
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
 from jobs.tokens import snapshot_for
-from jobs.tracking import flatten, register_run_model, tracking_uri, use_experiment
+from jobs.tracking import flatten, register_run_model, step_logger, tracking_uri, use_experiment
 from lineage.catalog import table
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder, tokenizers_folder
@@ -156,15 +156,7 @@ def pretrain(
             params |= {"deepspeed.zero_stage": settings.zero_stage, "deepspeed.grad_clip": settings.grad_clip}
             mlflow.log_params(params)
 
-        def on_step(report: Any) -> None:
-            figures["losses"].append(report.loss)
-            figures["steps"] = report.step
-            figures["tokens_per_s"] = report.tokens_per_s
-            if tracking:
-                mlflow.log_metrics(report.metrics(), step=report.step)
-            if report.step % 10 == 0 or report.step == settings.max_steps:
-                progress(f"step {report.step}/{settings.max_steps}: loss {report.loss:.4f}, "
-                         f"{report.tokens_per_s:,.0f} tokens/s")  # fmt: skip
+        on_step = step_logger(figures, tracking, settings.max_steps)
 
         import torch
         from transformers import LlamaForCausalLM

@@ -12,8 +12,8 @@ from typing import Any
 
 from jobs.config import Config, cache_dir
 from jobs.snapshot import SnapshotNotFoundError, snapshot_row
-from jobs.tracking import flatten, tracking_uri
-from jobs.train import TrainingInputError, git_commit
+from jobs.tracking import flatten, register_run_model, tracking_uri
+from jobs.train import TrainingInputError, git_commit, log_model
 from lineage.catalog import table
 from trainers.loop import TrainSettings
 
@@ -117,3 +117,16 @@ def tuning_params(
         "lakehouse": str(config.lakehouse),
     }  # fmt: skip
     return params | flatten(config.values, "config")
+
+
+def save_tuned(
+    kind: str, name: str, description: str, start: InitModel, model: Any, ds_config: dict[str, Any], run_dir: Path
+) -> dict[str, Any]:
+    """Log the tuned model (with the init model's tokenizer) and register it as the next version of
+    `millpond-<kind>-<snapshot>`; returns {model_dir, registered_model}."""
+    from transformers import PreTrainedTokenizerFast
+
+    model_dir = log_model(model, PreTrainedTokenizerFast.from_pretrained(start.folder), ds_config, run_dir)
+    registered = register_run_model(f"millpond-{kind}-{name}", f"{description} {name}",
+                                    {"snapshot": name, "init": start.served.label})  # fmt: skip
+    return {"model_dir": str(model_dir), "registered_model": registered}

@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trainers.loop import TrainSettings
+from trainers.loop import TrainSettings, example_rows, with_overrides
 from trainers.preference import PreferenceSettings, pack, preference_loss, sequence_logps
 
 
@@ -45,9 +45,7 @@ class DpoSettings:
         return PreferenceSettings(beta=self.beta, loss=self.loss, label_smoothing=self.label_smoothing)
 
     def loop(self, base: TrainSettings) -> TrainSettings:
-        """`[train]` with DPO's own loop settings in place."""
-        mine = {f.name for f in fields(TrainSettings)} & {f.name for f in fields(DpoSettings)}
-        return replace(base, **{name: getattr(self, name) for name in mine})
+        return with_overrides(base, self)
 
 
 @dataclass(frozen=True)
@@ -193,9 +191,7 @@ class DirectPreference:
 
     def rows(self, index: int, rank: int) -> np.ndarray:
         """The training pairs of micro-batch `index` (a pure function of it, as pretraining's windows)."""
-        rng = np.random.default_rng([self.seed, index, rank])
-        size = self.settings.micro_batch
-        return rng.choice(self.train_rows, size=size, replace=size > len(self.train_rows))
+        return example_rows(self.seed, index, rank, self.train_rows, self.settings.micro_batch)
 
     def loss(self, engine: Any, index: int, rank: int) -> tuple[Any, dict[str, float]]:
         import torch

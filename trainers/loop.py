@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,6 +54,21 @@ class TrainSettings:
             raise ValueError("[train] precision must be auto, fp32 or bf16")
         if min(self.seq_len, self.micro_batch, self.grad_accum, self.max_steps) < 1:
             raise ValueError("[train] seq_len, micro_batch, grad_accum and max_steps must be positive")
+
+
+def with_overrides(base: TrainSettings, section: Any) -> TrainSettings:
+    """`[train]` with the loop settings a tuning section (`[sft]`, `[dpo]`) sets for itself."""
+    mine = {f.name for f in fields(TrainSettings)} & {f.name for f in fields(section)}
+    return replace(base, **{name: getattr(section, name) for name in mine})
+
+
+def example_rows(seed: int, index: int, rank: int, train_rows: Any, size: int) -> Any:
+    """The training examples (pairs, demonstrations) of micro-batch `index`: a pure function of it,
+    as pretraining's windows are, so a resumed run sees the batches an uninterrupted one would."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, index, rank])
+    return rng.choice(train_rows, size=size, replace=size > len(train_rows))
 
 
 def single_process_rendezvous() -> None:

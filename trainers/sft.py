@@ -9,12 +9,12 @@ end-of-sequence, which the model must learn to produce so that a served answer s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from trainers.loop import TrainSettings
+from trainers.loop import TrainSettings, example_rows, with_overrides
 from trainers.preference import pack
 
 
@@ -38,9 +38,7 @@ class SftSettings:
             raise ValueError("[sft] lr must be positive")
 
     def loop(self, base: TrainSettings) -> TrainSettings:
-        """`[train]` with SFT's own loop settings in place."""
-        mine = {f.name for f in fields(TrainSettings)} & {f.name for f in fields(SftSettings)}
-        return replace(base, **{name: getattr(self, name) for name in mine})
+        return with_overrides(base, self)
 
 
 @dataclass(frozen=True)
@@ -119,9 +117,7 @@ class SupervisedResponses:
 
     def rows(self, index: int, rank: int) -> np.ndarray:
         """The demonstrations of micro-batch `index` (a pure function of it, as pretraining's windows)."""
-        rng = np.random.default_rng([self.seed, index, rank])
-        size = self.settings.micro_batch
-        return rng.choice(self.train_rows, size=size, replace=size > len(self.train_rows))
+        return example_rows(self.seed, index, rank, self.train_rows, self.settings.micro_batch)
 
     def loss(self, engine: Any, index: int, rank: int) -> tuple[Any, dict[str, float]]:
         import torch
