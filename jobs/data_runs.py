@@ -5,9 +5,9 @@ training runs, so data runs can be compared like training runs.
 succeeded, one MLflow run in the experiment `<prefix>-data`: params (the config digest and the
 job's settings), metrics (its counts: the funnel), tags (the table versions it read and wrote,
 and its `lineage.runs` id), its reports as JSON artifacts and plots as PNG (the curation funnel,
-the snapshot's source mixture). It goes through `MlflowClient`, never the fluent API, so a job
-run inside a flywheel turn leaves the turn's active run and experiment alone. `[mlflow]
-log_data_jobs = false` turns it off.
+its near-duplicate cluster sizes and PII by type, a snapshot's source mixture). It goes through
+`MlflowClient`, never the fluent API, so a job run inside a flywheel turn leaves the turn's
+active run and experiment alone. `[mlflow] log_data_jobs = false` turns it off.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def log_data_run(config: Config, run: Run) -> str:
             client.log_artifact(mlflow_run_id, str(folder / f"{name}.json"), "reports")
         import matplotlib.pyplot as plt
 
-        for name, figure in plots(run).items():
+        for name, figure in plots(config, run).items():
             figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
             plt.close(figure)
             client.log_artifact(mlflow_run_id, str(folder / f"{name}.png"), "plots")
@@ -97,20 +97,62 @@ def _ms(moment: Any) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def plots(run: Run) -> dict[str, Any]:
-    """The figures of a run: the curation funnel, a snapshot's source mixture, and the counts of
-    every other job."""
+def plots(config: Config, run: Run) -> dict[str, Any]:
+    """The figures of a run: a curate run's funnel, its near-duplicate cluster sizes and the PII it
+    found by type (read back from `silver.decisions` and `silver.pii_index`), a snapshot's source
+    mixture, and the counts of every other job."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     out = {}
     if run.job == "curate" and "funnel" in run.reports:
         out["funnel"] = funnel_figure(json.loads(run.reports["funnel"]))
+        sizes, pii = curate_findings(config, run.run_id)
+        if sizes:
+            out["near_duplicate_clusters"] = cluster_figure(sizes)
+        if pii:
+            out["pii_by_type"] = counts_figure("PII found by type (distinct values per document)", pii)
     if run.job == "snapshot" and "mixture" in run.reports:
         out["mixture"] = mixture_figure(json.loads(run.reports["mixture"]))
     if not out and run.counts:
-        out["counts"] = counts_figure(run.job, run.counts)
+        out["counts"] = counts_figure(f"{run.job}: counts", run.counts)
     return out
+
+
+def curate_findings(config: Config, run_id: str) -> tuple[list[int], dict[str, int]]:
+    """(the size of every near-duplicate cluster a curate run found, the PII values it indexed by
+    entity type), from the tables it wrote."""
+    from collections import Counter
+
+    import pyarrow.dataset as ds
+
+    from lineage.catalog import SILVER_DECISIONS, SILVER_PII_INDEX
+    from lineage.tables import read_table
+
+    near = read_table(SILVER_DECISIONS, config.lakehouse, ["duplicate_of"],
+                      where=(ds.field("run_id") == run_id) & (ds.field("reason") == "near_duplicate"))  # fmt: skip
+    kept = Counter(v for v in ([] if near is None else near.column("duplicate_of").to_pylist()) if v)
+    found = read_table(SILVER_PII_INDEX, config.lakehouse, ["entity_type"], where=ds.field("curate_run_id") == run_id)
+    pii = Counter([] if found is None else found.column("entity_type").to_pylist())
+    return [1 + n for n in kept.values()], dict(pii)
+
+
+def cluster_figure(sizes: list[int]) -> Any:
+    """How many near-duplicate clusters of each size (the kept copy and the copies dropped for it)."""
+    from collections import Counter
+
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    by_size = Counter(sizes)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    axis.bar(list(by_size), list(by_size.values()), width=0.8, color="#4c72b0")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axis.set_xlabel("documents in the cluster (the kept one and its near duplicates)")
+    axis.set_ylabel("clusters")
+    axis.set_title(f"near-duplicate clusters: {len(sizes)}, {sum(sizes) - len(sizes)} documents dropped")
+    return figure
 
 
 def funnel_figure(report: dict[str, Any]) -> Any:
@@ -135,7 +177,7 @@ def funnel_figure(report: dict[str, Any]) -> Any:
     axis.set_title(
         f"curation funnel: {report.get('in', sum(kept[:1]) + sum(dropped[:1]))} in, {report.get('out', '?')} out"
     )
-    axis.legend(loc="lower right", fontsize=8)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
     return figure
 
 
@@ -153,12 +195,12 @@ def mixture_figure(shares: dict[str, float]) -> Any:
     return figure
 
 
-def counts_figure(job: str, counts: dict[str, int]) -> Any:
+def counts_figure(title: str, counts: dict[str, int]) -> Any:
     import matplotlib.pyplot as plt
 
     ordered = sorted(counts.items())
     figure, axis = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.4))
     axis.barh([k for k, _ in ordered], [v for _, v in ordered], color="#4c72b0")
     axis.invert_yaxis()
-    axis.set_title(f"{job}: counts")
+    axis.set_title(title)
     return figure

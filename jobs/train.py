@@ -147,7 +147,7 @@ def pretrain(
                 source=DeltaDatasetSource(
                     path=source.path(config.lakehouse), delta_table_version=snapshot["source_version"]
                 ),
-                name=name,
+                name=f"{name}@v{snapshot['source_version']}",  # the snapshot and the table version it pins
                 digest=snapshot["content_digest"][:16],
             )
             mlflow.log_input(dataset, context="training")
