@@ -35,14 +35,14 @@ from jobs.context import open_spark, progress
 from jobs.curate import print_report as print_funnel
 from jobs.curate import run_curate
 from jobs.ingest import print_report, run_ingest
-from jobs.snapshot import create_snapshot, snapshot_row
+from jobs.snapshot import create_snapshot
 from jobs.snapshot import print_summary as print_snapshot
 from jobs.subject_requests import find_subjects
 from jobs.why import explain
 from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS, SILVER_DOCUMENTS
 from lineage.locations import demo_folder
 from lineage.reader import inspect_tables
-from lineage.snapshots import SnapshotSpec
+from lineage.snapshots import SnapshotSpec, snapshot_row
 from lineage.tables import read_table
 
 DEMO_SNAPSHOT = "demo"

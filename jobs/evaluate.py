@@ -27,10 +27,10 @@ from evals.suites import (
 from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
 from jobs.dpo import PreferenceSnapshotError, preference_pairs
-from jobs.snapshot import snapshot_row
 from jobs.tracking import tracking_uri
 from jobs.train import TrainingInputError
 from lineage.locations import reference_cache_folder
+from lineage.snapshots import snapshot_row
 from trainers.loop import runtime_environment
 
 SUITES = ("perplexity", "preference", "winrate", "samples")

@@ -10,34 +10,30 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
 import click
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.data_runs import tracked_run
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
-from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
 from lineage.errors import MillpondError
 from lineage.locations import shards_folder
 from lineage.runs import Run
 from lineage.snapshots import (
     SnapshotSpec,
     SnapshotSpecError,
-    digest_lines,
     filter_json,
-    member_line,
     parse_where,
-    require_training_split,
     schema_columns,
-    select_members,
+    snapshot_row,
+    snapshot_summary,
+    write_snapshot,
 )
-from lineage.tables import ensure_table, latest_version, read_table
+from lineage.tables import latest_version, read_table
 
 NEEDED = ("doc_id", "text", "source", "text_sha256", "license_policy", "consent")
 
@@ -48,12 +44,6 @@ class SnapshotExistsError(MillpondError, ValueError):
 
 class SnapshotNotFoundError(MillpondError, ValueError):
     """No snapshot of that name."""
-
-
-def snapshot_row(lakehouse: Any, name: str) -> dict[str, Any] | None:
-    rows = read_table(GOLD_SNAPSHOTS, lakehouse)
-    found = [r for r in (rows.to_pylist() if rows is not None else []) if r["name"] == name]
-    return found[0] if found else None
 
 
 def create_snapshot(spark: SparkSession, config: Config, spec: SnapshotSpec) -> dict[str, Any]:
@@ -83,110 +73,13 @@ def create_snapshot(spark: SparkSession, config: Config, spec: SnapshotSpec) -> 
                 "mix": dict(spec.mix), "temperature": spec.temperature, "purpose": spec.purpose},
     )  # fmt: skip
     with tracked_run(spark, config, run):
-        summary = _create(spark, lakehouse, spec, path, version, run)
+        summary = write_snapshot(spark, lakehouse, spec, path, version, run, progress)
         run.input_versions = {spec.source_table: version}
         run.counts = {"rows": summary["rows"], "train_rows": summary["train_rows"]} | {
             f"excluded:{k}": v for k, v in summary["excluded"].items()
         }
         run.reports["mixture"] = json.dumps(summary["realized_mix"], sort_keys=True)
     return summary
-
-
-def _create(spark: SparkSession, lakehouse: Any, spec: SnapshotSpec, path: str, version: int, run: Run) -> dict:
-    frame = spark.read.format("delta").option("versionAsOf", version).load(path)
-    progress(f"selecting the members of {spec.name} from {spec.source_table} v{version}")
-    selection = select_members(frame, spec)
-    members = selection.members
-    per_split = {r["split"]: r["count"] for r in members.groupBy("split").count().collect()}
-    require_training_split(spec, per_split, selection.excluded)  # before anything is written
-    members_table = ensure_table(spark, GOLD_SNAPSHOT_MEMBERS, lakehouse)
-    ensure_table(spark, GOLD_SNAPSHOTS, lakehouse)
-    # A create killed after writing members but before its snapshot row left them behind.
-    members_table.delete(F.col("snapshot") == F.lit(spec.name))
-    drop_edges(spark, lakehouse, spec.name, SNAPSHOT_MEMBER)
-    progress(f"writing {GOLD_SNAPSHOT_MEMBERS.name}")
-    members.select(
-        F.lit(spec.name).alias("snapshot"), "doc_id", "source", "split", "repeats", "text_sha256"
-    ).write.format("delta").mode("append").save(GOLD_SNAPSHOT_MEMBERS.path(lakehouse))
-
-    insert_edges(
-        spark,
-        lakehouse,
-        edges(
-            members,
-            child=F.lit(spec.name),
-            child_table=GOLD_SNAPSHOTS.name,
-            parent="doc_id",
-            parent_table=spec.source_table,
-            relation=SNAPSHOT_MEMBER,
-            run_id=run.run_id,
-            table_version=version,
-        ),  # fmt: skip
-    )
-    train = members.where("split = 'train'")
-    by_source = {
-        r["source"]: (int(r["examples"]), int(r["words"]))
-        for r in train.groupBy("source")
-        .agg(F.sum("repeats").alias("examples"), F.sum(F.col("words") * F.col("repeats")).alias("words"))
-        .collect()
-    }
-    train_rows = sum(e for e, _ in by_source.values())
-    words = sum(w for _, w in by_source.values())
-    realized = {s: round(w / words, 4) if words else 0.0 for s, (_, w) in sorted(by_source.items())}
-    lines = [r[0] for r in members.select(member_line()).toLocalIterator()]
-    row = {
-        "name": spec.name,
-        "source_table": spec.source_table,
-        "source_version": version,
-        "filter": filter_json(spec.where),
-        "mix": dict(spec.mix) or None,
-        "temperature": spec.temperature,
-        "purpose": spec.purpose,
-        "splits": {"validation": spec.validation, "test": spec.test},
-        "rows": sum(per_split.values()),
-        "train_rows": train_rows,
-        "words": words,
-        "tokens": None,
-        "excluded": selection.excluded,
-        "realized_mix": realized,
-        "content_digest": digest_lines(lines),
-        "run_id": run.run_id,
-        "created_at": datetime.now(UTC),
-        "amended_by": None,
-    }
-    spark.createDataFrame([row], schema=GOLD_SNAPSHOTS.schema).write.format("delta").mode("append").save(
-        GOLD_SNAPSHOTS.path(lakehouse)
-    )
-    run.output_versions = {
-        GOLD_SNAPSHOTS.name: latest_version(DeltaTable.forPath(spark, GOLD_SNAPSHOTS.path(lakehouse))),
-        GOLD_SNAPSHOT_MEMBERS.name: latest_version(DeltaTable.forPath(spark, GOLD_SNAPSHOT_MEMBERS.path(lakehouse))),
-    }
-    return _summary(row) | {
-        "splits": {s: per_split.get(s, 0) for s in ("train", "validation", "test")},
-        "requested_mix": {s: round(p, 4) for s, p in sorted(selection.shares.items())},
-        "examples_by_source": {s: e for s, (e, _) in sorted(by_source.items())},
-    }
-
-
-def _summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": row["name"],
-        "source_table": row["source_table"],
-        "source_version": row["source_version"],
-        "filter": json.loads(row["filter"]) if row["filter"] else [],
-        "mix": dict(row["mix"] or {}),
-        "temperature": row["temperature"],
-        "purpose": row["purpose"],
-        "rows": row["rows"],
-        "train_rows": row["train_rows"],
-        "words": row["words"],
-        "tokens": row["tokens"],
-        "excluded": dict(row["excluded"] or {}),
-        "realized_mix": dict(row["realized_mix"] or {}),
-        "content_digest": row["content_digest"],
-        "run_id": row["run_id"],
-        "created_at": row["created_at"].isoformat() if row["created_at"] else None,
-    }
 
 
 def _parse_mix(text: str | None) -> tuple[tuple[str, float], ...]:
@@ -266,10 +159,10 @@ def create_command(
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=str))
         return
-    print_summary(summary)
+    printsnapshot_summary(summary)
 
 
-def print_summary(s: dict[str, Any]) -> None:
+def printsnapshot_summary(s: dict[str, Any]) -> None:
     click.echo(f"snapshot {s['name']}: {s['source_table']} v{s['source_version']}, purpose {s['purpose']}")
     if "splits" in s:
         click.echo("  documents: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
@@ -291,7 +184,9 @@ def list_command(as_json: bool, lakehouse: str | None, config_file: str | None) 
     """List the snapshots: name, source version, rows, words, purpose."""
     config = effective_config(lakehouse, config_file)
     rows = read_table(GOLD_SNAPSHOTS, config.lakehouse)
-    snapshots = sorted((_summary(r) for r in (rows.to_pylist() if rows is not None else [])), key=lambda s: s["name"])
+    snapshots = sorted(
+        (snapshot_summary(r) for r in (rows.to_pylist() if rows is not None else [])), key=lambda s: s["name"]
+    )
     if as_json:
         click.echo(json.dumps(snapshots, sort_keys=True, default=str))
         return
@@ -312,7 +207,7 @@ def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: s
     row = snapshot_row(config.lakehouse, name)
     if row is None:
         raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
-    summary = _summary(row)
+    summary = snapshot_summary(row)
     members = read_table(GOLD_SNAPSHOT_MEMBERS, config.lakehouse, columns=["snapshot", "source", "split", "repeats"])
     splits: dict[str, int] = defaultdict(int)
     sources: dict[str, int] = defaultdict(int)
@@ -334,7 +229,7 @@ def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: s
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=str))
         return
-    print_summary(summary)
+    printsnapshot_summary(summary)
     click.echo("  filter: " + (json.dumps(summary["filter"]) if summary["filter"] else "none"))
     for digest, tokens in summary["tokens_by_tokenizer"].items():
         click.echo(f"  tokens with tokenizer {digest}: " + ", ".join(f"{k} {v}" for k, v in tokens.items()))

@@ -19,11 +19,11 @@ from pyspark.sql import functions as F
 
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
-from jobs.snapshot import SnapshotNotFoundError, snapshot_row
+from jobs.snapshot import SnapshotNotFoundError
 from jobs.tracking import tracking_uri, use_experiment
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, table
 from lineage.locations import shard_folder, tokenizer_folder
-from lineage.snapshots import require_train_documents
+from lineage.snapshots import require_train_documents, snapshot_row
 from trainers.shards import ShardSettings, build_shards, load_manifest
 from trainers.tokenizer import TokenizerSettings, audit, load_tokenizer, tokenizer_digest, train_bpe
 

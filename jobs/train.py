@@ -23,12 +23,13 @@ import click
 
 from jobs.config import Config, cache_dir, params_from, project_root
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
-from jobs.snapshot import SnapshotNotFoundError, snapshot_row
+from jobs.snapshot import SnapshotNotFoundError
 from jobs.tokens import snapshot_for
 from jobs.tracking import flatten, register_run_model, step_logger, tracking_uri, use_experiment
 from lineage.catalog import table
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder, tokenizers_folder
+from lineage.snapshots import snapshot_row
 from trainers.loop import TrainSettings, runtime_environment
 from trainers.shards import ShardSettings
 from trainers.tokenizer import EOS, PAD, TokenizerSettings

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import Config, cache_dir
-from jobs.snapshot import SnapshotNotFoundError, snapshot_row
+from jobs.snapshot import SnapshotNotFoundError
 from jobs.tracking import flatten, register_run_model, tracking_uri
 from jobs.train import TrainingInputError, git_commit, log_model
 from lineage.catalog import table
+from lineage.snapshots import snapshot_row
 from trainers.loop import TrainSettings
 
 

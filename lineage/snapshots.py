@@ -6,6 +6,8 @@ must carry consent for it), then a split by a hash of `doc_id` (train, validatio
 test), then mixing across sources on the train split: explicit weights or temperature
 sampling, realized by dropping or repeating documents chosen by hash, so the same inputs
 always give the same members. Every document left out is counted with its reason.
+`write_snapshot` writes the members, their lineage edges and the snapshot row; the job
+(`jobs/snapshot.py`) only checks the request, records the run and prints.
 """
 
 from __future__ import annotations
@@ -14,14 +16,21 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from delta.tables import DeltaTable
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS
+from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
 from lineage.errors import MillpondError, NotEnoughDataError
+from lineage.runs import Run
+from lineage.tables import ensure_table, latest_version, read_table
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "in", "not in")
 SPLITS = ("train", "validation", "test")
@@ -408,3 +417,113 @@ def members_of_snapshots(lakehouse: Any, prefix: str) -> set[str]:
     if members is None:
         return set()
     return set(members.filter(pc.starts_with(members["snapshot"], prefix))["doc_id"].to_pylist())
+
+
+def snapshot_row(lakehouse: Any, name: str) -> dict[str, Any] | None:
+    rows = read_table(GOLD_SNAPSHOTS, lakehouse)
+    found = [r for r in (rows.to_pylist() if rows is not None else []) if r["name"] == name]
+    return found[0] if found else None
+
+
+def write_snapshot(
+    spark: SparkSession, lakehouse: Any, spec: SnapshotSpec, path: str, version: int, run: Run,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """Select the members of `spec` from `path` at `version` and write them, their lineage edges and
+    the snapshot row (members first: a create killed half way leaves no snapshot row, and a re-run
+    replaces its members); returns the summary `millpond snapshot create` prints."""
+    frame = spark.read.format("delta").option("versionAsOf", version).load(path)
+    progress(f"selecting the members of {spec.name} from {spec.source_table} v{version}")
+    selection = select_members(frame, spec)
+    members = selection.members
+    per_split = {r["split"]: r["count"] for r in members.groupBy("split").count().collect()}
+    require_training_split(spec, per_split, selection.excluded)  # before anything is written
+    members_table = ensure_table(spark, GOLD_SNAPSHOT_MEMBERS, lakehouse)
+    ensure_table(spark, GOLD_SNAPSHOTS, lakehouse)
+    # A create killed after writing members but before its snapshot row left them behind.
+    members_table.delete(F.col("snapshot") == F.lit(spec.name))
+    drop_edges(spark, lakehouse, spec.name, SNAPSHOT_MEMBER)
+    progress(f"writing {GOLD_SNAPSHOT_MEMBERS.name}")
+    members.select(
+        F.lit(spec.name).alias("snapshot"), "doc_id", "source", "split", "repeats", "text_sha256"
+    ).write.format("delta").mode("append").save(GOLD_SNAPSHOT_MEMBERS.path(lakehouse))
+
+    insert_edges(
+        spark,
+        lakehouse,
+        edges(
+            members,
+            child=F.lit(spec.name),
+            child_table=GOLD_SNAPSHOTS.name,
+            parent="doc_id",
+            parent_table=spec.source_table,
+            relation=SNAPSHOT_MEMBER,
+            run_id=run.run_id,
+            table_version=version,
+        ),  # fmt: skip
+    )
+    train = members.where("split = 'train'")
+    by_source = {
+        r["source"]: (int(r["examples"]), int(r["words"]))
+        for r in train.groupBy("source")
+        .agg(F.sum("repeats").alias("examples"), F.sum(F.col("words") * F.col("repeats")).alias("words"))
+        .collect()
+    }
+    train_rows = sum(e for e, _ in by_source.values())
+    words = sum(w for _, w in by_source.values())
+    realized = {s: round(w / words, 4) if words else 0.0 for s, (_, w) in sorted(by_source.items())}
+    lines = [r[0] for r in members.select(member_line()).toLocalIterator()]
+    row = {
+        "name": spec.name,
+        "source_table": spec.source_table,
+        "source_version": version,
+        "filter": filter_json(spec.where),
+        "mix": dict(spec.mix) or None,
+        "temperature": spec.temperature,
+        "purpose": spec.purpose,
+        "splits": {"validation": spec.validation, "test": spec.test},
+        "rows": sum(per_split.values()),
+        "train_rows": train_rows,
+        "words": words,
+        "tokens": None,
+        "excluded": selection.excluded,
+        "realized_mix": realized,
+        "content_digest": digest_lines(lines),
+        "run_id": run.run_id,
+        "created_at": datetime.now(UTC),
+        "amended_by": None,
+    }
+    spark.createDataFrame([row], schema=GOLD_SNAPSHOTS.schema).write.format("delta").mode("append").save(
+        GOLD_SNAPSHOTS.path(lakehouse)
+    )
+    run.output_versions = {
+        GOLD_SNAPSHOTS.name: latest_version(DeltaTable.forPath(spark, GOLD_SNAPSHOTS.path(lakehouse))),
+        GOLD_SNAPSHOT_MEMBERS.name: latest_version(DeltaTable.forPath(spark, GOLD_SNAPSHOT_MEMBERS.path(lakehouse))),
+    }
+    return snapshot_summary(row) | {
+        "splits": {s: per_split.get(s, 0) for s in ("train", "validation", "test")},
+        "requested_mix": {s: round(p, 4) for s, p in sorted(selection.shares.items())},
+        "examples_by_source": {s: e for s, (e, _) in sorted(by_source.items())},
+    }
+
+
+def snapshot_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """A gold.snapshots row as `snapshot show` prints it."""
+    return {
+        "name": row["name"],
+        "source_table": row["source_table"],
+        "source_version": row["source_version"],
+        "filter": json.loads(row["filter"]) if row["filter"] else [],
+        "mix": dict(row["mix"] or {}),
+        "temperature": row["temperature"],
+        "purpose": row["purpose"],
+        "rows": row["rows"],
+        "train_rows": row["train_rows"],
+        "words": row["words"],
+        "tokens": row["tokens"],
+        "excluded": dict(row["excluded"] or {}),
+        "realized_mix": dict(row["realized_mix"] or {}),
+        "content_digest": row["content_digest"],
+        "run_id": row["run_id"],
+        "created_at": row["created_at"].isoformat() if row["created_at"] else None,
+    }

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from conftest import make_config
 from curation.preferences import pair_id, prompt_key
 from jobs.cli import cli
-from jobs.snapshot import create_snapshot, snapshot_row
+from jobs.snapshot import create_snapshot
 from lineage.catalog import SILVER_PREFERENCES
 from lineage.chat import render_prompt
-from lineage.snapshots import SnapshotSpec
+from lineage.snapshots import SnapshotSpec, snapshot_row
 from lineage.tables import ensure_table
 from trainers.dpo import DirectPreference, DpoSettings, Pair, preference_accuracy, tokenize_pairs
 

@@ -20,9 +20,9 @@ from curation_data import silver_row, write_silver
 
 from conftest import make_config
 from jobs.cli import cli
-from jobs.snapshot import create_snapshot, snapshot_row
+from jobs.snapshot import create_snapshot
 from jobs.train import prepare_tokens, pretrain
-from lineage.snapshots import SnapshotSpec
+from lineage.snapshots import SnapshotSpec, snapshot_row
 from trainers.loop import TrainSettings
 
 
