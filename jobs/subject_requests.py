@@ -15,7 +15,6 @@ that says what stays pending: the models that saw the data.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from jobs.tracking import tracking_uri
 from lineage.catalog import GOVERNANCE_REQUESTS, GOVERNANCE_TOMBSTONES
 from lineage.erasure import (
     ErasureCertificate,
+    drop_shards,
     erase_documents,
     lost_words,
     new_request_id,
@@ -40,12 +40,12 @@ from lineage.erasure import (
     tombstone_rows,
     write_tombstones,
 )
+from lineage.exposure import training_runs
 from lineage.landing_files import erase_landing
-from lineage.locations import certificates_folder, landing_folder, shards_folder
+from lineage.locations import certificates_folder, landing_folder
 from lineage.runs import ERASE_JOB, Run, recorded_run
-from lineage.subjects import ErasurePolicy, Lineage, RequestError, SubjectForms, find_lineage, subject_forms
+from lineage.subjects import ErasurePolicy, RequestError, SubjectForms, find_lineage, subject_forms
 from lineage.tables import read_table
-from trainers.shards import DOCUMENTS
 
 
 def _forms(config: Config, identifiers: tuple[str, ...]) -> list[SubjectForms]:
@@ -64,75 +64,6 @@ def _mlflow_client(config: Config) -> Any | None:
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=uri)
-
-
-def _all_runs(client: Any) -> list[Any]:
-    from mlflow.entities import ViewType
-
-    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-    runs: list[Any] = []
-    token = None
-    while experiments:
-        page = client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
-    return runs
-
-
-def exposure(listing: Path | None, documents: set[str]) -> int | None:
-    """Tokens of `documents` in a run's training split (every repeat counted), from its listing of
-    (split, doc_id, tokens): the shards' documents for pretraining, the pairs for DPO; None when
-    the listing is gone."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    if listing is None or not listing.is_file():
-        return None
-    listed = pq.read_table(listing, columns=["split", "doc_id", "tokens"])
-    mine = listed.filter(
-        pc.and_(
-            pc.equal(listed["split"], "train"), pc.is_in(listed["doc_id"], pa.array(sorted(documents), pa.string()))
-        )
-    )
-    return int(pc.sum(mine["tokens"]).as_py() or 0)
-
-
-def training_runs(config: Config, lineage: Lineage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(runs, model versions) that trained on a snapshot holding the documents, with exposure."""
-    names = {s["name"] for s in lineage.snapshots}
-    client = _mlflow_client(config) if names else None
-    if client is None:
-        return [], []
-    documents = set(lineage.documents)
-    runs, models = [], []
-    for run in _all_runs(client):
-        params = run.data.params
-        if params.get("snapshot") not in names:
-            continue
-        kind = run.data.tags.get("millpond.kind", "run")
-        listing = params.get("exposure.listing") or (
-            str(Path(params["shards.folder"]) / DOCUMENTS) if "shards.folder" in params else None
-        )
-        tokens = exposure(Path(listing), documents) if listing else None
-        runs.append(
-            {
-                "run_id": run.info.run_id,
-                "kind": kind,
-                "snapshot": params["snapshot"],
-                "experiment_id": run.info.experiment_id,
-                "tokens": tokens,
-                "train_tokens": int(params["shards.train_tokens"]) if "shards.train_tokens" in params else None,
-                "steps": int(params["train.max_steps"]) if "train.max_steps" in params else None,
-            }
-        )
-        for version in client.search_model_versions(f"run_id = '{run.info.run_id}'"):
-            models.append({"name": version.name, "version": str(version.version), "run_id": run.info.run_id})
-    runs.sort(key=lambda r: r["run_id"])
-    models.sort(key=lambda m: (m["name"], int(m["version"])))
-    return runs, models
 
 
 def earlier_requests(config: Config, labels: list[str]) -> list[dict[str, Any]]:
@@ -162,7 +93,7 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
     policy = params_from(ErasurePolicy, config.section("lineage"))
     progress(f"looking for {len(subjects)} subject(s) in every table the catalog knows")
     lineage = find_lineage(spark, config.lakehouse, subjects, policy)
-    runs, models = training_runs(config, lineage)
+    runs, models = training_runs(_mlflow_client(config) if lineage.snapshots else None, lineage)
     return {
         "subjects": [{"kind": s.kind, "hmac": s.label} for s in subjects],
         "documents": lineage.documents,
@@ -177,16 +108,6 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
         "requests": earlier_requests(config, [s.label for s in subjects]),
         "policy": asdict(policy),
     }
-
-
-def _drop_shards(config: Config, snapshots: list[str]) -> list[str]:
-    dropped = []
-    for name in snapshots:
-        folder = shards_folder(config.lakehouse, name)
-        if folder.is_dir():
-            shutil.rmtree(folder)
-            dropped.append(str(folder))
-    return dropped
 
 
 def _tag_mlflow(config: Config, request_id: str, runs: list[dict[str, Any]], models: list[dict[str, Any]]) -> None:
@@ -258,7 +179,7 @@ def erase_subjects(
         removed = {s["name"]: s["members"] for s in found["snapshots"]}
         progress(f"request {request_id}: re-pinning snapshots, dropping shards, tagging MLflow runs")
         amendments = repin_snapshots(spark, lakehouse, vacuumed, removed, words, request_id)
-        dropped = _drop_shards(config, affected)
+        dropped = drop_shards(config.lakehouse, affected)
         progress(f"request {request_id}: cutting their events out of the landing files")
         landing = erase_landing(
             landing_folder(lakehouse), _forms(config, identifiers), set(documents), policy.landing_wait_seconds

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from lineage.catalog import (
     TableSpec,
     table,
 )
+from lineage.locations import shards_folder
 from lineage.snapshots import digest_lines, member_line, word_count
 from lineage.tables import ensure_table, latest_version, load_delta, merge_rows, session_conf, sql_path
 
@@ -381,3 +383,14 @@ class ErasureCertificate:
         path = folder / f"{self.request_id}.json"
         path.write_text(text, encoding="utf-8")
         return path, hashlib.sha256(text.encode()).hexdigest()
+
+
+def drop_shards(lakehouse: Any, snapshots: list[str]) -> list[str]:
+    """Delete the token shards cut from `snapshots` (they hold the erased text); returns the folders."""
+    dropped = []
+    for name in snapshots:
+        folder = shards_folder(lakehouse, name)
+        if folder.is_dir():
+            shutil.rmtree(folder)
+            dropped.append(str(folder))
+    return dropped

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# In a shard folder: (split, doc_id, tokens) of every document cut into it, what a data subject
+# request counts as a pretraining run's exposure (trainers.shards writes it).
+SHARD_DOCUMENTS = "documents.parquet"
+
 
 def _root(lakehouse: str | Path) -> Path:
     return Path(lakehouse).expanduser().resolve()

@@ -26,11 +26,12 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from lineage.locations import SHARD_DOCUMENTS
 from trainers.tokenizer import EOS
 
 SHARD_SPLITS = ("train", "validation")
 MANIFEST = "manifest.json"
-DOCUMENTS = "documents.parquet"
+DOCUMENTS = SHARD_DOCUMENTS
 
 
 @dataclass(frozen=True)
