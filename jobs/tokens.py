@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.snapshot import SnapshotNotFoundError
 from jobs.tracking import tracking_uri, use_experiment
-from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, table
 from lineage.locations import shard_folder, tokenizer_folder
-from lineage.snapshots import require_train_documents, snapshot_row
+from lineage.snapshots import member_frames, require_train_documents, snapshot_row
 from trainers.shards import ShardSettings, build_shards, load_manifest
-from trainers.tokenizer import TokenizerSettings, audit, load_tokenizer, tokenizer_digest, train_bpe
+from trainers.tokenizer import (
+    TokenizerSettings,
+    TrainingSample,
+    audit,
+    audit_texts,
+    load_tokenizer,
+    tokenizer_digest,
+    train_bpe,
+)
 
 AUDIT_DOCUMENTS = 200  # per domain, from the validation split
 
@@ -39,64 +44,23 @@ def snapshot_for(config: Config, name: str, to_do: str) -> dict[str, Any]:
     return row
 
 
-def snapshot_frames(spark: SparkSession, config: Config, snapshot: dict[str, Any]) -> tuple[DataFrame, DataFrame]:
-    """The snapshot's members, and the text and domain of its source table at the pinned version."""
-    members = (
-        spark.read.format("delta")
-        .load(GOLD_SNAPSHOT_MEMBERS.path(config.lakehouse))
-        .where(F.col("snapshot") == F.lit(snapshot["name"]))
-    )
-    source = table(snapshot["source_table"])
-    texts = (
-        spark.read.format("delta")
-        .option("versionAsOf", snapshot["source_version"])
-        .load(source.path(config.lakehouse))
-        .select("doc_id", "text", F.coalesce(F.col("domain"), F.lit("none")).alias("domain"))
-    )
-    return members, texts
-
-
 def train_tokenizer(spark: SparkSession, config: Config, name: str, settings: TokenizerSettings) -> dict[str, Any]:
     """Train on the snapshot's train split (a hash-chosen sample), audit on validation, log to MLflow."""
     import mlflow
 
     snapshot = snapshot_for(config, name, "train a tokenizer on")
-    members, texts = snapshot_frames(spark, config, snapshot)
-    train = (
-        members.where("split = 'train'")
-        .join(texts, "doc_id")
-        .orderBy(F.sha2(F.concat(F.lit("tokenizer:"), "doc_id"), 256))
-        .limit(settings.max_documents)
-    )
+    members, texts = member_frames(spark, config.lakehouse, snapshot)
     progress(f"training a {settings.vocab_size}-token byte-level BPE on {name}'s train split")
-    seen = [0]  # documents read, counted in the one pass that trains (no second Spark job)
-
-    def train_texts() -> Iterator[str]:
-        for row in train.select("text").toLocalIterator():
-            seen[0] += 1
-            yield row["text"]
-
-    tokenizer = train_bpe(train_texts(), settings)
-    documents = seen[0]
+    sample = TrainingSample(members, texts, settings.max_documents)
+    tokenizer = train_bpe(iter(sample), settings)
+    documents = sample.read
     as_json = tokenizer.to_str()  # type: ignore[attr-defined]
     digest = tokenizer_digest(as_json)
     folder = tokenizer_folder(config.lakehouse, name, settings.vocab_size, digest)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tokenizer.json").write_text(as_json, encoding="utf-8")
 
-    # The audit reads validation documents first, training documents for domains validation lacks.
-    held_out = (
-        members.where("split != 'test'")
-        .join(texts, "doc_id")
-        .orderBy((F.col("split") == "train").cast("int"), F.sha2("text", 256))
-        .select("domain", "text")
-    )
-    by_domain: dict[str, list[str]] = {}
-    for row in held_out.orderBy(F.sha2("text", 256)).toLocalIterator():
-        bucket = by_domain.setdefault(row["domain"], [])
-        if len(bucket) < AUDIT_DOCUMENTS:
-            bucket.append(row["text"])
-    report = audit(tokenizer, by_domain)
+    report = audit(tokenizer, audit_texts(members, texts, AUDIT_DOCUMENTS))
 
     use_experiment(config, "tokenizers")
     with mlflow.start_run(run_name=f"tokenizer-{name}") as run:
@@ -150,7 +114,7 @@ def cut_shards(
     as_json = tokenizer.to_str()  # type: ignore[attr-defined]
     digest = tokenizer_digest(as_json)
     folder = shard_folder(config.lakehouse, name, digest)
-    members, texts = snapshot_frames(spark, config, snapshot)
+    members, texts = member_frames(spark, config.lakehouse, snapshot)
     progress(f"cutting {name} into token shards in {folder}")
     about = {
         "snapshot": name,

@@ -26,7 +26,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS
+from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
 from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.runs import Run
@@ -527,3 +527,20 @@ def snapshot_summary(row: dict[str, Any]) -> dict[str, Any]:
         "run_id": row["run_id"],
         "created_at": row["created_at"].isoformat() if row["created_at"] else None,
     }
+
+
+def member_frames(spark: SparkSession, lakehouse: Any, snapshot: dict[str, Any]) -> tuple[DataFrame, DataFrame]:
+    """The snapshot's members, and the text and domain of its source table at the pinned version."""
+    members = (
+        spark.read.format("delta")
+        .load(GOLD_SNAPSHOT_MEMBERS.path(lakehouse))
+        .where(F.col("snapshot") == F.lit(snapshot["name"]))
+    )
+    source = table(snapshot["source_table"])
+    texts = (
+        spark.read.format("delta")
+        .option("versionAsOf", snapshot["source_version"])
+        .load(source.path(lakehouse))
+        .select("doc_id", "text", F.coalesce(F.col("domain"), F.lit("none")).alias("domain"))
+    )
+    return members, texts

@@ -11,8 +11,12 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lineage.errors import MillpondError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -90,3 +94,45 @@ def audit(tokenizer: object, texts_by_domain: dict[str, list[str]]) -> dict[str,
             "tokens_per_char": round(tokens / chars, 4) if chars else 0.0,
         }
     return out
+
+
+class TrainingSample:
+    """The texts a tokenizer trains on: at most `limit` documents of the snapshot's train split,
+    chosen by a hash of their id (the same snapshot gives the same sample), read in one Spark pass
+    that also counts them (`read`)."""
+
+    def __init__(self, members: DataFrame, texts: DataFrame, limit: int) -> None:
+        from pyspark.sql import functions as F
+
+        self.rows = (
+            members.where("split = 'train'")
+            .join(texts, "doc_id")
+            .orderBy(F.sha2(F.concat(F.lit("tokenizer:"), "doc_id"), 256))
+            .limit(limit)
+            .select("text")
+        )
+        self.read = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for row in self.rows.toLocalIterator():
+            self.read += 1
+            yield row["text"]
+
+
+def audit_texts(members: DataFrame, texts: DataFrame, per_domain: int) -> dict[str, list[str]]:
+    """Up to `per_domain` texts of each domain to audit a tokenizer on: validation documents first,
+    training documents for the domains validation lacks (the sealed test split never)."""
+    from pyspark.sql import functions as F
+
+    held_out = (
+        members.where("split != 'test'")
+        .join(texts, "doc_id")
+        .orderBy((F.col("split") == "train").cast("int"), F.sha2("text", 256))
+        .select("domain", "text")
+    )
+    by_domain: dict[str, list[str]] = {}
+    for row in held_out.orderBy(F.sha2("text", 256)).toLocalIterator():
+        bucket = by_domain.setdefault(row["domain"], [])
+        if len(bucket) < per_domain:
+            bucket.append(row["text"])
+    return by_domain
