@@ -29,6 +29,7 @@ from jobs.context import effective_config, lakehouse_options, progress
 from jobs.dpo import PreferenceSnapshotError, preference_pairs
 from jobs.tracking import tracking_uri
 from jobs.train import TrainingInputError
+from lineage.exposure import EVAL_SAMPLES, EVAL_SNAPSHOT_TAG
 from lineage.locations import reference_cache_folder
 from lineage.snapshots import snapshot_row
 from trainers.loop import runtime_environment
@@ -135,7 +136,8 @@ def evaluate(
         table = {"prompt": prompts, "answer": generated}
         if "against_answers" in result:
             table[f"answer of {result['against']}"] = result["against_answers"]
-        mlflow.log_table(table, artifact_file="eval/samples.json", run_id=run_id)
+        mlflow.log_table(table, artifact_file=EVAL_SAMPLES, run_id=run_id)
+        client.set_tag(run_id, EVAL_SNAPSHOT_TAG, name)  # an erasure of a person in it drops the samples
         result["samples"] = [{"prompt": p, "answer": a} for p, a in zip(prompts, generated, strict=True)]
     result.pop("against_answers", None)
     return result | {k: float(v) for k, v in metrics.items()}

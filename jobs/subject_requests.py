@@ -40,7 +40,7 @@ from lineage.erasure import (
     tombstone_rows,
     write_tombstones,
 )
-from lineage.exposure import training_runs
+from lineage.exposure import drop_eval_samples, runs_with_eval_samples, training_runs
 from lineage.landing_files import erase_landing
 from lineage.locations import certificates_folder, landing_folder
 from lineage.runs import ERASE_JOB, Run, recorded_run
@@ -93,7 +93,8 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
     policy = params_from(ErasurePolicy, config.section("lineage"))
     progress(f"looking for {len(subjects)} subject(s) in every table the catalog knows")
     lineage = find_lineage(spark, config.lakehouse, subjects, policy)
-    runs, models = training_runs(_mlflow_client(config) if lineage.snapshots else None, lineage)
+    client = _mlflow_client(config) if lineage.snapshots else None
+    runs, models = training_runs(client, lineage)
     return {
         "subjects": [{"kind": s.kind, "hmac": s.label} for s in subjects],
         "documents": lineage.documents,
@@ -105,6 +106,7 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
         "snapshots": lineage.snapshots,
         "runs": runs,
         "models": models,
+        "eval_samples": runs_with_eval_samples(client, {s["name"] for s in lineage.snapshots}),
         "requests": earlier_requests(config, [s.label for s in subjects]),
         "policy": asdict(policy),
     }
@@ -139,6 +141,7 @@ def erase_subjects(
         "vacuum_retention_hours": policy.vacuum_retention_hours,
         "drop_shards_of": affected,
         "tag_runs": [r["run_id"] for r in found["runs"]],
+        "drop_eval_samples_of": found["eval_samples"],
         "tag_models": found["models"],
     }
     if dry_run:
@@ -185,6 +188,8 @@ def erase_subjects(
             landing_folder(lakehouse), _forms(config, identifiers), set(documents), policy.landing_wait_seconds
         )
         _tag_mlflow(config, request_id, found["runs"], found["models"])
+        client = _mlflow_client(config)
+        samples = [r for r in found["eval_samples"] if client is not None and drop_eval_samples(client, r)]
         certificate = ErasureCertificate(
             request_id=request_id,
             reason=reason,
@@ -201,6 +206,7 @@ def erase_subjects(
             runs=found["runs"],
             models=found["models"],
             landing=landing.as_json(),
+            eval_samples_dropped=samples,
         )  # fmt: skip
         path, digest = certificate.write(certificates_folder(lakehouse))
         deleted = {e.table: e.rows_deleted for e in erased}
@@ -239,6 +245,8 @@ def _print_found(found: dict[str, Any]) -> None:
         click.echo(f"  {run['kind']} run {run['run_id']} on {run['snapshot']}: saw {tokens} of their tokens")
     for model in found["models"]:
         click.echo(f"  model {model['name']} v{model['version']} (run {model['run_id']})")
+    for run_id in found["eval_samples"]:
+        click.echo(f"  evaluation samples of run {run_id} (`millpond eval --suite samples`) hold their prompts")
     for request in found["requests"]:
         click.echo(f"  erased before by {request['request_id']} ({request['completed_at']})")
 

@@ -341,6 +341,7 @@ class ErasureCertificate:
     runs: list[dict[str, Any]]  # training runs that read the data: run_id, kind, snapshot, tokens
     models: list[dict[str, Any]]  # their registered model versions: name, version, run_id
     landing: dict[str, Any] = field(default_factory=dict)  # the served model's landing files rewritten
+    eval_samples_dropped: list[str] = field(default_factory=list)  # runs whose logged eval prompts held the data
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -356,6 +357,7 @@ class ErasureCertificate:
             "snapshots_repinned": [a.as_json() for a in self.snapshots_repinned],
             "shards_dropped": self.shards_dropped,
             "landing": self.landing,
+            "eval_samples_dropped": self.eval_samples_dropped,
             "mlflow_tagged": {"runs": [r["run_id"] for r in self.runs], "models": self.models},
             "pending": {
                 "models": [

@@ -15,6 +15,11 @@ from typing import Any
 from lineage.locations import SHARD_DOCUMENTS
 from lineage.subjects import Lineage
 
+# `millpond eval` logs a run's held-out prompts and answers here, and tags the run with the
+# snapshot the prompts came from: an erasure of a person in that snapshot drops the samples.
+EVAL_SAMPLES = "eval/samples.json"
+EVAL_SNAPSHOT_TAG = "eval.snapshot"
+
 
 def all_runs(client: Any) -> list[Any]:
     from mlflow.entities import ViewType
@@ -83,3 +88,23 @@ def training_runs(client: Any | None, lineage: Lineage) -> tuple[list[dict[str, 
     runs.sort(key=lambda r: r["run_id"])
     models.sort(key=lambda m: (m["name"], int(m["version"])))
     return runs, models
+
+
+def runs_with_eval_samples(client: Any | None, snapshots: set[str]) -> list[str]:
+    """Runs whose logged evaluation samples hold prompts of the `snapshots`."""
+    if client is None or not snapshots:
+        return []
+    return sorted(r.info.run_id for r in all_runs(client) if r.data.tags.get(EVAL_SNAPSHOT_TAG) in snapshots)
+
+
+def drop_eval_samples(client: Any, run_id: str) -> bool:
+    """Delete a run's evaluation samples from its artifact store (`millpond eval --suite samples`
+    logs them again from what the tables hold now); whether there were any."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    run = client.get_run(run_id)
+    if not any(a.path == EVAL_SAMPLES for a in client.list_artifacts(run_id, EVAL_SAMPLES.rsplit("/", 1)[0])):
+        return False
+    get_artifact_repository(run.info.artifact_uri).delete_artifacts(EVAL_SAMPLES)
+    client.set_tag(run_id, EVAL_SNAPSHOT_TAG, "")
+    return True
