@@ -159,10 +159,10 @@ def create_command(
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=str))
         return
-    printsnapshot_summary(summary)
+    print_summary(summary)
 
 
-def printsnapshot_summary(s: dict[str, Any]) -> None:
+def print_summary(s: dict[str, Any]) -> None:
     click.echo(f"snapshot {s['name']}: {s['source_table']} v{s['source_version']}, purpose {s['purpose']}")
     if "splits" in s:
         click.echo("  documents: " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()))
@@ -229,7 +229,7 @@ def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: s
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=str))
         return
-    printsnapshot_summary(summary)
+    print_summary(summary)
     click.echo("  filter: " + (json.dumps(summary["filter"]) if summary["filter"] else "none"))
     for digest, tokens in summary["tokens_by_tokenizer"].items():
         click.echo(f"  tokens with tokenizer {digest}: " + ", ".join(f"{k} {v}" for k, v in tokens.items()))

@@ -27,7 +27,8 @@ class ChatModel(mlflow.pyfunc.PythonModel):
 
         self.generator = Generator(Path(context.artifacts[ARTIFACT]))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
+    # No hint on `model_input`: MLflow validates inputs against it, and the declared signature says it.
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> list[str]:  # noqa: ANN001
         from serving.model import Sampling
 
         params = params or {}
