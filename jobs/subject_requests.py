@@ -40,7 +40,7 @@ from lineage.erasure import (
     tombstone_rows,
     write_tombstones,
 )
-from lineage.exposure import drop_eval_samples, runs_with_eval_samples, training_runs
+from lineage.exposure import all_runs, drop_eval_samples, runs_with_eval_samples, training_runs
 from lineage.landing_files import erase_landing
 from lineage.locations import certificates_folder, landing_folder
 from lineage.runs import ERASE_JOB, Run, recorded_run
@@ -94,7 +94,8 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
     progress(f"looking for {len(subjects)} subject(s) in every table the catalog knows")
     lineage = find_lineage(spark, config.lakehouse, subjects, policy)
     client = _mlflow_client(config) if lineage.snapshots else None
-    runs, models = training_runs(client, lineage)
+    every = all_runs(client) if client is not None else []  # one pass over the store for both questions
+    runs, models = training_runs(client, lineage, every)
     return {
         "subjects": [{"kind": s.kind, "hmac": s.label} for s in subjects],
         "documents": lineage.documents,
@@ -106,7 +107,7 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
         "snapshots": lineage.snapshots,
         "runs": runs,
         "models": models,
-        "eval_samples": runs_with_eval_samples(client, {s["name"] for s in lineage.snapshots}),
+        "eval_samples": runs_with_eval_samples(every, {s["name"] for s in lineage.snapshots}),
         "requests": earlier_requests(config, [s.label for s in subjects]),
         "policy": asdict(policy),
     }

@@ -55,15 +55,17 @@ def exposure(listing: Path | None, documents: set[str]) -> int | None:
     return int(pc.sum(mine["tokens"]).as_py() or 0)
 
 
-def training_runs(client: Any | None, lineage: Lineage) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(runs, model versions) of the MLflow store `client` reads that trained on a snapshot holding
-    the documents, with exposure; none without a store."""
+def training_runs(
+    client: Any | None, lineage: Lineage, every: list[Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(runs, model versions) among `every` run of the store `client` reads that trained on a
+    snapshot holding the documents, with exposure; none without a store."""
     names = {s["name"] for s in lineage.snapshots}
     if client is None or not names:
         return [], []
     documents = set(lineage.documents)
     runs, models = [], []
-    for run in all_runs(client):
+    for run in every:
         params = run.data.params
         if params.get("snapshot") not in names:
             continue
@@ -90,11 +92,9 @@ def training_runs(client: Any | None, lineage: Lineage) -> tuple[list[dict[str, 
     return runs, models
 
 
-def runs_with_eval_samples(client: Any | None, snapshots: set[str]) -> list[str]:
-    """Runs whose logged evaluation samples hold prompts of the `snapshots`."""
-    if client is None or not snapshots:
-        return []
-    return sorted(r.info.run_id for r in all_runs(client) if r.data.tags.get(EVAL_SNAPSHOT_TAG) in snapshots)
+def runs_with_eval_samples(every: list[Any], snapshots: set[str]) -> list[str]:
+    """Those of `every` run whose logged evaluation samples hold prompts of the `snapshots`."""
+    return sorted(r.info.run_id for r in every if snapshots and r.data.tags.get(EVAL_SNAPSHOT_TAG) in snapshots)
 
 
 def drop_eval_samples(client: Any, run_id: str) -> bool:

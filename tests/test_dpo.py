@@ -126,11 +126,12 @@ def test_dpo_learns_the_preference_tracks_caches_and_resumes(spark, lakehouse: P
     assert "eval/samples.json" in {a.path for a in client.list_artifacts(figures["run_id"], "eval")}
     assert "plots/reward_margins.png" in {a.path for a in client.list_artifacts(figures["run_id"], "plots")}
     # The samples hold prompts of prefs-v1: erasing a person in it drops them (`lineage erase`).
-    from lineage.exposure import drop_eval_samples, runs_with_eval_samples
+    from lineage.exposure import all_runs, drop_eval_samples, runs_with_eval_samples
 
-    assert runs_with_eval_samples(client, {"prefs-v1"}) == [figures["run_id"]]
+    assert runs_with_eval_samples(all_runs(client), {"prefs-v1"}) == [figures["run_id"]]
     assert drop_eval_samples(client, figures["run_id"]) and not client.list_artifacts(figures["run_id"], "eval")
-    assert runs_with_eval_samples(client, {"prefs-v1"}) == [] and not drop_eval_samples(client, figures["run_id"])
+    assert runs_with_eval_samples(all_runs(client), {"prefs-v1"}) == []
+    assert not drop_eval_samples(client, figures["run_id"])
     chance = runner.invoke(cli, [*base, "eval", base_run, "--suite", "preference", "--snapshot", "prefs-v1", "--json"])
     assert json.loads(chance.stdout.strip().splitlines()[-1])["preference_accuracy"] == 0.5, chance.output
     refused = runner.invoke(cli, [*base, "eval", base_run, "--suite", "winrate"])
