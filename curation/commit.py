@@ -339,3 +339,20 @@ def near_duplicate_index(spark: SparkSession, lakehouse: str | Path, params: Fuz
         *[F.col(column).alias(name) for column, name in INDEX_COLUMNS.items()],
         (F.col("status") == "kept").alias("eligible"),
     )
+
+
+def run_findings(lakehouse: Any, run_id: str) -> tuple[list[int], dict[str, int]]:
+    """(the size of every near-duplicate cluster a curate run found, the PII values it indexed by
+    entity type), from the tables it wrote."""
+    from collections import Counter
+
+    import pyarrow.dataset as ds
+
+    from lineage.tables import read_table
+
+    near = read_table(SILVER_DECISIONS, lakehouse, ["duplicate_of"],
+                      where=(ds.field("run_id") == run_id) & (ds.field("reason") == NEAR_DUPLICATE))  # fmt: skip
+    kept = Counter(v for v in ([] if near is None else near.column("duplicate_of").to_pylist()) if v)
+    found = read_table(SILVER_PII_INDEX, lakehouse, ["entity_type"], where=ds.field("curate_run_id") == run_id)
+    pii = Counter([] if found is None else found.column("entity_type").to_pylist())
+    return [1 + n for n in kept.values()], dict(pii)

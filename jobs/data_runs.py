@@ -21,6 +21,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from curation.commit import run_findings
+from evals.plots import cluster_figure, counts_figure, funnel_figure, mixture_figure
 from jobs.config import Config, MlflowSettings, params_from
 from jobs.context import progress
 from jobs.tracking import experiment_id, flatten, tracking_uri
@@ -107,7 +109,7 @@ def plots(config: Config, run: Run) -> dict[str, Any]:
     out = {}
     if run.job == "curate" and "funnel" in run.reports:
         out["funnel"] = funnel_figure(json.loads(run.reports["funnel"]))
-        sizes, pii = curate_findings(config, run.run_id)
+        sizes, pii = run_findings(config.lakehouse, run.run_id)
         if sizes:
             out["near_duplicate_clusters"] = cluster_figure(sizes)
         if pii:
@@ -117,90 +119,3 @@ def plots(config: Config, run: Run) -> dict[str, Any]:
     if not out and run.counts:
         out["counts"] = counts_figure(f"{run.job}: counts", run.counts)
     return out
-
-
-def curate_findings(config: Config, run_id: str) -> tuple[list[int], dict[str, int]]:
-    """(the size of every near-duplicate cluster a curate run found, the PII values it indexed by
-    entity type), from the tables it wrote."""
-    from collections import Counter
-
-    import pyarrow.dataset as ds
-
-    from lineage.catalog import SILVER_DECISIONS, SILVER_PII_INDEX
-    from lineage.tables import read_table
-
-    near = read_table(SILVER_DECISIONS, config.lakehouse, ["duplicate_of"],
-                      where=(ds.field("run_id") == run_id) & (ds.field("reason") == "near_duplicate"))  # fmt: skip
-    kept = Counter(v for v in ([] if near is None else near.column("duplicate_of").to_pylist()) if v)
-    found = read_table(SILVER_PII_INDEX, config.lakehouse, ["entity_type"], where=ds.field("curate_run_id") == run_id)
-    pii = Counter([] if found is None else found.column("entity_type").to_pylist())
-    return [1 + n for n in kept.values()], dict(pii)
-
-
-def cluster_figure(sizes: list[int]) -> Any:
-    """How many near-duplicate clusters of each size (the kept copy and the copies dropped for it)."""
-    from collections import Counter
-
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    by_size = Counter(sizes)
-    figure, axis = plt.subplots(figsize=(7, 4))
-    axis.bar(list(by_size), list(by_size.values()), width=0.8, color="#4c72b0")
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_xlabel("documents in the cluster (the kept one and its near duplicates)")
-    axis.set_ylabel("clusters")
-    axis.set_title(f"near-duplicate clusters: {len(sizes)}, {sum(sizes) - len(sizes)} documents dropped")
-    return figure
-
-
-def funnel_figure(report: dict[str, Any]) -> Any:
-    """Documents into each curation stage, kept and dropped (stacked), with the top drop reasons."""
-    import matplotlib.pyplot as plt
-
-    stages = report.get("stages", [])
-    names = [s["stage"] for s in stages]
-    kept = [s.get("kept", 0) + s.get("modified", 0) for s in stages]
-    dropped = [sum((s.get("dropped") or {}).values()) for s in stages]
-    figure, axis = plt.subplots(figsize=(9, 0.45 * len(names) + 1.6))
-    axis.barh(names, kept, color="#4c72b0", label="kept (or modified)")
-    axis.barh(names, dropped, left=kept, color="#dd8452", label="dropped")
-    for i, stage in enumerate(stages):
-        reasons = sorted((stage.get("dropped") or {}).items(), key=lambda kv: -kv[1])[:2]
-        if reasons:
-            axis.text(
-                kept[i] + dropped[i], i, "  " + ", ".join(f"{r} {n}" for r, n in reasons), va="center", fontsize=8
-            )
-    axis.invert_yaxis()
-    axis.set_xlabel("documents")
-    axis.set_title(
-        f"curation funnel: {report.get('in', sum(kept[:1]) + sum(dropped[:1]))} in, {report.get('out', '?')} out"
-    )
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
-    return figure
-
-
-def mixture_figure(shares: dict[str, float]) -> Any:
-    """The share of training words each source has in a snapshot."""
-    import matplotlib.pyplot as plt
-
-    ordered = sorted(shares.items(), key=lambda kv: -kv[1])
-    figure, axis = plt.subplots(figsize=(7, 0.4 * len(ordered) + 1.4))
-    axis.barh([s for s, _ in ordered], [v for _, v in ordered], color="#55a868")
-    axis.invert_yaxis()
-    axis.set_xlim(0, 1)
-    axis.set_xlabel("share of training words")
-    axis.set_title("source mixture of the training split")
-    return figure
-
-
-def counts_figure(title: str, counts: dict[str, int]) -> Any:
-    import matplotlib.pyplot as plt
-
-    ordered = sorted(counts.items())
-    figure, axis = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.4))
-    axis.barh([k for k, _ in ordered], [v for _, v in ordered], color="#4c72b0")
-    axis.invert_yaxis()
-    axis.set_title(title)
-    return figure

@@ -27,35 +27,17 @@ from jobs.tuning import (
     start_run,
     tuning_params,
 )
-from lineage.catalog import SILVER_PREFERENCES
-from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import reference_cache_folder, run_folder
-from lineage.snapshots import member_rows
-from trainers.dpo import DpoSettings
+from trainers.dpo import DpoSettings, Pair, snapshot_pairs
 from trainers.loop import TrainSettings, runtime_environment
 
 KIND = "dpo"
 
 
-class PreferenceSnapshotError(MillpondError, ValueError):
-    """The snapshot is not one of preference pairs."""
-
-
-def preference_pairs(config: Config, name: str) -> tuple[dict[str, Any], list[Any]]:
+def preference_pairs(config: Config, name: str) -> tuple[dict[str, Any], list[Pair]]:
     """The snapshot's row and its pairs as the pinned version of silver.preferences holds them."""
-    from trainers.dpo import Pair
-
     snapshot = snapshot_of(config, name)
-    if snapshot["source_table"] != SILVER_PREFERENCES.name:
-        raise PreferenceSnapshotError(
-            f"snapshot {name} was cut from {snapshot['source_table']}; DPO trains on preference pairs: "
-            f"`millpond snapshot create NAME --from {SILVER_PREFERENCES.name} --purpose preference`"
-        )
-    rows = member_rows(config.lakehouse, snapshot, ["prompt", "chosen", "rejected"])
-    pairs = [Pair(r["doc_id"], r["prompt"], r["chosen"], r["rejected"], r["split"]) for r in rows]
-    if not any(p.split == "train" for p in pairs):
-        raise NotEnoughDataError(f"snapshot {name} has no pairs in its train split (`millpond snapshot show {name}`)")
-    return snapshot, pairs
+    return snapshot, snapshot_pairs(config.lakehouse, snapshot)
 
 
 def run_dpo(

@@ -26,12 +26,13 @@ from evals.suites import (
 )
 from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
-from jobs.dpo import PreferenceSnapshotError, preference_pairs
+from jobs.dpo import preference_pairs
 from jobs.tracking import tracking_uri
 from jobs.train import TrainingInputError
 from lineage.exposure import EVAL_SAMPLES, EVAL_SNAPSHOT_TAG
 from lineage.locations import reference_cache_folder
 from lineage.snapshots import snapshot_row
+from trainers.dpo import PreferenceSnapshotError
 from trainers.loop import runtime_environment
 
 SUITES = ("perplexity", "preference", "winrate", "samples")

@@ -27,56 +27,17 @@ from jobs.tuning import (
     start_run,
     tuning_params,
 )
-from lineage.catalog import SILVER_DOCUMENTS, SILVER_PREFERENCES
-from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder
-from lineage.snapshots import member_rows
 from trainers.loop import TrainSettings, runtime_environment
-from trainers.sft import Demonstration, SftSettings
+from trainers.sft import Demonstration, SftSettings, snapshot_demonstrations
 
 KIND = "sft"
 
 
-class DemonstrationSnapshotError(MillpondError, ValueError):
-    """The snapshot holds no demonstrations: not cut from silver.preferences or silver.documents, or
-    its documents are not conversations."""
-
-
 def demonstrations(config: Config, name: str) -> tuple[dict[str, Any], list[Demonstration]]:
     """The snapshot's row and its demonstrations as the pinned table version holds them."""
-    from lineage.chat import split_answer
-
     snapshot = snapshot_of(config, name)
-    source = snapshot["source_table"]
-    if source == SILVER_PREFERENCES.name:
-        rows = member_rows(config.lakehouse, snapshot, ["prompt", "chosen"])
-        seen: set[tuple[str, str]] = set()
-        demos = []
-        for row in sorted(rows, key=lambda r: r["doc_id"]):  # one demonstration per (prompt, chosen answer)
-            if (row["prompt"], row["chosen"]) not in seen:
-                seen.add((row["prompt"], row["chosen"]))
-                demos.append(Demonstration(row["doc_id"], row["prompt"], row["chosen"], row["split"]))
-    elif source == SILVER_DOCUMENTS.name:
-        rows = member_rows(config.lakehouse, snapshot, ["text"])
-        parts = [(row, split_answer(row["text"])) for row in rows]
-        others = [row["doc_id"] for row, part in parts if part is None]
-        if others:
-            raise DemonstrationSnapshotError(
-                f"snapshot {name}: {len(others)} of {len(rows)} documents are not conversations in the chat template "
-                f"(e.g. {others[0]}); cut demonstrations from `sft-jsonl` sources: "
-                f"`millpond snapshot create NAME --where \"domain = 'sft'\" --purpose sft`"
-            )
-        demos = [Demonstration(row["doc_id"], part[0], part[1], row["split"]) for row, part in parts if part]
-    else:
-        raise DemonstrationSnapshotError(
-            f"snapshot {name} was cut from {source}; SFT trains on demonstrations: a snapshot of "
-            f"{SILVER_DOCUMENTS.name} (sft-jsonl conversations) or of {SILVER_PREFERENCES.name} (chosen answers)"
-        )
-    if not any(d.split == "train" for d in demos):
-        raise NotEnoughDataError(
-            f"snapshot {name} has no demonstrations in its train split (`millpond snapshot show {name}`)"
-        )
-    return snapshot, demos
+    return snapshot, snapshot_demonstrations(config.lakehouse, snapshot)
 
 
 def run_sft(

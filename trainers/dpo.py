@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from lineage.catalog import SILVER_PREFERENCES
+from lineage.errors import MillpondError, NotEnoughDataError
+from lineage.snapshots import member_rows
 from trainers.loop import TrainSettings, example_rows, with_overrides
 from trainers.preference import PreferenceSettings, pack, preference_loss, sequence_logps
 
@@ -221,3 +224,22 @@ def preference_accuracy(policy: np.ndarray, reference: np.ndarray, beta: float) 
     margins = rewards[:, 0] - rewards[:, 1]
     accuracy = float(np.mean((margins > 0) + 0.5 * (margins == 0))) if len(margins) else float("nan")
     return {"preference_accuracy": accuracy, "preference_margin": float(np.mean(margins)) if len(margins) else 0.0}
+
+
+class PreferenceSnapshotError(MillpondError, ValueError):
+    """The snapshot is not one of preference pairs."""
+
+
+def snapshot_pairs(lakehouse: Any, snapshot: dict[str, Any]) -> list[Pair]:
+    """A preference snapshot's pairs as its pinned version of silver.preferences holds them."""
+    name = snapshot["name"]
+    if snapshot["source_table"] != SILVER_PREFERENCES.name:
+        raise PreferenceSnapshotError(
+            f"snapshot {name} was cut from {snapshot['source_table']}; DPO trains on preference pairs: "
+            f"`millpond snapshot create NAME --from {SILVER_PREFERENCES.name} --purpose preference`"
+        )
+    rows = member_rows(lakehouse, snapshot, ["prompt", "chosen", "rejected"])
+    pairs = [Pair(r["doc_id"], r["prompt"], r["chosen"], r["rejected"], r["split"]) for r in rows]
+    if not any(p.split == "train" for p in pairs):
+        raise NotEnoughDataError(f"snapshot {name} has no pairs in its train split (`millpond snapshot show {name}`)")
+    return pairs

@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from lineage.catalog import SILVER_DOCUMENTS, SILVER_PREFERENCES
+from lineage.errors import MillpondError, NotEnoughDataError
+from lineage.snapshots import member_rows
 from trainers.loop import TrainSettings, example_rows, with_overrides
 from trainers.preference import pack
 
@@ -151,3 +154,46 @@ def held_out_loss(model: Any, tensors: DemonstrationTensors, rows: np.ndarray, b
             count += tokens
     model.train(was_training)
     return total / max(count, 1.0)
+
+
+class DemonstrationSnapshotError(MillpondError, ValueError):
+    """The snapshot holds no demonstrations: not cut from silver.preferences or silver.documents, or
+    its documents are not conversations."""
+
+
+def snapshot_demonstrations(lakehouse: Any, snapshot: dict[str, Any]) -> list[Demonstration]:
+    """A snapshot's demonstrations as its pinned table version holds them: each pair's prompt and
+    chosen answer (once per prompt and answer), or each `sft-jsonl` conversation split into its
+    prompt and final answer."""
+    from lineage.chat import split_answer
+
+    name, source = snapshot["name"], snapshot["source_table"]
+    if source == SILVER_PREFERENCES.name:
+        rows = member_rows(lakehouse, snapshot, ["prompt", "chosen"])
+        seen: set[tuple[str, str]] = set()
+        demos = []
+        for row in sorted(rows, key=lambda r: r["doc_id"]):  # one demonstration per (prompt, chosen answer)
+            if (row["prompt"], row["chosen"]) not in seen:
+                seen.add((row["prompt"], row["chosen"]))
+                demos.append(Demonstration(row["doc_id"], row["prompt"], row["chosen"], row["split"]))
+    elif source == SILVER_DOCUMENTS.name:
+        rows = member_rows(lakehouse, snapshot, ["text"])
+        parts = [(row, split_answer(row["text"])) for row in rows]
+        others = [row["doc_id"] for row, part in parts if part is None]
+        if others:
+            raise DemonstrationSnapshotError(
+                f"snapshot {name}: {len(others)} of {len(rows)} documents are not conversations in the chat template "
+                f"(e.g. {others[0]}); cut demonstrations from `sft-jsonl` sources: "
+                f"`millpond snapshot create NAME --where \"domain = 'sft'\" --purpose sft`"
+            )
+        demos = [Demonstration(row["doc_id"], part[0], part[1], row["split"]) for row, part in parts if part]
+    else:
+        raise DemonstrationSnapshotError(
+            f"snapshot {name} was cut from {source}; SFT trains on demonstrations: a snapshot of "
+            f"{SILVER_DOCUMENTS.name} (sft-jsonl conversations) or of {SILVER_PREFERENCES.name} (chosen answers)"
+        )
+    if not any(d.split == "train" for d in demos):
+        raise NotEnoughDataError(
+            f"snapshot {name} has no demonstrations in its train split (`millpond snapshot show {name}`)"
+        )
+    return demos
