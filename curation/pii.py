@@ -59,6 +59,9 @@ class PiiParams:
     # Keys and column headers as context: names and phone numbers in JSON, CSV, config and log fields.
     structured: bool = True
     batch_size: int = 32  # documents per spaCy `pipe` batch
+    # NER only on the lines that hold a capitalized word other than a sentence's opening stop word
+    # (a third of a docstring's text): names written all in lower case are then not looked for.
+    ner_screen: bool = True
     # Domains whose text gets the pattern recognizers only: a news-trained NER model reads
     # identifiers in source code as names and places. Names in code comments are not found.
     ner_skip_domains: tuple[str, ...] = ("code",)
@@ -80,6 +83,7 @@ class PiiParams:
             phone_region=self.phone_region,
             phone_regions=self.phone_regions,
             structured=self.structured,
+            ner_screen=self.ner_screen,
         )
 
 

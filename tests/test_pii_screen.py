@@ -1,0 +1,130 @@
+"""The PII stage's screens: each skips a recognizer only where it cannot find anything."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from test_pii import CONTROLS, PRIVATE_KEY, SHAPES
+
+from benchmarks.pii_structured import generate
+from curation.pii_detect import (
+    IDENTIFIER_ENTITIES,
+    KEYWORD_ASSIGNMENT,
+    PASSWORD_IN_URL,
+    PRIVATE_KEY_BLOCK,
+    DetectorSettings,
+    PiiDetector,
+    _detect_secrets_patterns,
+)
+from curation.pii_screen import JoinedLines, LiteralScreen, name_lines, required_literals, triggered
+
+# Tokens in the formats detect-secrets knows (made up; the shapes are real).
+TOKENS = (
+    "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",
+    'aws_secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # aws secret key',
+    "token: ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+    "GITLAB=glpat-abcdefghij0123456789",
+    "SLACK=xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "stripe: sk_live_" + "a1b2c3d4e5f6g7h8i9j0k1l2",
+    "SENDGRID=SG.abcdefghijklmnopqrstuv.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ",
+    "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+    "mailchimp 0123456789abcdef0123456789abcdef-us12",
+    "twilio AC0123456789abcdef0123456789abcdef",
+    "//registry.npmjs.org/:_authToken=npm_abcdefghijklmnopqrstuvwxyz0123456789",
+    "cloudant_password='" + "a" * 24 + "'",
+    "IBM_CLOUD_IAM_KEY = " + "A1b2C3d4E5" * 4 + "abcd",
+    "url = postgres://app:hunter2-Correct-Horse@db.internal:5432/prod",
+    'db_password = "hunter2-Correct-Horse"',
+    PRIVATE_KEY,
+)
+
+
+@pytest.fixture(scope="module")
+def detector() -> PiiDetector:
+    return PiiDetector()
+
+
+@pytest.fixture(scope="module")
+def texts() -> list[str]:
+    """Personal data and controls in every shape the stage meets, several languages."""
+    return [r.text for r in generate(400, seed=5)] + list(SHAPES.values()) + list(CONTROLS) + list(TOKENS)
+
+
+def test_required_literals_are_read_from_the_pattern() -> None:
+    assert required_literals(re.compile(r"AKIA[0-9A-Z]{16}")) == ((frozenset({"AKIA"}), False),)
+    assert (frozenset({"password"}), True) in required_literals(re.compile(r"(?i)password\s*=\s*\S+"))
+    assert required_literals(re.compile(r"(?:glpat|glrt)-\w+"))[0][0] <= {"gl", "pat", "rt", "-"} | {"glpat", "glrt"}
+    assert required_literals(re.compile(r"(?:foo)?bar")) == ((frozenset({"bar"}), False),)  # optional: not required
+    assert required_literals(re.compile(r"[a-z]+\d*")) == ()  # nothing to screen on: always run
+
+
+def test_a_secret_pattern_is_skipped_only_where_it_cannot_match(texts: list[str]) -> None:
+    patterns = (*_detect_secrets_patterns(), PRIVATE_KEY_BLOCK, PASSWORD_IN_URL, KEYWORD_ASSIGNMENT)
+    screen = LiteralScreen(patterns)
+    matched = 0
+    for text in [*texts, *(t.upper() for t in TOKENS), *(t.swapcase() for t in TOKENS)]:
+        kept = set(screen.candidates(text))
+        for pattern in patterns:
+            if pattern.search(text):
+                matched += 1
+                assert pattern in kept, f"{pattern.pattern!r} matches {text!r} but was screened out"
+    assert matched >= len(TOKENS)
+    assert len(list(screen.candidates(CONTROLS[0]))) < len(patterns) / 3  # prose runs few of them
+
+
+def test_a_presidio_recognizer_is_skipped_only_where_it_finds_nothing(detector: PiiDetector, texts: list[str]) -> None:
+    found = 0
+    for text in texts:
+        for recognizer in detector._pattern_recognizers:
+            if recognizer.analyze(text, detector._presidio_entities, None):
+                found += 1
+                assert triggered(recognizer.name, text), f"{recognizer.name} finds something in {text!r}"
+    assert found >= 300
+
+
+def test_presidio_results_are_what_its_analyzer_engine_returns(detector: PiiDetector, texts: list[str]) -> None:
+    """The direct calls (triggers, context words only where something was found) against
+    `AnalyzerEngine.analyze` over the same recognizers and tokens."""
+    for text in texts:
+        ours = detector._presidio_results(text, [])
+        theirs = detector.analyzer.analyze(
+            text,
+            language="en",
+            entities=[e for e in detector._presidio_entities if e not in ("PERSON", "LOCATION")],
+            nlp_artifacts=detector._tokens_only(text),
+            score_threshold=0.0,
+        )
+        key = lambda r: (r.entity_type, r.start, r.end, round(r.score, 6))  # noqa: E731
+        assert sorted(map(key, ours)) == sorted(map(key, theirs)), text
+
+
+def test_name_lines_are_where_a_capitalized_word_is_more_than_a_sentence_opening() -> None:
+    text = "The cat sat on the mat.\nwe met Margaret Thatcher there\nThis is fine. It was.\nParis is lovely\n"
+    lines = [text[s:e] for s, e in name_lines(text)]
+    assert lines == ["we met Margaret Thatcher there", "Paris is lovely"]
+    assert name_lines("x = None if flag is True else False\nI think so.") == []
+    assert name_lines("Łukasz went home") and name_lines("ship it to the USA") and not name_lines("DataFrame.apply")
+
+
+def test_joined_lines_map_entities_back_to_the_text() -> None:
+    text = "nothing here\nCall Ann Lee today\nstill nothing\nBo Chan, Oslo\n"
+    joined = JoinedLines.of(text, name_lines(text))
+    assert joined.text == "Call Ann Lee today\nBo Chan, Oslo"
+    for value in ("Ann Lee", "Bo Chan", "Oslo"):
+        start = joined.text.index(value)
+        s, e = joined.original(start, start + len(value))
+        assert text[s:e] == value
+    s, e = joined.original(joined.text.index("today"), len(joined.text))  # a span over the join is cut at its line
+    assert text[s:e] == "today"
+
+
+def test_screening_names_changes_no_identifier_and_keeps_names_found(detector: PiiDetector, texts: list[str]) -> None:
+    unscreened = PiiDetector(DetectorSettings(ner_screen=False))
+    for text, screened, full in zip(texts, detector.analyze(texts), unscreened.analyze(texts), strict=True):
+        ids = lambda found: sorted(
+            (f.entity_type, f.start, f.end) for f in found if f.entity_type in IDENTIFIER_ENTITIES
+        )  # noqa: E731
+        assert ids(screened) == ids(full), text
+    names = detector.analyze(["Yesterday Margaret Thatcher flew from London to Paris with her assistant."])[0]
+    assert {f.value for f in names if f.entity_type == "PERSON"} == {"Margaret Thatcher"}
