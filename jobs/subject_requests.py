@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +28,8 @@ from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.tracking import tracking_uri
 from lineage.catalog import GOVERNANCE_REQUESTS, GOVERNANCE_TOMBSTONES
-from lineage.erasure import (
-    ErasureCertificate,
-    drop_shards,
-    erase_documents,
-    lost_words,
-    new_request_id,
-    record_request,
-    repin_snapshots,
-    tombstone_rows,
-    write_tombstones,
-)
-from lineage.exposure import all_runs, drop_eval_samples, runs_with_eval_samples, training_runs
-from lineage.landing_files import erase_landing
-from lineage.locations import certificates_folder, landing_folder
-from lineage.runs import ERASE_JOB, Run, recorded_run
+from lineage.exposure import all_runs, runs_with_eval_samples, training_runs
+from lineage.requests import check_reason, erase_found, erasure_plan
 from lineage.subjects import ErasurePolicy, RequestError, SubjectForms, find_lineage, subject_forms
 from lineage.tables import read_table
 
@@ -113,114 +99,26 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
     }
 
 
-def _tag_mlflow(config: Config, request_id: str, runs: list[dict[str, Any]], models: list[dict[str, Any]]) -> None:
-    client = _mlflow_client(config)
-    if client is None:
-        return
-    key = f"millpond.erasure.{request_id}"
-    for run in runs:
-        tokens = "unknown" if run["tokens"] is None else str(run["tokens"])
-        client.set_tag(run["run_id"], key, f"trained on erased data: {tokens} tokens; retrain or retire")
-    for model in models:
-        client.set_model_version_tag(model["name"], model["version"], key, "trained on erased data; retrain")
-
-
 def erase_subjects(
     spark: SparkSession, config: Config, identifiers: tuple[str, ...], reason: str, dry_run: bool = False
 ) -> dict[str, Any]:
     """Erase everything `find` finds; returns the certificate (or, dry, the plan)."""
-    if not reason.strip():
-        raise RequestError("--reason is required: the audit trail says why data was erased")
-    if any(i.strip().lower() in reason.lower() for i in identifiers if i.strip()):
-        raise RequestError("the reason must not contain the identifiers: they are kept only as keyed hashes")
+    check_reason(reason, identifiers)
     policy = params_from(ErasurePolicy, config.section("lineage"))
     found = find_subjects(spark, config, identifiers)
-    documents = found["documents"]
-    affected = [s["name"] for s in found["snapshots"]]
-    plan = {
-        "delete": found["row_counts"],
-        "vacuum_retention_hours": policy.vacuum_retention_hours,
-        "drop_shards_of": affected,
-        "tag_runs": [r["run_id"] for r in found["runs"]],
-        "drop_eval_samples_of": found["eval_samples"],
-        "tag_models": found["models"],
-    }
     if dry_run:
-        return {"dry_run": True, "found": found, "plan": plan}
-
-    lakehouse = config.lakehouse
-    request_id = new_request_id()
-    labels = [s["hmac"] for s in found["subjects"]]
-    requested_at = datetime.now(UTC)
-    request = {
-        "request_id": request_id,
-        "kind": "erase",
-        "status": "running",
-        "reason": reason,
-        "subjects": labels,
-        "requested_at": requested_at,
-        "found": found["row_counts"],
-    }
-    run = Run(job=ERASE_JOB, config_digest=config.digest(), params={"request_id": request_id, "subjects": len(labels)})
-
-    def record_failure(err: BaseException) -> None:
-        record_request(spark, lakehouse, request | {"status": "failed", "error": f"{type(err).__name__}: {err}"[:4000]})
-
-    with recorded_run(spark, lakehouse, run, on_failure=record_failure):
-        record_request(spark, lakehouse, request)
-        progress(f"request {request_id}: writing tombstones")
-        words = lost_words(spark, lakehouse, documents) if documents else {}
-        stones = write_tombstones(spark, lakehouse, tombstone_rows(spark, lakehouse, documents, labels, request_id))
-        progress(f"request {request_id}: deleting {len(documents)} document(s) from every table, purging, vacuuming")
-        erased = erase_documents(
-            spark, lakehouse, documents, policy.vacuum_retention_hours, holding=set(found["row_counts"]),
-            on_table=lambda e, s: progress(
-                f"  {e.table}: {e.rows_deleted} row(s) deleted, {e.bytes_written / 1e6:.1f} MB rewritten, "
-                f"{e.bytes_removed / 1e6:.1f} MB vacuumed ({s:.1f} s)"
-            ),
-        )  # fmt: skip
-        vacuumed = {e.table: e.version_after for e in erased}
-        removed = {s["name"]: s["members"] for s in found["snapshots"]}
-        progress(f"request {request_id}: re-pinning snapshots, dropping shards, tagging MLflow runs")
-        amendments = repin_snapshots(spark, lakehouse, vacuumed, removed, words, request_id)
-        dropped = drop_shards(config.lakehouse, affected)
-        progress(f"request {request_id}: cutting their events out of the landing files")
-        landing = erase_landing(
-            landing_folder(lakehouse), _forms(config, identifiers), set(documents), policy.landing_wait_seconds
-        )
-        _tag_mlflow(config, request_id, found["runs"], found["models"])
-        client = _mlflow_client(config)
-        samples = [r for r in found["eval_samples"] if client is not None and drop_eval_samples(client, r)]
-        certificate = ErasureCertificate(
-            request_id=request_id,
-            reason=reason,
-            subjects=found["subjects"],
-            requested_at=requested_at,
-            completed_at=datetime.now(UTC),
-            policy=found["policy"],
-            found={key: found[name] for key, name in (("documents", "documents"), ("rows", "row_counts"),
-                   ("clusters", "clusters"), ("copies_left", "copies_left"), ("snapshots", "snapshots"))},
-            deleted=erased,
-            tombstones=stones,
-            snapshots_repinned=amendments,
-            shards_dropped=dropped,
-            runs=found["runs"],
-            models=found["models"],
-            landing=landing.as_json(),
-            eval_samples_dropped=samples,
-        )  # fmt: skip
-        path, digest = certificate.write(certificates_folder(lakehouse))
-        deleted = {e.table: e.rows_deleted for e in erased}
-        record_request(
-            spark,
-            lakehouse,
-            request
-            | {"status": "completed", "completed_at": certificate.completed_at, "deleted": deleted,
-               "certificate": certificate.text(), "certificate_sha256": digest},
-        )  # fmt: skip
-        run.input_versions = {e.table: e.version_before for e in erased}
-        run.output_versions = {e.table: e.version_after for e in erased}
-        run.counts = {f"deleted:{k}": v for k, v in deleted.items()} | {"documents": len(documents)}
+        return {"dry_run": True, "found": found, "plan": erasure_plan(found, policy)}
+    certificate, path, digest = erase_found(
+        spark,
+        config.lakehouse,
+        found,
+        _forms(config, identifiers),
+        policy,
+        reason,
+        client=_mlflow_client(config),
+        config_digest=config.digest(),
+        progress=progress,
+    )
     return certificate.as_json() | {"certificate_file": str(path), "certificate_sha256": digest}
 
 
