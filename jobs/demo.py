@@ -30,6 +30,7 @@ import click
 from pyspark.sql import SparkSession
 
 from curation.pii import KEY_ENV
+from curation.registry import stage_names
 from jobs.config import Config, cache_dir
 from jobs.context import open_spark, progress
 from jobs.curate import print_report as print_funnel
@@ -38,8 +39,8 @@ from jobs.ingest import print_report, run_ingest
 from jobs.snapshot import create_snapshot
 from jobs.snapshot import print_summary as print_snapshot
 from jobs.subject_requests import find_subjects
-from jobs.why import explain
 from lineage.catalog import BRONZE_DOCUMENTS, SILVER_DECISIONS, SILVER_DOCUMENTS
+from lineage.explain import explain
 from lineage.locations import demo_folder
 from lineage.reader import inspect_tables
 from lineage.snapshots import SnapshotSpec, snapshot_row
@@ -270,7 +271,7 @@ def _show_a_dropped_document(config: Config, run_id: str) -> None:
         return
     doc_id = dropped[0]
     click.echo(f"\n   why was {doc_id} dropped?  (millpond why {doc_id})")
-    for d in explain(config.lakehouse, doc_id)["decisions"]:
+    for d in explain(config.lakehouse, doc_id, stage_names())["decisions"]:
         extra = " ".join(str(x) for x in (d["reason"], d["duplicate_of"]) if x)
         click.echo(f"     {d['stage']:<14} {d['action']:<9} {extra}")
 
