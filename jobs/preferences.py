@@ -18,6 +18,7 @@ import click
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from curation.batch import eval_index
 from curation.decontaminate import DecontaminateParams
 from curation.fuzzy_dedup import FuzzyDedupParams
 from curation.licensing import LicenseParams
@@ -38,7 +39,6 @@ from curation.preferences import (
 )
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
-from jobs.curate import eval_index
 from jobs.data_runs import tracked_run
 from lineage.catalog import BRONZE_DOCUMENTS, BRONZE_INTERACTIONS, SILVER_PREFERENCES
 from lineage.runs import Run, last_read_version
@@ -97,7 +97,9 @@ def build_preferences(spark: SparkSession, config: Config, full: bool = False) -
         ).first()  # fmt: skip
         report.interactions, report.with_feedback, report.records = totals[0], totals[1], totals[2]
         screen = params_from(DecontaminateParams, config.section("curate").get("decontaminate") or {})
-        candidates = decontaminated(candidate_pairs(scrubbed, params), screen, eval_index(spark, config, screen.ngram))
+        candidates = decontaminated(
+            candidate_pairs(scrubbed, params), screen, eval_index(spark, config.lakehouse, screen.ngram)
+        )
         fuzzy = params_from(FuzzyDedupParams, config.section("curate").get("fuzzy_dedup") or {})
         pairs = near_duplicates(exact_duplicates(candidates).localCheckpoint(eager=True), fuzzy)
         pairs = pairs.localCheckpoint(eager=True)
