@@ -19,13 +19,17 @@ from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
 from jobs.tracking import step_logger
 from jobs.tuning import (
+    echo_tuning,
     init_model,
     log_snapshot_input,
     run_label,
     save_tuned,
+    section_with,
     snapshot_of,
     start_run,
+    tuning_options,
     tuning_params,
+    tuning_result,
 )
 from lineage.locations import reference_cache_folder, run_folder
 from trainers.dpo import DpoSettings, Pair, snapshot_pairs
@@ -154,17 +158,13 @@ def _log_margins(policy: Any, reference: Any, beta: float) -> None:
 
 
 @click.command("dpo")
-@click.option("--snapshot", "name", required=True, help="Preference snapshot (cut from silver.preferences).")
-@click.option("--init", default=None, metavar="RUN_ID|NAME[@ALIAS|/VERSION]",
-              help="The model DPO starts from (and its frozen reference); a resumed run remembers it.")  # fmt: skip
+@tuning_options(
+    "dpo",
+    snapshot_help="Preference snapshot (cut from silver.preferences).",
+    init_help="The model DPO starts from (and its frozen reference); a resumed run remembers it.",
+)
 @click.option("--beta", type=float, default=None, help="How far the policy may move from the reference ([dpo] beta).")
 @click.option("--loss", type=click.Choice(["sigmoid", "ipo", "hinge"]), default=None, help="[dpo] loss.")
-@click.option("--max-steps", type=int, default=None, help="Optimizer steps ([dpo] max_steps).")
-@click.option("--seq-len", type=int, default=None, help="Context: prompt and answer ([dpo] seq_len).")
-@click.option(
-    "--resume", "resume_run", default=None, metavar="RUN_ID", help="Continue this run from its last checkpoint."
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON.")
 @lakehouse_options
 def dpo_command(
     name: str, init: str | None, beta: float | None, loss: str | None, max_steps: int | None, seq_len: int | None,
@@ -172,35 +172,23 @@ def dpo_command(
 ) -> None:  # fmt: skip
     """Direct preference optimization of a model on a preference snapshot, with DeepSpeed."""
     config = effective_config(lakehouse, config_file)
-    values = dict(config.section("dpo"))
-    for key, value in (("beta", beta), ("loss", loss), ("max_steps", max_steps), ("seq_len", seq_len)):
-        if value is not None:
-            values[key] = value
-    settings = params_from(DpoSettings, values)
-    figures = run_dpo(config, name, init, settings, resume_run)
+    values = section_with(config, "dpo", beta=beta, loss=loss, max_steps=max_steps, seq_len=seq_len)
+    figures = run_dpo(config, name, init, params_from(DpoSettings, values), resume_run)
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    result = {
-        "run_id": figures["run_id"], "tracking_uri": figures["tracking_uri"], "init": figures["init"],
-        "steps": figures["steps"], "first_loss": figures["losses"][0] if figures["losses"] else None,
-        "final_loss": figures["losses"][-1] if figures["losses"] else None,
-        "tokens_per_s": round(figures.get("tokens_per_s", 0.0), 1),
+    result = tuning_result(figures) | {
         "preference_accuracy": figures.get("preference_accuracy"),
         "init_preference_accuracy": figures.get("init_preference_accuracy"),
         "preference_margin": figures.get("preference_margin"), "pairs": figures["pairs"],
         "reference_cached": figures["reference_cached"], "reference_forward_passes": figures["reference_forward_passes"],
-        "registered_model": figures.get("registered_model"), "model_dir": figures.get("model_dir"),
-        "start_step": figures.get("start_step", 0),
     }  # fmt: skip
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
-    click.echo(f"run {result['run_id']} (from {result['init']}): {result['steps']} steps, loss "
-               f"{result['first_loss']:.3f} -> {result['final_loss']:.3f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
+    details = []
     if result["preference_accuracy"] is not None:
-        click.echo(f"  held-out preference accuracy {result['preference_accuracy']:.3f} "
-                   f"(the reference: {result['init_preference_accuracy']:.3f}), margin {result['preference_margin']:.3f}")  # fmt: skip
+        details.append(f"held-out preference accuracy {result['preference_accuracy']:.3f} (the reference: "
+                       f"{result['init_preference_accuracy']:.3f}), margin {result['preference_margin']:.3f}")  # fmt: skip
     cached = "read from the cache" if result["reference_cached"] else "computed and cached"
-    click.echo(f"  pairs: {result['pairs']}; reference log-probabilities {cached}")
-    click.echo(f"  model: {result['model_dir']} (registered {result['registered_model']})")
-    click.echo(f"  MLflow: {result['tracking_uri']}")
+    details.append(f"pairs: {result['pairs']}; reference log-probabilities {cached}")
+    echo_tuning(result, details)

@@ -19,13 +19,17 @@ from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
 from jobs.tracking import step_logger
 from jobs.tuning import (
+    echo_tuning,
     init_model,
     log_snapshot_input,
     run_label,
     save_tuned,
+    section_with,
     snapshot_of,
     start_run,
+    tuning_options,
     tuning_params,
+    tuning_result,
 )
 from lineage.locations import run_folder
 from trainers.loop import TrainSettings, runtime_environment
@@ -115,17 +119,12 @@ def run_sft(
 
 
 @click.command("sft")
-@click.option("--snapshot", "name", required=True,
-              help="Demonstration snapshot: of silver.documents (sft-jsonl) or of silver.preferences (chosen answers).")  # fmt: skip
-@click.option("--init", default=None, metavar="RUN_ID|NAME[@ALIAS|/VERSION]",
-              help="The model SFT starts from; a resumed run remembers it.")  # fmt: skip
-@click.option("--max-steps", type=int, default=None, help="Optimizer steps ([sft] max_steps).")
-@click.option("--lr", type=float, default=None, help="Peak learning rate ([sft] lr).")
-@click.option("--seq-len", type=int, default=None, help="Context: prompt and answer ([sft] seq_len).")
-@click.option(
-    "--resume", "resume_run", default=None, metavar="RUN_ID", help="Continue this run from its last checkpoint."
+@tuning_options(
+    "sft",
+    snapshot_help="Demonstration snapshot: of silver.documents (sft-jsonl) or of silver.preferences (chosen answers).",
+    init_help="The model SFT starts from; a resumed run remembers it.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate ([sft] lr).")
 @lakehouse_options
 def sft_command(
     name: str, init: str | None, max_steps: int | None, lr: float | None, seq_len: int | None,
@@ -133,32 +132,21 @@ def sft_command(
 ) -> None:  # fmt: skip
     """Supervised fine-tuning of a model on demonstrations (the loss on answer tokens only), with DeepSpeed."""
     config = effective_config(lakehouse, config_file)
-    values = dict(config.section("sft"))
-    for key, value in (("max_steps", max_steps), ("lr", lr), ("seq_len", seq_len)):
-        if value is not None:
-            values[key] = value
+    values = section_with(config, "sft", max_steps=max_steps, lr=lr, seq_len=seq_len)
     figures = run_sft(config, name, init, params_from(SftSettings, values), resume_run)
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    result = {
-        "run_id": figures["run_id"], "tracking_uri": figures["tracking_uri"], "init": figures["init"],
-        "steps": figures["steps"], "first_loss": figures["losses"][0] if figures["losses"] else None,
-        "final_loss": figures["losses"][-1] if figures["losses"] else None,
-        "tokens_per_s": round(figures.get("tokens_per_s", 0.0), 1),
+    result = tuning_result(figures) | {
         "heldout_loss": figures.get("heldout_loss"), "init_heldout_loss": figures.get("init_heldout_loss"),
-        "demonstrations": figures["demonstrations"], "registered_model": figures.get("registered_model"),
-        "model_dir": figures.get("model_dir"), "start_step": figures.get("start_step", 0),
+        "demonstrations": figures["demonstrations"],
     }  # fmt: skip
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
-    if result["first_loss"] is not None:
-        click.echo(f"run {result['run_id']} (from {result['init']}): {result['steps']} steps, loss "
-                   f"{result['first_loss']:.3f} -> {result['final_loss']:.3f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
+    details = []
     if result["heldout_loss"] is not None:
-        click.echo(
-            f"  held-out answer loss {result['heldout_loss']:.3f} (the init model: {result['init_heldout_loss']:.3f})"
+        details.append(
+            f"held-out answer loss {result['heldout_loss']:.3f} (the init model: {result['init_heldout_loss']:.3f})"
         )
-    click.echo(f"  demonstrations: {result['demonstrations']}")
-    click.echo(f"  model: {result['model_dir']} (registered {result['registered_model']})")
-    click.echo(f"  MLflow: {result['tracking_uri']}")
+    details.append(f"demonstrations: {result['demonstrations']}")
+    echo_tuning(result, details)

@@ -6,9 +6,12 @@ MLflow's compare view and `lineage find` read SFT and DPO runs alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+import click
 
 from jobs.config import Config, cache_dir
 from jobs.snapshot import SnapshotNotFoundError
@@ -131,3 +134,59 @@ def save_tuned(
     registered = register_run_model(f"millpond-{kind}-{name}", f"{description} {name}",
                                     {"snapshot": name, "init": start.served.label})  # fmt: skip
     return {"model_dir": str(model_dir), "registered_model": registered}
+
+
+def tuning_options(kind: str, snapshot_help: str, init_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options `train sft` and `train dpo` share: the snapshot, the init model, the loop's
+    overrides (`[<kind>] max_steps`, `seq_len`), resume, JSON."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(
+            (
+                click.option("--snapshot", "name", required=True, help=snapshot_help),
+                click.option("--init", default=None, metavar="RUN_ID|NAME[@ALIAS|/VERSION]", help=init_help),
+                click.option("--max-steps", type=int, default=None, help=f"Optimizer steps ([{kind}] max_steps)."),
+                click.option(
+                    "--seq-len", type=int, default=None, help=f"Context: prompt and answer ([{kind}] seq_len)."
+                ),
+                click.option(
+                    "--resume",
+                    "resume_run",
+                    default=None,
+                    metavar="RUN_ID",
+                    help="Continue this run from its last checkpoint.",
+                ),  # fmt: skip
+                click.option("--json", "as_json", is_flag=True, help="Print the run's figures as JSON."),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def section_with(config: Config, section: str, **overrides: Any) -> dict[str, Any]:
+    """`[section]` with the options the user gave on the command line (None: not given)."""
+    return dict(config.section(section)) | {k: v for k, v in overrides.items() if v is not None}
+
+
+def tuning_result(figures: dict[str, Any]) -> dict[str, Any]:
+    """What a tuning command prints of its run: the figures every objective has."""
+    losses = figures["losses"]
+    return {
+        "run_id": figures["run_id"], "tracking_uri": figures["tracking_uri"], "init": figures["init"],
+        "steps": figures["steps"], "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+        "tokens_per_s": round(figures.get("tokens_per_s", 0.0), 1), "registered_model": figures.get("registered_model"),
+        "model_dir": figures.get("model_dir"), "start_step": figures.get("start_step", 0),
+    }  # fmt: skip
+
+
+def echo_tuning(result: dict[str, Any], details: list[str]) -> None:
+    """The run's losses, the objective's own lines (`details`), where the model and the run are."""
+    if result["first_loss"] is not None:
+        click.echo(f"run {result['run_id']} (from {result['init']}): {result['steps']} steps, loss "
+                   f"{result['first_loss']:.3f} -> {result['final_loss']:.3f}, {result['tokens_per_s']:,.0f} tokens/s")  # fmt: skip
+    for line in details:
+        click.echo(f"  {line}")
+    click.echo(f"  model: {result['model_dir']} (registered {result['registered_model']})")
+    click.echo(f"  MLflow: {result['tracking_uri']}")
