@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 
-BENCHMARKS = ("ingest", "curate", "fuzzy", "pii", "pii-structured", "train", "lineage", "serve", "stream", "dpo")
+BENCHMARKS = (
+    "ingest", "curate", "fuzzy", "pii", "pii-structured", "pipeline", "train", "lineage", "serve", "stream", "dpo",
+)  # fmt: skip
 USAGE = f"usage: python -m benchmarks {{{','.join(BENCHMARKS)}}} [--help]"
 
 
@@ -28,6 +30,8 @@ def main() -> None:
         from benchmarks.stream import main as run
     elif name == "dpo":
         from benchmarks.dpo import main as run
+    elif name == "pipeline":
+        from benchmarks.pipeline import main as run
     elif name == "fuzzy":
         from benchmarks.fuzzy import main as run
     else:
