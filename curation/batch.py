@@ -24,8 +24,13 @@ from curation.licensing import carry_license
 from curation.pipeline import Stage, StageCounts, prepare, run_stages
 from curation.preferences import route_preference_records
 from curation.registry import EVAL_INDEX, MINHASH_INDEX, SILVER, SURVIVORS, stage
-from ingestion.manifest import PREFERENCE_DOMAIN
-from lineage.catalog import BRONZE_DOCUMENTS, GOVERNANCE_EVAL_ITEMS, SILVER_DECISIONS, SILVER_DOCUMENTS
+from lineage.catalog import (
+    BRONZE_DOCUMENTS,
+    GOVERNANCE_EVAL_ITEMS,
+    PREFERENCE_DOMAIN,
+    SILVER_DECISIONS,
+    SILVER_DOCUMENTS,
+)
 from lineage.runs import abandoned_runs, curated_version
 from lineage.tables import changed_documents, ensure_table, latest_version
 

@@ -31,10 +31,10 @@ from curation.decontaminate import DecontaminateParams, EvalIndex, decontaminate
 from curation.fuzzy_dedup import NEAR_DUPLICATE, FuzzyDedupParams, fuzzy_dedup
 from curation.licensing import LicenseParams, carry_license
 from curation.pii import PiiParams, pii
-from ingestion.manifest import PREFERENCE_DOMAIN
 from lineage.catalog import (
     BRONZE_DOCUMENTS,
     BRONZE_INTERACTIONS,
+    PREFERENCE_DOMAIN,
     SILVER_DECISIONS,
     SILVER_INTERACTIONS,
     SILVER_PREFERENCES,

@@ -40,16 +40,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from lineage.catalog import PREFERENCE_DOMAIN, SFT_DOMAIN  # noqa: F401 - re-exported
 from lineage.errors import MillpondError
 
 FORMATS = ("jsonl", "preference-jsonl", "sft-jsonl", "parquet", "text", "html", "python-env")
 PREFERENCE_FORMAT = "preference-jsonl"
 # Demonstrations: a record's text is its conversation rendered with the chat template (lineage.chat).
 SFT_FORMAT = "sft-jsonl"
-SFT_DOMAIN = "sft"
 JSONL_FORMATS = ("jsonl", PREFERENCE_FORMAT, SFT_FORMAT)
-# The domain of preference records: curate routes them to `preferences build`, not to silver.documents.
-PREFERENCE_DOMAIN = "preference"
 
 # File name endings each format picks up when its path is a folder.
 SUFFIXES: dict[str, tuple[str, ...]] = {

@@ -90,6 +90,11 @@ def _long_map(name: str) -> T.StructField:
     return T.StructField(name, T.MapType(T.StringType(), T.LongType(), True), True)
 
 
+# Values of the `domain` column that mean more than a rule set: preference records, which curate
+# routes to `preferences build` instead of silver.documents, and demonstrations for SFT.
+PREFERENCE_DOMAIN = "preference"
+SFT_DOMAIN = "sft"
+
 BRONZE_DOCUMENTS = TableSpec(
     name="bronze.documents",
     schema=_fields(
