@@ -3,7 +3,7 @@
 Most of a corpus holds no personal data, and most of what the `pii` stage spends goes to regular
 expressions and NER over text where nothing is. Each screen here is a necessary condition of a
 recognizer: a text it rejects is one where that recognizer finds nothing, so skipping it there
-changes no finding. `tests/test_pii.py` checks that on the labelled set and on real corpora.
+changes no finding. `tests/test_pii_screen.py` checks that on texts of every shape.
 
 - `LiteralScreen`: the literals a regular expression cannot match without (`AKIA`, `password`),
   read from the pattern itself, so the screen follows the patterns a package ships.
