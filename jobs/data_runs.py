@@ -3,8 +3,8 @@ training runs, so data runs can be compared like training runs.
 
 `tracked_run` is the one run lifecycle (`lineage.runs.recorded_run`) plus, when the job
 succeeded, one MLflow run in the experiment `<prefix>-data`: params (the config digest and the
-job's settings), metrics (its counts: the funnel), tags (the table versions it read and wrote,
-and its `lineage.runs` id), its reports as JSON artifacts and plots as PNG (the curation funnel,
+job's settings), metrics (its counts: the funnel), the tables it read as dataset inputs (Delta
+path and version), tags (the table versions it read and wrote, and its `lineage.runs` id), its reports as JSON artifacts and plots as PNG (the curation funnel,
 its near-duplicate cluster sizes and PII by type, a snapshot's source mixture). It goes through
 `MlflowClient`, never the fluent API, so a job run inside a flywheel turn leaves the turn's
 active run and experiment alone. `[mlflow] log_data_jobs = false` turns it off.
@@ -26,6 +26,7 @@ from evals.plots import cluster_figure, counts_figure, funnel_figure, mixture_fi
 from jobs.config import Config, MlflowSettings, params_from
 from jobs.context import progress
 from jobs.tracking import experiment_id, flatten, tracking_uri
+from lineage.catalog import table
 from lineage.runs import Run, recorded_run
 
 EXPERIMENT = "data"
@@ -72,6 +73,8 @@ def log_data_run(config: Config, run: Run) -> str:
         tags["spark.app_id"] = run.spark_app_id
     created = client.create_run(experiment_id(config, EXPERIMENT, client), start_time=_ms(run.started_at))
     mlflow_run_id = created.info.run_id
+    if run.input_versions:
+        client.log_inputs(mlflow_run_id, datasets=table_inputs(config, run.input_versions))
     params = {"config.digest": run.config_digest} | flatten(run.params, "job")
     timestamp = _ms(run.ended_at or run.started_at)
     client.log_batch(
@@ -93,6 +96,22 @@ def log_data_run(config: Config, run: Run) -> str:
             client.log_artifact(mlflow_run_id, str(folder / f"{name}.png"), "plots")
     client.set_terminated(mlflow_run_id, "FINISHED", end_time=_ms(run.ended_at) if run.ended_at else None)
     return mlflow_run_id
+
+
+def table_inputs(config: Config, versions: dict[str, int]) -> list[Any]:
+    """The tables a job read, each as an MLflow dataset input: its Delta path and the version read,
+    named `<table>@v<version>` as training runs name their snapshots."""
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for name, version in sorted(versions.items()):
+        source = DeltaDatasetSource(path=table(name).path(config.lakehouse), delta_table_version=int(version))
+        dataset = MetaDataset(source=source, name=f"{name}@v{version}")
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "source")]))
+    return inputs
 
 
 def _ms(moment: Any) -> int:

@@ -173,6 +173,9 @@ def test_sft_jsonl_to_a_tuned_model_in_mlflow_and_in_lineage(spark, lakehouse: P
         jobs["ingest"].data.metrics["quarantined"] == 2 and jobs["ingest"].data.tags["output.bronze.documents"] == "1"
     )
     assert jobs["curate"].data.metrics["out"] == 48 and jobs["curate"].data.tags["input.bronze.documents"] == "1"
+    read = [(d.dataset.name, d.dataset.source_type, json.loads(d.dataset.source)["delta_table_version"])
+            for d in client.get_run(jobs["curate"].info.run_id).inputs.dataset_inputs]  # fmt: skip
+    assert read == [("bronze.documents@v1", "delta_table", 1)]  # the table it read, as a dataset input
     assert jobs["snapshot"].info.run_name.startswith("snapshot-demos-v1-")
     assert {"plots/funnel.png", "plots/pii_by_type.png"} <= {
         a.path for a in client.list_artifacts(jobs["curate"].info.run_id, "plots")}  # fmt: skip
