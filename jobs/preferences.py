@@ -11,110 +11,43 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import click
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
-from curation.batch import eval_index
 from curation.decontaminate import DecontaminateParams
 from curation.fuzzy_dedup import FuzzyDedupParams
 from curation.licensing import LicenseParams
 from curation.pii import PiiParams
-from curation.preferences import (
-    EXTERNAL,
-    SERVED,
-    PreferenceParams,
-    candidate_pairs,
-    commit_preferences,
-    decontaminated,
-    exact_duplicates,
-    external_records,
-    interactions,
-    near_duplicates,
-    scrub_interactions,
-    with_prompt,
-)
+from curation.preference_batch import PreferenceInputs, PreferencesReport, build_batch
+from curation.preferences import PreferenceParams
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.data_runs import tracked_run
 from lineage.catalog import BRONZE_DOCUMENTS, BRONZE_INTERACTIONS, SILVER_PREFERENCES
-from lineage.runs import Run, last_read_version
-from lineage.tables import ensure_table, latest_version
+from lineage.runs import Run
 
 JOB = "preferences"
 
 
-@dataclass
-class PreferencesReport:
-    run_id: str
-    mode: str  # full | nothing_new
-    bronze_version: int | None
-    documents_version: int | None = None  # bronze.documents, for its preference records
-    interactions: int = 0
-    with_feedback: int = 0
-    records: int = 0  # preference records (preference-jsonl) in bronze.documents
-    candidates: dict[str, int] = field(default_factory=dict)  # rule -> pairs the rule made
-    kept: dict[str, int] = field(default_factory=dict)  # rule -> pairs in silver.preferences
-    refused: dict[str, int] = field(default_factory=dict)  # reason -> candidates refused
-    pairs: int = 0
-    versions: dict[str, int] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def build_preferences(spark: SparkSession, config: Config, full: bool = False) -> PreferencesReport:
     """Rebuild silver.interactions and silver.preferences from bronze.interactions and bronze's
-    preference records."""
-    lakehouse = config.lakehouse
-    params = params_from(PreferenceParams, config.section("preferences"))
-    pii_params = params_from(PiiParams, config.section("curate").get("pii") or {})
-    purposes = params_from(LicenseParams, config.section("curate").get("license") or {}).purposes
+    preference records (`curation/preference_batch.py`), recorded as a run."""
+    curate = config.section("curate")
+    settings = PreferenceInputs(
+        params=params_from(PreferenceParams, config.section("preferences")),
+        pii=params_from(PiiParams, curate.get("pii") or {}),
+        purposes=params_from(LicenseParams, curate.get("license") or {}).purposes,
+        screen=params_from(DecontaminateParams, curate.get("decontaminate") or {}),
+        fuzzy=params_from(FuzzyDedupParams, curate.get("fuzzy_dedup") or {}),
+    )
     run = Run(job=JOB, config_digest=config.digest(), params={"full": full})
     with tracked_run(spark, config, run):
-        bronze = ensure_table(spark, BRONZE_INTERACTIONS, lakehouse)
-        version = latest_version(bronze)
-        documents = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
-        documents_version = latest_version(documents)
-        report = PreferencesReport(run.run_id, "full", version, documents_version)
-        run.input_versions = {BRONZE_INTERACTIONS.name: version, BRONZE_DOCUMENTS.name: documents_version}
-        if not full and all(last_read_version(lakehouse, JOB, name) == v for name, v in run.input_versions.items()):
-            report.mode = "nothing_new"
+        report = build_batch(spark, config.lakehouse, run.run_id, JOB, settings, full, progress)
+        run.input_versions = {BRONZE_INTERACTIONS.name: report.bronze_version,
+                              BRONZE_DOCUMENTS.name: report.documents_version}  # fmt: skip
+        if report.mode == "nothing_new":
             return report
-        events = spark.read.format("delta").option("versionAsOf", version).load(BRONZE_INTERACTIONS.path(lakehouse))
-        records = (
-            spark.read.format("delta").option("versionAsOf", documents_version).load(BRONZE_DOCUMENTS.path(lakehouse))
-        )
-        progress(f"scrubbing the interactions of {BRONZE_INTERACTIONS.name} v{version} and the preference "
-                 f"records of {BRONZE_DOCUMENTS.name} v{documents_version}")  # fmt: skip
-        rows = interactions(events, params.purpose).unionByName(external_records(records, purposes))
-        scrubbed = with_prompt(scrub_interactions(rows, pii_params)).localCheckpoint(eager=True)
-        totals = scrubbed.agg(
-            F.count(F.when(F.col("origin") == SERVED, 1)), F.count("feedback_at"), F.count(F.when(F.col("origin") == EXTERNAL, 1))
-        ).first()  # fmt: skip
-        report.interactions, report.with_feedback, report.records = totals[0], totals[1], totals[2]
-        screen = params_from(DecontaminateParams, config.section("curate").get("decontaminate") or {})
-        candidates = decontaminated(
-            candidate_pairs(scrubbed, params), screen, eval_index(spark, config.lakehouse, screen.ngram)
-        )
-        fuzzy = params_from(FuzzyDedupParams, config.section("curate").get("fuzzy_dedup") or {})
-        pairs = near_duplicates(exact_duplicates(candidates).localCheckpoint(eager=True), fuzzy)
-        pairs = pairs.localCheckpoint(eager=True)
-        for row in pairs.groupBy("rule", "refused").count().collect():
-            report.candidates[row["rule"]] = report.candidates.get(row["rule"], 0) + row["count"]
-            if row["refused"] is None:
-                report.kept[row["rule"]] = row["count"]
-            else:
-                report.refused[row["refused"]] = report.refused.get(row["refused"], 0) + row["count"]
-        report.pairs = sum(report.kept.values())
-
-        progress(f"merging {report.interactions} interactions and {report.pairs} pairs into silver")
-        report.versions = commit_preferences(
-            spark, lakehouse, run.run_id, version, documents_version, scrubbed, pairs, params
-        )
         run.output_versions = dict(report.versions)
         run.counts = {"interactions": report.interactions, "records": report.records, "pairs": report.pairs} | {
             f"refused:{k}": v for k, v in report.refused.items()

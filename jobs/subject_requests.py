@@ -27,11 +27,9 @@ from curation.pii import PiiParams, pii_key
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.tracking import tracking_uri
-from lineage.catalog import GOVERNANCE_REQUESTS, GOVERNANCE_TOMBSTONES
 from lineage.exposure import all_runs, runs_with_eval_samples, training_runs
-from lineage.requests import check_reason, erase_found, erasure_plan
+from lineage.requests import check_reason, earlier_requests, erase_found, erasure_plan
 from lineage.subjects import ErasurePolicy, RequestError, SubjectForms, find_lineage, subject_forms
-from lineage.tables import read_table
 
 
 def _forms(config: Config, identifiers: tuple[str, ...]) -> list[SubjectForms]:
@@ -50,27 +48,6 @@ def _mlflow_client(config: Config) -> Any | None:
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=uri)
-
-
-def earlier_requests(config: Config, labels: list[str]) -> list[dict[str, Any]]:
-    """Completed erasures that named one of these subjects, with what they left pending."""
-    stones = read_table(GOVERNANCE_TOMBSTONES, config.lakehouse, columns=["kind", "value", "request_id"])
-    requests = read_table(GOVERNANCE_REQUESTS, config.lakehouse)
-    if stones is None or requests is None:
-        return []
-    ids = {r["request_id"] for r in stones.to_pylist() if r["kind"] == "subject" and r["value"] in set(labels)}
-    found = []
-    for row in requests.to_pylist():
-        if row["request_id"] in ids and row["status"] == "completed":
-            certificate = json.loads(row["certificate"] or "{}")
-            found.append(
-                {
-                    "request_id": row["request_id"],
-                    "completed_at": str(row["completed_at"]),
-                    "pending": certificate.get("pending", {}),
-                }
-            )
-    return sorted(found, key=lambda r: r["completed_at"])
 
 
 def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, ...]) -> dict[str, Any]:
@@ -94,7 +71,7 @@ def find_subjects(spark: SparkSession, config: Config, identifiers: tuple[str, .
         "runs": runs,
         "models": models,
         "eval_samples": runs_with_eval_samples(every, {s["name"] for s in lineage.snapshots}),
-        "requests": earlier_requests(config, [s.label for s in subjects]),
+        "requests": earlier_requests(config.lakehouse, [s.label for s in subjects]),
         "policy": asdict(policy),
     }
 

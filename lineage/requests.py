@@ -10,6 +10,7 @@ evaluation samples that hold the person's prompts deleted, and a certificate wri
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from lineage.catalog import GOVERNANCE_REQUESTS, GOVERNANCE_TOMBSTONES
 from lineage.erasure import (
     ErasureCertificate,
     drop_shards,
@@ -34,6 +36,7 @@ from lineage.landing_files import erase_landing
 from lineage.locations import certificates_folder, landing_folder
 from lineage.runs import ERASE_JOB, Run, recorded_run
 from lineage.subjects import ErasurePolicy, RequestError, SubjectForms
+from lineage.tables import read_table
 
 # What the certificate's `found` section copies from `find`'s answer: (certificate key, answer key).
 FOUND_IN_CERTIFICATE = (
@@ -43,6 +46,27 @@ FOUND_IN_CERTIFICATE = (
     ("copies_left", "copies_left"),
     ("snapshots", "snapshots"),
 )
+
+
+def earlier_requests(lakehouse: str | Path, labels: list[str]) -> list[dict[str, Any]]:
+    """Completed erasures that named one of these subjects, with what they left pending."""
+    stones = read_table(GOVERNANCE_TOMBSTONES, lakehouse, columns=["kind", "value", "request_id"])
+    requests = read_table(GOVERNANCE_REQUESTS, lakehouse)
+    if stones is None or requests is None:
+        return []
+    ids = {r["request_id"] for r in stones.to_pylist() if r["kind"] == "subject" and r["value"] in set(labels)}
+    found = []
+    for row in requests.to_pylist():
+        if row["request_id"] in ids and row["status"] == "completed":
+            certificate = json.loads(row["certificate"] or "{}")
+            found.append(
+                {
+                    "request_id": row["request_id"],
+                    "completed_at": str(row["completed_at"]),
+                    "pending": certificate.get("pending", {}),
+                }
+            )
+    return sorted(found, key=lambda r: r["completed_at"])
 
 
 def check_reason(reason: str, identifiers: tuple[str, ...]) -> None:
