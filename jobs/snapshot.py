@@ -13,59 +13,32 @@ from collections import defaultdict
 from typing import Any
 
 import click
-from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.data_runs import tracked_run
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
-from lineage.errors import MillpondError
 from lineage.locations import shards_folder
 from lineage.runs import Run
 from lineage.snapshots import (
     SnapshotSpec,
     SnapshotSpecError,
+    existing_snapshot,
     filter_json,
     parse_where,
     schema_columns,
-    snapshot_row,
+    snapshot_source,
     snapshot_summary,
     write_snapshot,
 )
-from lineage.tables import latest_version, read_table
-
-NEEDED = ("doc_id", "text", "source", "text_sha256", "license_policy", "consent")
-
-
-class SnapshotExistsError(MillpondError, ValueError):
-    """A snapshot of that name exists: snapshots are immutable."""
-
-
-class SnapshotNotFoundError(MillpondError, ValueError):
-    """No snapshot of that name."""
+from lineage.tables import read_table
 
 
 def create_snapshot(spark: SparkSession, config: Config, spec: SnapshotSpec) -> dict[str, Any]:
     """Cut `spec` from its source table's current version into gold.snapshots and its members."""
     lakehouse = config.lakehouse
-    try:
-        source_spec = table(spec.source_table)
-    except KeyError as err:
-        raise SnapshotSpecError(str(err.args[0])) from None
-    missing = [c for c in NEEDED if c not in source_spec.schema.fieldNames()]
-    if missing:
-        raise SnapshotSpecError(f"{spec.source_table} cannot be snapshotted: it has no {', '.join(missing)}")
-    existing = snapshot_row(lakehouse, spec.name)
-    if existing is not None:
-        raise SnapshotExistsError(
-            f"snapshot {spec.name!r} exists (cut from {existing['source_table']} v{existing['source_version']} "
-            f"at {existing['created_at']:%Y-%m-%d %H:%M}); snapshots are immutable: choose a new name"
-        )
-    path = source_spec.path(lakehouse)
-    if not DeltaTable.isDeltaTable(spark, path):
-        raise SnapshotSpecError(f"{spec.source_table} does not exist yet: run `millpond curate` first")
-    version = latest_version(DeltaTable.forPath(spark, path))
+    path, version = snapshot_source(spark, lakehouse, spec)
     run = Run(
         job="snapshot",
         config_digest=config.digest(),
@@ -204,9 +177,7 @@ def list_command(as_json: bool, lakehouse: str | None, config_file: str | None) 
 def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: str | None) -> None:
     """Show one snapshot: its definition, counts by split and source, what was left out."""
     config = effective_config(lakehouse, config_file)
-    row = snapshot_row(config.lakehouse, name)
-    if row is None:
-        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    row = existing_snapshot(config.lakehouse, name)
     summary = snapshot_summary(row)
     members = read_table(GOLD_SNAPSHOT_MEMBERS, config.lakehouse, columns=["snapshot", "source", "split", "repeats"])
     splits: dict[str, int] = defaultdict(int)

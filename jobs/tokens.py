@@ -17,10 +17,13 @@ from pyspark.sql import SparkSession
 
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
-from jobs.snapshot import SnapshotNotFoundError
 from jobs.tracking import tracking_uri, use_experiment
 from lineage.locations import shard_folder, tokenizer_folder
-from lineage.snapshots import member_frames, require_train_documents, snapshot_row
+from lineage.snapshots import (
+    existing_snapshot,
+    member_frames,
+    require_train_documents,
+)
 from trainers.shards import ShardSettings, build_shards, load_manifest
 from trainers.tokenizer import (
     TokenizerSettings,
@@ -37,9 +40,7 @@ AUDIT_DOCUMENTS = 200  # per domain, from the validation split
 
 def snapshot_for(config: Config, name: str, to_do: str) -> dict[str, Any]:
     """The snapshot's row; refused when it does not exist or has nothing to `to_do` with."""
-    row = snapshot_row(config.lakehouse, name)
-    if row is None:
-        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    row = existing_snapshot(config.lakehouse, name)
     require_train_documents(row, to_do)
     return row
 

@@ -23,13 +23,12 @@ import click
 
 from jobs.config import Config, cache_dir, params_from, project_root
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
-from jobs.snapshot import SnapshotNotFoundError
 from jobs.tokens import snapshot_for
 from jobs.tracking import flatten, register_run_model, step_logger, tracking_uri, use_experiment
 from lineage.catalog import table
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder, tokenizers_folder
-from lineage.snapshots import snapshot_row
+from lineage.snapshots import existing_snapshot
 from trainers.loop import TrainSettings, runtime_environment
 from trainers.shards import ShardSettings
 from trainers.tokenizer import EOS, PAD, TokenizerSettings
@@ -89,9 +88,7 @@ def pretrain(
     from trainers.model import flops_per_token, llama_config, parameter_count
     from trainers.tokenizer import load_tokenizer
 
-    snapshot = snapshot_row(config.lakehouse, name)
-    if snapshot is None:
-        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    snapshot = existing_snapshot(config.lakehouse, name)
     folder = Path(manifest["folder"])
     tokenizer = load_tokenizer(manifest["tokenizer"])
     model_config = llama_config(

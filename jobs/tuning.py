@@ -14,11 +14,10 @@ from typing import Any
 import click
 
 from jobs.config import Config, cache_dir
-from jobs.snapshot import SnapshotNotFoundError
 from jobs.tracking import flatten, register_run_model, tracking_uri
 from jobs.train import TrainingInputError, git_commit, log_model
 from lineage.catalog import table
-from lineage.snapshots import snapshot_row
+from lineage.snapshots import existing_snapshot
 from trainers.loop import TrainSettings
 
 
@@ -54,10 +53,7 @@ def init_model(config: Config, init: str | None, resume_run: str | None) -> Init
 
 
 def snapshot_of(config: Config, name: str) -> dict[str, Any]:
-    snapshot = snapshot_row(config.lakehouse, name)
-    if snapshot is None:
-        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
-    return snapshot
+    return existing_snapshot(config.lakehouse, name)
 
 
 def start_run(config: Config, start: InitModel, parent_run_id: str | None, run_name: str) -> str:

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -544,3 +545,45 @@ def member_frames(spark: SparkSession, lakehouse: Any, snapshot: dict[str, Any])
         .select("doc_id", "text", F.coalesce(F.col("domain"), F.lit("none")).alias("domain"))
     )
     return members, texts
+
+
+# The columns a table needs to be snapshotted.
+NEEDED = ("doc_id", "text", "source", "text_sha256", "license_policy", "consent")
+
+
+class SnapshotExistsError(MillpondError, ValueError):
+    """A snapshot of that name exists: snapshots are immutable."""
+
+
+class SnapshotNotFoundError(MillpondError, ValueError):
+    """No snapshot of that name."""
+
+
+def snapshot_source(spark: SparkSession, lakehouse: str | Path, spec: SnapshotSpec) -> tuple[str, int]:
+    """The Delta path and current version of the table `spec` cuts from; refused when the table
+    cannot be snapshotted, does not exist yet, or the name is taken."""
+    try:
+        source_spec = table(spec.source_table)
+    except KeyError as err:
+        raise SnapshotSpecError(str(err.args[0])) from None
+    missing = [c for c in NEEDED if c not in source_spec.schema.fieldNames()]
+    if missing:
+        raise SnapshotSpecError(f"{spec.source_table} cannot be snapshotted: it has no {', '.join(missing)}")
+    existing = snapshot_row(lakehouse, spec.name)
+    if existing is not None:
+        raise SnapshotExistsError(
+            f"snapshot {spec.name!r} exists (cut from {existing['source_table']} v{existing['source_version']} "
+            f"at {existing['created_at']:%Y-%m-%d %H:%M}); snapshots are immutable: choose a new name"
+        )
+    path = source_spec.path(lakehouse)
+    if not DeltaTable.isDeltaTable(spark, path):
+        raise SnapshotSpecError(f"{spec.source_table} does not exist yet: run `millpond curate` first")
+    return path, latest_version(DeltaTable.forPath(spark, path))
+
+
+def existing_snapshot(lakehouse: str | Path, name: str) -> dict[str, Any]:
+    """The snapshot's row; a clear error when there is none."""
+    row = snapshot_row(lakehouse, name)
+    if row is None:
+        raise SnapshotNotFoundError(f"no snapshot {name!r}; see `millpond snapshot list`")
+    return row

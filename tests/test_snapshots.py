@@ -12,11 +12,12 @@ from deltalake import DeltaTable
 
 from conftest import make_config
 from jobs.cli import cli
-from jobs.snapshot import SnapshotExistsError, create_snapshot
+from jobs.snapshot import create_snapshot
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, LINEAGE_RUNS, SILVER_DOCUMENTS
 from lineage.errors import NotEnoughDataError
 from lineage.snapshots import (
     Clause,
+    SnapshotExistsError,
     SnapshotSpec,
     SnapshotSpecError,
     example_targets,
