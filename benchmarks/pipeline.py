@@ -92,16 +92,17 @@ def build_corpus(
     folder.mkdir(parents=True, exist_ok=True)
     handles = [(folder / f"part-{k:03d}.jsonl").open("w", encoding="utf-8") for k in range(files)]
     planted: Counter[str] = Counter()
-    written: list[str] = []
+    written = 0
     i = 0
 
     def write(text: str, kind: str) -> None:
-        handles[len(written) % files].write(json.dumps({"id": f"d{len(written):08d}", "text": text}) + "\n")
-        written.append(text[:0])  # only the count matters
+        nonlocal written
+        handles[written % files].write(json.dumps({"id": f"d{written:08d}", "text": text}) + "\n")
+        written += 1
         planted[kind] += 1
 
     try:
-        while len(written) < docs:
+        while written < docs:
             base = original(i)
             if rng.random() < 0.1:  # personal data between the lines
                 lines = base.split(". ")
@@ -113,13 +114,13 @@ def build_corpus(
                 base = f"{base}\n{rng.choice(eval_items)}"
                 planted["eval_item"] += 1
             write(base, "original")
-            if i % 5 == 0 and len(written) < docs:
+            if i % 5 == 0 and written < docs:
                 for _ in range(rng.randint(1, 3)):
-                    if len(written) < docs:
+                    if written < docs:
                         write(variant(rng, base, rng.choice([0.01, 0.02, 0.04, 0.08, 0.15])), "near_duplicate")
-            if rng.random() < 0.05 and len(written) < docs:
+            if rng.random() < 0.05 and written < docs:
                 write(base, "exact_copy")
-            if rng.random() < 0.03 and len(written) < docs:
+            if rng.random() < 0.03 and written < docs:
                 mojibake = ("Naïve café résumé notes: " + base).encode("utf-8").decode("cp1252", errors="replace")
                 write(mojibake, "mojibake")
             i += 1
@@ -128,7 +129,7 @@ def build_corpus(
             handle.close()
     (folder.parent / "eval_items.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in eval_items))
     megabytes = sum(p.stat().st_size for p in folder.glob("*.jsonl")) / 1e6
-    return {"documents": len(written), "files": files, "megabytes": round(megabytes, 1), "planted": dict(planted)}
+    return {"documents": written, "files": files, "megabytes": round(megabytes, 1), "planted": dict(planted)}
 
 
 def millpond_side(args: argparse.Namespace, corpus: Path, work: Path) -> dict[str, Any]:
@@ -176,7 +177,7 @@ def millpond_side(args: argparse.Namespace, corpus: Path, work: Path) -> dict[st
         return result
 
     ingested = timed("ingest", lambda: run_ingest(spark, config_for(like), manifest))
-    out["ingest"]["rows"] = ingested.as_json().get("rows", None) if hasattr(ingested, "as_json") else None
+    out["ingest"]["rows"] = ingested.ingested
     shutil.copytree(like, full)
     add_command.main(
         ["bench-eval", str(work / "eval_items.jsonl"), "--lakehouse", str(full), "--master", args.master],
