@@ -67,6 +67,33 @@ def use_experiment(config: Config, name: str) -> str:
     return found
 
 
+def snapshot_params(name: str, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The params that pin a training run to its snapshot: the name, the table and version it was cut
+    from, the digest of its members."""
+    return {
+        "snapshot": name, "snapshot.source_table": snapshot["source_table"],
+        "snapshot.source_version": snapshot["source_version"], "snapshot.digest": snapshot["content_digest"],
+    }  # fmt: skip
+
+
+def log_snapshot_dataset(lakehouse: Path, name: str, snapshot: dict[str, Any], summary: Any) -> None:
+    """The snapshot as the active run's `training` dataset input: the Delta path and the table
+    version it pins, named `<snapshot>@v<version>` (what the UI's Dataset column shows), the
+    digest of its members, `summary` (a pandas frame: what the run read per split) as its profile."""
+    import mlflow
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+
+    from lineage.catalog import table
+
+    source = DeltaDatasetSource(
+        path=table(snapshot["source_table"]).path(lakehouse), delta_table_version=snapshot["source_version"]
+    )
+    dataset = mlflow.data.from_pandas(
+        summary, source=source, name=f"{name}@v{snapshot['source_version']}", digest=snapshot["content_digest"][:16]
+    )
+    mlflow.log_input(dataset, context="training")
+
+
 def model_source(run_id: str, experiment_id: str, artifact_uri: str) -> tuple[str, str | None]:
     """(source, model id) of a registered version of a run's model: the MLflow model the run logged
     (`jobs.train.log_model`; `models:/<id>`, as `mlflow.register_model` links them), else the

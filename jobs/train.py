@@ -24,8 +24,15 @@ import click
 from jobs.config import Config, cache_dir, params_from, project_root
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.tokens import snapshot_for
-from jobs.tracking import flatten, register_run_model, step_logger, tracking_uri, use_experiment
-from lineage.catalog import table
+from jobs.tracking import (
+    flatten,
+    log_snapshot_dataset,
+    register_run_model,
+    snapshot_params,
+    step_logger,
+    tracking_uri,
+    use_experiment,
+)
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder, tokenizers_folder
 from lineage.snapshots import existing_snapshot
@@ -124,31 +131,20 @@ def pretrain(
     figures: dict[str, Any] = {"steps": 0, "losses": []}
     try:
         if tracking and not resume_run:
-            source = table(snapshot["source_table"])
             params = {f"train.{k}": v for k, v in asdict(settings).items()}
             params |= {f"model.{k}": getattr(model_config, k) for k in (
                 "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                 "intermediate_size", "max_position_embeddings")}  # fmt: skip
+            params |= snapshot_params(name, snapshot)
             params |= {
-                "snapshot": name, "snapshot.source_table": snapshot["source_table"],
-                "snapshot.source_version": snapshot["source_version"], "snapshot.digest": snapshot["content_digest"],
                 "tokenizer.digest": manifest["tokenizer_digest"], "shards.folder": str(folder),
                 "shards.train_tokens": manifest["tokens"]["train"], "run_dir": str(run_dir),
                 "config.digest": config.digest(), "lakehouse": str(config.lakehouse),
             }  # fmt: skip
             import pandas as pd
-            from mlflow.data.delta_dataset_source import DeltaDatasetSource
 
             summary = pd.DataFrame([{"split": s, "tokens": t} for s, t in manifest["tokens"].items()])
-            dataset = mlflow.data.from_pandas(
-                summary,
-                source=DeltaDatasetSource(
-                    path=source.path(config.lakehouse), delta_table_version=snapshot["source_version"]
-                ),
-                name=f"{name}@v{snapshot['source_version']}",  # the snapshot and the table version it pins
-                digest=snapshot["content_digest"][:16],
-            )
-            mlflow.log_input(dataset, context="training")
+            log_snapshot_dataset(config.lakehouse, name, snapshot, summary)
             mlflow.set_tags({"snapshot": name, "git_commit": git_commit() or "unknown", "millpond.kind": "pretrain"})
             params |= flatten(config.values, "config")
             params |= {"deepspeed.zero_stage": settings.zero_stage, "deepspeed.grad_clip": settings.grad_clip}

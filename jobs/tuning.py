@@ -14,9 +14,8 @@ from typing import Any
 import click
 
 from jobs.config import Config, cache_dir
-from jobs.tracking import flatten, register_run_model, tracking_uri
+from jobs.tracking import flatten, log_snapshot_dataset, register_run_model, snapshot_params, tracking_uri
 from jobs.train import TrainingInputError, git_commit, log_model
-from lineage.catalog import table
 from lineage.snapshots import existing_snapshot
 from trainers.loop import TrainSettings
 
@@ -83,18 +82,10 @@ def log_snapshot_input(
     members, the count per split as its profile) and the tags every tuning run carries."""
     import mlflow
     import pandas as pd
-    from mlflow.data.delta_dataset_source import DeltaDatasetSource
 
     counts = pd.Series(splits).value_counts()
     summary = pd.DataFrame([{"split": s, unit: int(n)} for s, n in sorted(counts.items())])
-    source = table(snapshot["source_table"])
-    dataset = mlflow.data.from_pandas(
-        summary,
-        source=DeltaDatasetSource(path=source.path(config.lakehouse), delta_table_version=snapshot["source_version"]),
-        name=f"{name}@v{snapshot['source_version']}",
-        digest=snapshot["content_digest"][:16],
-    )
-    mlflow.log_input(dataset, context="training")
+    log_snapshot_dataset(config.lakehouse, name, snapshot, summary)
     mlflow.set_tags({
         "mlflow.parentRunId": parent_run_id or start.served.run_id, "snapshot": name, "millpond.kind": kind,
         "init": start.served.label, "git_commit": git_commit() or "unknown",
@@ -109,9 +100,8 @@ def tuning_params(
     model, where its exposure listing is (`lineage find` reads it) and the whole config."""
     params = {f"{kind}.{k}": v for k, v in asdict(settings).items()}
     params |= {f"train.{k}": v for k, v in asdict(loop).items()}
+    params |= snapshot_params(name, snapshot)
     params |= {
-        "snapshot": name, "snapshot.source_table": snapshot["source_table"],
-        "snapshot.source_version": snapshot["source_version"], "snapshot.digest": snapshot["content_digest"],
         "init.model": start.named, "init.run_id": start.served.run_id, "init.label": start.served.label,
         "exposure.listing": str(listing), "run_dir": str(run_dir), "config.digest": config.digest(),
         "lakehouse": str(config.lakehouse),
