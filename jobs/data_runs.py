@@ -25,9 +25,10 @@ from curation.commit import run_findings
 from evals.plots import cluster_figure, counts_figure, funnel_figure, mixture_figure
 from jobs.config import Config, MlflowSettings, params_from
 from jobs.context import progress
-from jobs.tracking import experiment_id, flatten, tracking_uri
+from jobs.tracking import experiment_id, tracking_uri
 from lineage.catalog import table
 from lineage.runs import Run, recorded_run
+from trainers.tracking import flatten
 
 EXPERIMENT = "data"
 

@@ -25,10 +25,11 @@ from evals.promotion import KEPT_CHAMPION, PROMOTED, TOO_FEW_PAIRS, TurnReport, 
 from evals.settings import FlywheelSettings
 from jobs.config import Config, ConfigError, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
-from jobs.tracking import model_source, tracking_uri, use_experiment
+from jobs.tracking import tracking_uri, use_experiment
 from lineage.catalog import SILVER_PREFERENCES
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.tables import read_table
+from trainers.tracking import model_source
 
 
 class NoChampionError(MillpondError, LookupError):

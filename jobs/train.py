@@ -24,21 +24,14 @@ import click
 from jobs.config import Config, cache_dir, params_from, project_root
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.tokens import snapshot_for
-from jobs.tracking import (
-    flatten,
-    log_snapshot_dataset,
-    register_run_model,
-    snapshot_params,
-    step_logger,
-    tracking_uri,
-    use_experiment,
-)
+from jobs.tracking import step_logger, tracking_uri, use_experiment
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import run_folder, tokenizers_folder
 from lineage.snapshots import existing_snapshot
 from trainers.loop import TrainSettings, runtime_environment
 from trainers.shards import ShardSettings
 from trainers.tokenizer import EOS, PAD, TokenizerSettings
+from trainers.tracking import flatten, log_snapshot_dataset, register_run_model, snapshot_params
 
 
 class TrainingInputError(MillpondError, FileNotFoundError):

@@ -14,10 +14,11 @@ from typing import Any
 import click
 
 from jobs.config import Config, cache_dir
-from jobs.tracking import flatten, log_snapshot_dataset, register_run_model, snapshot_params, tracking_uri
+from jobs.tracking import tracking_uri
 from jobs.train import TrainingInputError, git_commit, log_model
 from lineage.snapshots import existing_snapshot
 from trainers.loop import TrainSettings
+from trainers.tracking import flatten, log_snapshot_dataset, register_run_model, snapshot_params
 
 
 @dataclass
