@@ -18,13 +18,13 @@ from pyspark.sql import SparkSession
 from jobs.config import Config, params_from
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.tracking import tracking_uri, use_experiment
-from lineage.locations import shard_folder, tokenizer_folder
+from lineage.locations import tokenizer_folder
 from lineage.snapshots import (
     existing_snapshot,
     member_frames,
     require_train_documents,
 )
-from trainers.shards import ShardSettings, build_shards, load_manifest
+from trainers.shards import ShardSettings, cached_snapshot_shards, cut_snapshot_shards
 from trainers.tokenizer import (
     TokenizerSettings,
     TrainingSample,
@@ -94,13 +94,11 @@ def train_tokenizer(spark: SparkSession, config: Config, name: str, settings: To
 def cached_shards(config: Config, name: str, tokenizer_path: str) -> dict[str, Any] | None:
     """The manifest of this snapshot's shards for this tokenizer, when they are cut already."""
     snapshot = snapshot_for(config, name, "cut into shards")
-    digest = tokenizer_digest(load_tokenizer(tokenizer_path).to_str())  # type: ignore[attr-defined]
-    folder = shard_folder(config.lakehouse, name, digest)
-    cached = load_manifest(folder)
-    if cached is not None and cached.get("content_digest") == snapshot["content_digest"]:
-        progress(f"shards of {name} for tokenizer {digest[:12]} are cached in {folder}")
-        return cached | {"folder": str(folder), "cached": True}
-    return None
+    tokenizer_json = load_tokenizer(tokenizer_path).to_str()  # type: ignore[attr-defined]
+    cached = cached_snapshot_shards(config.lakehouse, name, snapshot, tokenizer_json)
+    if cached is not None:
+        progress(f"shards of {name} for tokenizer {cached['tokenizer_digest'][:12]} are cached in {cached['folder']}")
+    return cached
 
 
 def cut_shards(
@@ -111,25 +109,9 @@ def cut_shards(
     if cached is not None:
         return cached
     snapshot = snapshot_for(config, name, "cut into shards")
-    tokenizer = load_tokenizer(tokenizer_path)
-    as_json = tokenizer.to_str()  # type: ignore[attr-defined]
-    digest = tokenizer_digest(as_json)
-    folder = shard_folder(config.lakehouse, name, digest)
     members, texts = member_frames(spark, config.lakehouse, snapshot)
-    progress(f"cutting {name} into token shards in {folder}")
-    about = {
-        "snapshot": name,
-        "source_table": snapshot["source_table"],
-        "source_version": snapshot["source_version"],
-        "content_digest": snapshot["content_digest"],
-        "tokenizer_digest": digest,
-        "tokenizer": str(Path(tokenizer_path).resolve()),
-    }
-    manifest = build_shards(
-        members, texts.select("doc_id", "text"), folder, as_json,
-        tokenizer.get_vocab_size(), settings, about,  # type: ignore[attr-defined]
-    )  # fmt: skip
-    return manifest | {"folder": str(folder), "cached": False}
+    progress(f"cutting {name} into token shards")
+    return cut_snapshot_shards(members, texts, config.lakehouse, name, snapshot, tokenizer_path, settings)
 
 
 @click.group("tokenizer")

@@ -26,7 +26,7 @@ from jobs.context import effective_config, lakehouse_options, open_spark, progre
 from jobs.tokens import snapshot_for
 from jobs.tracking import step_logger, tracking_uri, use_experiment
 from lineage.errors import MillpondError, NotEnoughDataError
-from lineage.locations import run_folder, tokenizers_folder
+from lineage.locations import latest_tokenizer, run_folder
 from lineage.snapshots import existing_snapshot
 from trainers.loop import TrainSettings, runtime_environment
 from trainers.shards import ShardSettings
@@ -36,11 +36,6 @@ from trainers.tracking import flatten, log_snapshot_dataset, register_run_model,
 
 class TrainingInputError(MillpondError, FileNotFoundError):
     """What a training or evaluation run reads is not there (shards, a checkpoint, a run)."""
-
-
-def latest_tokenizer(lakehouse: Path, snapshot: str) -> Path | None:
-    folders = sorted(tokenizers_folder(lakehouse).glob(f"{snapshot}-v*"), key=lambda p: p.stat().st_mtime)
-    return folders[-1] / "tokenizer.json" if folders else None
 
 
 def prepare_tokens(config: Config, name: str, tokenizer: str | None, master: str | None) -> dict[str, Any]:

@@ -34,6 +34,12 @@ def tokenizer_folder(lakehouse: str | Path, snapshot: str, vocab_size: int, dige
     return tokenizers_folder(lakehouse) / f"{snapshot}-v{vocab_size}-{digest[:12]}"
 
 
+def latest_tokenizer(lakehouse: str | Path, snapshot: str) -> Path | None:
+    """The `tokenizer.json` most recently trained on the snapshot, if any."""
+    folders = sorted(tokenizers_folder(lakehouse).glob(f"{snapshot}-v*"), key=lambda p: p.stat().st_mtime)
+    return folders[-1] / "tokenizer.json" if folders else None
+
+
 def run_folder(lakehouse: str | Path, run_id: str) -> Path:
     """A training run's checkpoints and saved model."""
     return _root(lakehouse) / "_runs" / run_id

@@ -26,8 +26,8 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from lineage.locations import SHARD_DOCUMENTS
-from trainers.tokenizer import EOS
+from lineage.locations import SHARD_DOCUMENTS, shard_folder
+from trainers.tokenizer import EOS, load_tokenizer, tokenizer_digest
 
 SHARD_SPLITS = ("train", "validation")
 MANIFEST = "manifest.json"
@@ -204,3 +204,40 @@ def build_shards(
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging.rename(folder)
     return manifest
+
+
+def cached_snapshot_shards(
+    lakehouse: Path, name: str, snapshot: dict[str, Any], tokenizer_json: str
+) -> dict[str, Any] | None:
+    """The manifest of the snapshot's shards for this tokenizer when they were cut already from the
+    same members (the snapshot's content digest: an amended snapshot is cut again)."""
+    folder = shard_folder(lakehouse, name, tokenizer_digest(tokenizer_json))
+    cached = load_manifest(folder)
+    if cached is None or cached.get("content_digest") != snapshot["content_digest"]:
+        return None
+    return cached | {"folder": str(folder), "cached": True}
+
+
+def cut_snapshot_shards(
+    members: DataFrame, texts: DataFrame, lakehouse: Path, name: str, snapshot: dict[str, Any],
+    tokenizer_path: str, settings: ShardSettings,
+) -> dict[str, Any]:  # fmt: skip
+    """Cut the snapshot's members (`texts`: their rows at the pinned version) with this tokenizer
+    into its cache folder; the manifest names the snapshot, table version and tokenizer."""
+    tokenizer = load_tokenizer(tokenizer_path)
+    as_json = tokenizer.to_str()  # type: ignore[attr-defined]
+    digest = tokenizer_digest(as_json)
+    about = {
+        "snapshot": name,
+        "source_table": snapshot["source_table"],
+        "source_version": snapshot["source_version"],
+        "content_digest": snapshot["content_digest"],
+        "tokenizer_digest": digest,
+        "tokenizer": str(Path(tokenizer_path).resolve()),
+    }
+    folder = shard_folder(lakehouse, name, digest)
+    manifest = build_shards(
+        members, texts.select("doc_id", "text"), folder, as_json,
+        tokenizer.get_vocab_size(), settings, about,  # type: ignore[attr-defined]
+    )  # fmt: skip
+    return manifest | {"folder": str(folder), "cached": False}
