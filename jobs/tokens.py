@@ -94,8 +94,11 @@ def train_tokenizer(spark: SparkSession, config: Config, name: str, settings: To
 def cached_shards(config: Config, name: str, tokenizer_path: str) -> dict[str, Any] | None:
     """The manifest of this snapshot's shards for this tokenizer, when they are cut already."""
     snapshot = snapshot_for(config, name, "cut into shards")
-    tokenizer_json = load_tokenizer(tokenizer_path).to_str()  # type: ignore[attr-defined]
-    cached = cached_snapshot_shards(config.lakehouse, name, snapshot, tokenizer_json)
+    return _cached(config, name, snapshot, load_tokenizer(tokenizer_path))
+
+
+def _cached(config: Config, name: str, snapshot: dict[str, Any], tokenizer: Any) -> dict[str, Any] | None:
+    cached = cached_snapshot_shards(config.lakehouse, name, snapshot, tokenizer.to_str())
     if cached is not None:
         progress(f"shards of {name} for tokenizer {cached['tokenizer_digest'][:12]} are cached in {cached['folder']}")
     return cached
@@ -105,13 +108,14 @@ def cut_shards(
     spark: SparkSession, config: Config, name: str, tokenizer_path: str, settings: ShardSettings
 ) -> dict[str, Any]:
     """The snapshot's shards for this tokenizer: reused when already cut, else cut now."""
-    cached = cached_shards(config, name, tokenizer_path)
+    snapshot = snapshot_for(config, name, "cut into shards")
+    tokenizer = load_tokenizer(tokenizer_path)
+    cached = _cached(config, name, snapshot, tokenizer)
     if cached is not None:
         return cached
-    snapshot = snapshot_for(config, name, "cut into shards")
     members, texts = member_frames(spark, config.lakehouse, snapshot)
     progress(f"cutting {name} into token shards")
-    return cut_snapshot_shards(members, texts, config.lakehouse, name, snapshot, tokenizer_path, settings)
+    return cut_snapshot_shards(members, texts, config.lakehouse, name, snapshot, tokenizer, tokenizer_path, settings)
 
 
 @click.group("tokenizer")

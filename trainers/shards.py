@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from lineage.locations import SHARD_DOCUMENTS, shard_folder
-from trainers.tokenizer import EOS, load_tokenizer, tokenizer_digest
+from trainers.tokenizer import EOS, tokenizer_digest
 
 SHARD_SPLITS = ("train", "validation")
 MANIFEST = "manifest.json"
@@ -220,12 +220,12 @@ def cached_snapshot_shards(
 
 def cut_snapshot_shards(
     members: DataFrame, texts: DataFrame, lakehouse: Path, name: str, snapshot: dict[str, Any],
-    tokenizer_path: str, settings: ShardSettings,
+    tokenizer: Any, tokenizer_path: str, settings: ShardSettings,
 ) -> dict[str, Any]:  # fmt: skip
     """Cut the snapshot's members (`texts`: their rows at the pinned version) with this tokenizer
-    into its cache folder; the manifest names the snapshot, table version and tokenizer."""
-    tokenizer = load_tokenizer(tokenizer_path)
-    as_json = tokenizer.to_str()  # type: ignore[attr-defined]
+    (loaded from `tokenizer_path`) into its cache folder; the manifest names the snapshot, table
+    version and tokenizer."""
+    as_json = tokenizer.to_str()
     digest = tokenizer_digest(as_json)
     about = {
         "snapshot": name,
