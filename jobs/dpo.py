@@ -25,13 +25,13 @@ from jobs.tuning import (
     run_label,
     save_tuned,
     section_with,
-    snapshot_of,
     start_run,
     tuning_options,
     tuning_params,
     tuning_result,
 )
 from lineage.locations import reference_cache_folder, run_folder
+from lineage.snapshots import existing_snapshot
 from trainers.dpo import DpoSettings, Pair, snapshot_pairs
 from trainers.loop import TrainSettings, runtime_environment
 
@@ -40,7 +40,7 @@ KIND = "dpo"
 
 def preference_pairs(config: Config, name: str) -> tuple[dict[str, Any], list[Pair]]:
     """The snapshot's row and its pairs as the pinned version of silver.preferences holds them."""
-    snapshot = snapshot_of(config, name)
+    snapshot = existing_snapshot(config.lakehouse, name)
     return snapshot, snapshot_pairs(config.lakehouse, snapshot)
 
 

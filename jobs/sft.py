@@ -25,13 +25,13 @@ from jobs.tuning import (
     run_label,
     save_tuned,
     section_with,
-    snapshot_of,
     start_run,
     tuning_options,
     tuning_params,
     tuning_result,
 )
 from lineage.locations import run_folder
+from lineage.snapshots import existing_snapshot
 from trainers.loop import TrainSettings, runtime_environment
 from trainers.sft import Demonstration, SftSettings, snapshot_demonstrations
 
@@ -40,7 +40,7 @@ KIND = "sft"
 
 def demonstrations(config: Config, name: str) -> tuple[dict[str, Any], list[Demonstration]]:
     """The snapshot's row and its demonstrations as the pinned table version holds them."""
-    snapshot = snapshot_of(config, name)
+    snapshot = existing_snapshot(config.lakehouse, name)
     return snapshot, snapshot_demonstrations(config.lakehouse, snapshot)
 
 

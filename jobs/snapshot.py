@@ -26,6 +26,7 @@ from lineage.snapshots import (
     SnapshotSpecError,
     existing_snapshot,
     filter_json,
+    parse_mix,
     parse_where,
     schema_columns,
     snapshot_source,
@@ -53,21 +54,6 @@ def create_snapshot(spark: SparkSession, config: Config, spec: SnapshotSpec) -> 
         }
         run.reports["mixture"] = json.dumps(summary["realized_mix"], sort_keys=True)
     return summary
-
-
-def _parse_mix(text: str | None) -> tuple[tuple[str, float], ...]:
-    if not text:
-        return ()
-    out = []
-    for part in text.split(","):
-        name, sep, weight = part.partition("=")
-        try:
-            out.append((name.strip(), float(weight)))
-        except ValueError:
-            raise SnapshotSpecError(f"--mix {text!r}: expected SOURCE=WEIGHT,... (e.g. web=0.7,code=0.3)") from None
-        if not sep or not name.strip():
-            raise SnapshotSpecError(f"--mix {text!r}: expected SOURCE=WEIGHT,... (e.g. web=0.7,code=0.3)")
-    return tuple(out)
 
 
 @click.group("snapshot")
@@ -126,7 +112,7 @@ def create_command(
     except KeyError as err:
         raise SnapshotSpecError(str(err.args[0])) from None
     where = tuple(c for text in filters for c in parse_where(text, columns))
-    spec = SnapshotSpec(name, source_table, where, _parse_mix(mix), temperature, purpose, validation, test_share)
+    spec = SnapshotSpec(name, source_table, where, parse_mix(mix), temperature, purpose, validation, test_share)
     spark = open_spark(config, master, app_name=f"millpond-snapshot-{name}")
     summary = create_snapshot(spark, config, spec)
     if as_json:

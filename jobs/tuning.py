@@ -16,7 +16,6 @@ import click
 from jobs.config import Config, cache_dir
 from jobs.tracking import tracking_uri
 from jobs.train import TrainingInputError, git_commit, log_model
-from lineage.snapshots import existing_snapshot
 from trainers.loop import TrainSettings
 from trainers.tracking import flatten, log_snapshot_dataset, register_run_model, snapshot_params
 
@@ -50,10 +49,6 @@ def init_model(config: Config, init: str | None, resume_run: str | None) -> Init
         raise TrainingInputError("--init is required: the run id or registered model to start from")
     served = resolve_any(uri, init)
     return InitModel(init, served, download_model(served, cache_dir()), resumed)
-
-
-def snapshot_of(config: Config, name: str) -> dict[str, Any]:
-    return existing_snapshot(config.lakehouse, name)
 
 
 def start_run(config: Config, start: InitModel, parent_run_id: str | None, run_name: str) -> str:

@@ -87,6 +87,22 @@ _CLAUSE = re.compile(
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
+def parse_mix(text: str | None) -> tuple[tuple[str, float], ...]:
+    """`--mix web=0.7,code=0.3` as ((source, weight), ...); a clear error for anything else."""
+    if not text:
+        return ()
+    out = []
+    for part in text.split(","):
+        name, sep, weight = part.partition("=")
+        try:
+            out.append((name.strip(), float(weight)))
+        except ValueError:
+            raise SnapshotSpecError(f"--mix {text!r}: expected SOURCE=WEIGHT,... (e.g. web=0.7,code=0.3)") from None
+        if not sep or not name.strip():
+            raise SnapshotSpecError(f"--mix {text!r}: expected SOURCE=WEIGHT,... (e.g. web=0.7,code=0.3)")
+    return tuple(out)
+
+
 def parse_where(text: str, columns: dict[str, T.DataType]) -> tuple[Clause, ...]:
     """Clauses of a filter, checked against the table's columns (struct fields as `a.b`)."""
     clauses = []
