@@ -245,24 +245,37 @@ def _update_pii_index(
 ) -> None:
     """Keep silver.pii_index in step with silver.documents: the rows of every document this batch
     touched or removed are replaced by what the pii stage found in the survivors (none when the
-    stage did not run). A run killed between the two writes is redone whole by the next run."""
+    stage did not run), in one MERGE after silver's. A run killed between the two is redone whole
+    by the next run."""
     path = SILVER_PII_INDEX.path(lakehouse)
     if "pii" not in pipeline.outputs and not DeltaTable.isDeltaTable(spark, path):
         return
     table = ensure_table(spark, SILVER_PII_INDEX, lakehouse)
     touched = pipeline.batch.select("doc_id").unionByName(removed_ids.select("doc_id")).distinct()
-    clear = table.alias("t").merge(touched.alias("s"), "t.doc_id = s.doc_id").whenMatchedDelete()
-    if full:
-        clear = clear.whenNotMatchedBySourceDelete()
-    progress(f"updating {SILVER_PII_INDEX.name}")
-    clear.execute()
-    if "pii" not in pipeline.outputs:
-        return
-    rows = pipeline.survivors.select("doc_id", F.explode("_pii_hashes").alias("h")).select(
-        "doc_id", "h.entity_type", "h.value_hmac", F.lit(run_id).alias("curate_run_id")
+    # One MERGE, one commit: a `clear` row per touched document deletes its rows, and what the
+    # stage found is inserted beside them (the stage lists each finding once per document).
+    nothing = [F.lit(None).cast("string").alias(c) for c in ("entity_type", "value_hmac")]
+    source = touched.select("doc_id", *nothing, F.lit(run_id).alias("curate_run_id"), F.lit("clear").alias("_op"))
+    if "pii" in pipeline.outputs:
+        found = pipeline.survivors.select("doc_id", F.explode("_pii_hashes").alias("h")).select(
+            "doc_id",
+            "h.entity_type",
+            "h.value_hmac",
+            F.lit(run_id).alias("curate_run_id"),
+            F.lit("insert").alias("_op"),
+        )
+        source = source.unionByName(found)
+    values = {c: f"s.`{c}`" for c in SILVER_PII_INDEX.schema.fieldNames()}
+    merge = (
+        table.alias("t")
+        .merge(source.alias("s"), "t.doc_id = s.doc_id AND s._op = 'clear'")
+        .whenMatchedDelete()
+        .whenNotMatchedInsert(condition="s._op = 'insert'", values=values)
     )
-    keys = " AND ".join(f"t.{c} = s.{c}" for c in SILVER_PII_INDEX.key)
-    table.alias("t").merge(rows.alias("s"), keys).whenNotMatchedInsertAll().execute()
+    if full:
+        merge = merge.whenNotMatchedBySourceDelete()
+    progress(f"updating {SILVER_PII_INDEX.name}")
+    merge.execute()
 
 
 def _update_index(

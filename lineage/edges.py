@@ -66,8 +66,8 @@ def replace_edges(
     everything: bool = False,
 ) -> None:
     """The edges of `relations` whose child is in `children` (doc_id) are replaced by `rows`; with
-    `everything` (a full re-run) all edges of those relations are. Clearing first and appending
-    after is idempotent: a run killed between the two is redone whole by the next one."""
+    `everything` (a full re-run) all edges of those relations are. Clearing and inserting is
+    idempotent: a run killed half way is redone whole by the next one."""
     path = LINEAGE_EDGES.path(lakehouse)
     existed = DeltaTable.isDeltaTable(spark, path)
     table = ensure_table(spark, LINEAGE_EDGES, lakehouse)
@@ -75,8 +75,28 @@ def replace_edges(
     if everything and existed:
         table.delete(mine)
     elif existed:
-        clear = table.alias("t").merge(children.select("doc_id").distinct().alias("s"), "t.child_id = s.doc_id")
-        clear.whenMatchedDelete(condition=F.col("t.relation").isin(*relations)).execute()
+        # One MERGE, one commit: a `clear` row per child deletes its edges of these relations, and
+        # the new edges are inserted beside them.
+        columns = LINEAGE_EDGES.schema.fieldNames()
+        clear = (
+            children.select("doc_id")
+            .distinct()
+            .select(
+                *[
+                    F.col("doc_id").alias(f.name)
+                    if f.name == "child_id"
+                    else F.lit(None).cast(f.dataType).alias(f.name)
+                    for f in LINEAGE_EDGES.schema.fields
+                ],
+                F.lit("clear").alias("_op"),
+            )
+        )
+        source = clear.unionByName(rows.select(*columns, F.lit("insert").alias("_op")))
+        merge = table.alias("t").merge(source.alias("s"), "t.child_id = s.child_id AND s._op = 'clear'")
+        merge.whenMatchedDelete(condition=F.col("t.relation").isin(*relations)).whenNotMatchedInsert(
+            condition="s._op = 'insert'", values={c: f"s.`{c}`" for c in columns}
+        ).execute()
+        return
     rows.write.format("delta").mode("append").save(path)
 
 
