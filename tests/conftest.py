@@ -22,6 +22,15 @@ from jobs.spark import SparkSettings, get_spark  # noqa: E402
 # Small enough that the oversized line in the nasty corpus trips it.
 TEST_MAX_RECORD_BYTES = 4096
 
+# Spark's interpreted expression evaluation instead of generated Java code. Tests run thousands of
+# small queries on a few rows: compiling each query's code with Janino, then JIT-compiling the new
+# classes, cost more than evaluating the rows (`tests/test_curate.py` and `tests/test_snapshots.py`:
+# 282 s against 390 s, the JIT's compiler threads 147 CPU-s against 188). Spark's own test suites
+# run both modes; `tests/test_cluster.py` keeps generated code, the default, end to end.
+INTERPRETED_SPARK = {"spark.sql.codegen.wholeStage": "false", "spark.sql.codegen.factoryMode": "NO_CODEGEN"}
+# The same for a `millpond` subprocess, as a millpond.toml section.
+INTERPRETED_SPARK_TOML = "[spark.conf]\n" + "".join(f'"{k}" = "{v}"\n' for k, v in INTERPRETED_SPARK.items())
+
 TEST_SPARK = SparkSettings(
     master="local[2]",
     app_name="millpond-tests",
@@ -31,6 +40,7 @@ TEST_SPARK = SparkSettings(
     # The one session lives for the whole run: the full JIT (C2) pays for itself after a minute
     # (curate of 60 documents: 32 s against 44 s with C1 only).
     fast_jvm_start=False,
+    conf=INTERPRETED_SPARK,
 )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_config
+from conftest import INTERPRETED_SPARK_TOML, make_config
 from jobs.flywheel import KEPT_CHAMPION, TOO_FEW_PAIRS, turn
 
 
@@ -22,7 +22,7 @@ def test_the_quick_demo_turns_the_flywheel_and_the_gate_holds(spark, tmp_path: P
     config_file = tmp_path / "millpond.toml"
     # Promote whatever wins: the path is what is tested, not the quick demo's few steps (its
     # perplexity moves by more or less than 10% from one run to the next).
-    config_file.write_text("[flywheel]\nmin_winrate = 0.0\nmax_perplexity_increase = 10.0\n")
+    config_file.write_text("[flywheel]\nmin_winrate = 0.0\nmax_perplexity_increase = 10.0\n" + INTERPRETED_SPARK_TOML)
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     for name in ("MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):  # an earlier in-process training's rendezvous

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from deltalake import DeltaTable as RsDeltaTable
 
-from conftest import make_config, write_jsonl, write_manifest
+from conftest import INTERPRETED_SPARK_TOML, make_config, write_jsonl, write_manifest
 from jobs.config import cache_dir
 from jobs.ingest import run_ingest
 from lineage.catalog import BRONZE_DOCUMENTS, LINEAGE_RUNS, QUARANTINE_RECORDS
@@ -71,7 +71,7 @@ def test_sigkill_mid_ingest_then_rerun_gives_the_clean_result(spark, tmp_path: P
         write_jsonl(tmp_path / "raw" / f"part-{f}.jsonl", records)
     manifest = write_manifest(tmp_path / "sources.toml", [{"name": "k", "path": "raw", "format": "jsonl"}])
     config = tmp_path / "millpond.toml"
-    config.write_text(SUBPROCESS_CONFIG)
+    config.write_text(SUBPROCESS_CONFIG + INTERPRETED_SPARK_TOML)
     killed = tmp_path / "killed"
     args = ["--lakehouse", str(killed), "--config", str(config), "ingest", "--manifest", str(manifest), "--json"]
 
@@ -114,7 +114,7 @@ def test_sigkill_mid_curate_then_rerun_gives_the_clean_result(spark, tmp_path: P
     clean = tmp_path / "clean"
     shutil.copytree(killed, clean)
     config = tmp_path / "millpond.toml"
-    config.write_text(SUBPROCESS_CONFIG)
+    config.write_text(SUBPROCESS_CONFIG + INTERPRETED_SPARK_TOML)
     args = ["--lakehouse", str(killed), "--config", str(config), "curate", "--json"]
 
     # Killed after its decisions were appended, while silver is being merged.
