@@ -1,14 +1,19 @@
-"""MLflow for training runs, apart from where the store is (that is the job's to say): the config
-as params, the snapshot a run is pinned to as params and as its dataset input, and the
-registered version of the run's model."""
+"""MLflow for training and data runs, apart from where the store is (that is the job's to say): the
+config as params, the snapshot a run is pinned to as params and as its dataset input, the
+registered version of the run's model, and the run of a data job (ingest, curate, snapshot,
+preference build) with its counts, tables and plots."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lineage.catalog import table
+
+if TYPE_CHECKING:
+    from lineage.runs import Run
 
 
 def flatten(values: Any, prefix: str) -> dict[str, Any]:
@@ -71,3 +76,73 @@ def register_run_model(model_name: str, description: str, tags: dict[str, str]) 
     source, model_id = model_source(active.run_id, active.experiment_id, active.artifact_uri)
     version = client.create_model_version(model_name, source=source, run_id=active.run_id, tags=tags, model_id=model_id)
     return {"name": version.name, "version": str(version.version)}
+
+
+def metric_name(count: str) -> str:
+    """`quality:min_word_count` -> `quality/min_word_count` (MLflow's grouping separator)."""
+    return count.replace(":", "/")
+
+
+def log_data_run(client: Any, experiment_id: str, lakehouse: Path, run: Run, figures: dict[str, Any]) -> str:
+    """One finished MLflow run in `experiment_id` for a finished job run (`lineage.runs`), with
+    `figures` (matplotlib) as PNG artifacts under `plots/`; returns its id. It goes through
+    `client`, never the fluent API, so an active run (a flywheel turn's) is left alone."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    stamp = run.started_at.strftime("%Y%m%d-%H%M%S")
+    named = run.params.get("name") or run.params.get("snapshot")
+    tags = {
+        "mlflow.runName": f"{run.job}-{named}-{stamp}" if named else f"{run.job}-{stamp}",
+        "millpond.kind": "data",
+        "millpond.job": run.job,
+        "lineage.run_id": run.run_id,
+        **{f"input.{table}": str(version) for table, version in run.input_versions.items()},
+        **{f"output.{table}": str(version) for table, version in run.output_versions.items()},
+    }
+    if run.spark_app_id:
+        tags["spark.app_id"] = run.spark_app_id
+    created = client.create_run(experiment_id, start_time=_ms(run.started_at))
+    mlflow_run_id = created.info.run_id
+    if run.input_versions:
+        client.log_inputs(mlflow_run_id, datasets=table_inputs(lakehouse, run.input_versions))
+    params = {"config.digest": run.config_digest} | flatten(run.params, "job")
+    timestamp = _ms(run.ended_at or run.started_at)
+    client.log_batch(
+        mlflow_run_id,
+        metrics=[Metric(metric_name(k), float(v), timestamp, 0) for k, v in sorted(run.counts.items())],
+        params=[Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
+        tags=[RunTag(k, v) for k, v in tags.items()],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, text in run.reports.items():
+            (folder / f"{name}.json").write_text(json.dumps(json.loads(text), indent=2, sort_keys=True))
+            client.log_artifact(mlflow_run_id, str(folder / f"{name}.json"), "reports")
+        import matplotlib.pyplot as plt
+
+        for name, figure in figures.items():
+            figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+            plt.close(figure)
+            client.log_artifact(mlflow_run_id, str(folder / f"{name}.png"), "plots")
+    client.set_terminated(mlflow_run_id, "FINISHED", end_time=_ms(run.ended_at) if run.ended_at else None)
+    return mlflow_run_id
+
+
+def table_inputs(lakehouse: Path, versions: dict[str, int]) -> list[Any]:
+    """The tables a job read, each as an MLflow dataset input: its Delta path and the version read,
+    named `<table>@v<version>` as training runs name their snapshots."""
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for name, version in sorted(versions.items()):
+        source = DeltaDatasetSource(path=table(name).path(lakehouse), delta_table_version=int(version))
+        dataset = MetaDataset(source=source, name=f"{name}@v{version}")
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "source")]))
+    return inputs
+
+
+def _ms(moment: Any) -> int:
+    return int(moment.timestamp() * 1000)
