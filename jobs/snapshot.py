@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
 from typing import Any
 
 import click
@@ -18,22 +17,20 @@ from pyspark.sql import SparkSession
 from jobs.config import Config
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.data_runs import tracked_run
-from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
-from lineage.locations import shards_folder
+from lineage.catalog import table
 from lineage.runs import Run
 from lineage.snapshots import (
     SnapshotSpec,
     SnapshotSpecError,
-    existing_snapshot,
     filter_json,
+    list_snapshots,
     parse_mix,
     parse_where,
     schema_columns,
+    snapshot_details,
     snapshot_source,
-    snapshot_summary,
     write_snapshot,
 )
-from lineage.tables import read_table
 
 
 def create_snapshot(spark: SparkSession, config: Config, spec: SnapshotSpec) -> dict[str, Any]:
@@ -142,10 +139,7 @@ def print_summary(s: dict[str, Any]) -> None:
 def list_command(as_json: bool, lakehouse: str | None, config_file: str | None) -> None:
     """List the snapshots: name, source version, rows, words, purpose."""
     config = effective_config(lakehouse, config_file)
-    rows = read_table(GOLD_SNAPSHOTS, config.lakehouse)
-    snapshots = sorted(
-        (snapshot_summary(r) for r in (rows.to_pylist() if rows is not None else [])), key=lambda s: s["name"]
-    )
+    snapshots = list_snapshots(config.lakehouse)
     if as_json:
         click.echo(json.dumps(snapshots, sort_keys=True, default=str))
         return
@@ -163,26 +157,7 @@ def list_command(as_json: bool, lakehouse: str | None, config_file: str | None) 
 def show_command(name: str, as_json: bool, lakehouse: str | None, config_file: str | None) -> None:
     """Show one snapshot: its definition, counts by split and source, what was left out."""
     config = effective_config(lakehouse, config_file)
-    row = existing_snapshot(config.lakehouse, name)
-    summary = snapshot_summary(row)
-    members = read_table(GOLD_SNAPSHOT_MEMBERS, config.lakehouse, columns=["snapshot", "source", "split", "repeats"])
-    splits: dict[str, int] = defaultdict(int)
-    sources: dict[str, int] = defaultdict(int)
-    for m in members.to_pylist() if members is not None else []:
-        if m["snapshot"] == name:
-            splits[m["split"]] += 1
-            if m["split"] == "train":
-                sources[m["source"]] += m["repeats"]
-    summary["splits"] = {s: splits.get(s, 0) for s in ("train", "validation", "test")}
-    summary["examples_by_source"] = dict(sorted(sources.items()))
-    # Token counts depend on the tokenizer: one entry per cut of the snapshot into shards.
-    summary["tokens_by_tokenizer"] = {
-        m["tokenizer_digest"][:12]: m["tokens"]
-        for m in (
-            json.loads(p.read_text()) for p in sorted(shards_folder(config.lakehouse, name).glob("*/manifest.json"))
-        )
-        if m.get("content_digest") == summary["content_digest"]
-    }
+    summary = snapshot_details(config.lakehouse, name)
     if as_json:
         click.echo(json.dumps(summary, sort_keys=True, default=str))
         return

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import re
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from pyspark.sql import types as T
 from lineage.catalog import GOLD_SNAPSHOT_MEMBERS, GOLD_SNAPSHOTS, table
 from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
 from lineage.errors import MillpondError, NotEnoughDataError
+from lineage.locations import shards_folder
 from lineage.runs import Run
 from lineage.tables import ensure_table, latest_version, read_table
 
@@ -544,6 +546,40 @@ def snapshot_summary(row: dict[str, Any]) -> dict[str, Any]:
         "run_id": row["run_id"],
         "created_at": row["created_at"].isoformat() if row["created_at"] else None,
     }
+
+
+def list_snapshots(lakehouse: Any) -> list[dict[str, Any]]:
+    """Every snapshot as `snapshot list` prints it, by name."""
+    rows = read_table(GOLD_SNAPSHOTS, lakehouse)
+    return sorted(
+        (snapshot_summary(r) for r in (rows.to_pylist() if rows is not None else [])), key=lambda s: s["name"]
+    )
+
+
+def snapshot_details(lakehouse: Any, name: str) -> dict[str, Any]:
+    """One snapshot as `snapshot show` prints it: its summary, members by split, training examples
+    by source, and the tokens of every cut of it into shards."""
+    row = existing_snapshot(lakehouse, name)
+    summary = snapshot_summary(row)
+    import pyarrow.dataset as ds
+
+    mine = ds.field("snapshot") == name  # read only this snapshot's members
+    members = read_table(GOLD_SNAPSHOT_MEMBERS, lakehouse, columns=["source", "split", "repeats"], where=mine)
+    splits: dict[str, int] = defaultdict(int)
+    sources: dict[str, int] = defaultdict(int)
+    for m in members.to_pylist() if members is not None else []:
+        splits[m["split"]] += 1
+        if m["split"] == "train":
+            sources[m["source"]] += m["repeats"]
+    summary["splits"] = {s: splits.get(s, 0) for s in ("train", "validation", "test")}
+    summary["examples_by_source"] = dict(sorted(sources.items()))
+    # Token counts depend on the tokenizer: one entry per cut of the snapshot into shards.
+    summary["tokens_by_tokenizer"] = {
+        m["tokenizer_digest"][:12]: m["tokens"]
+        for m in (json.loads(p.read_text()) for p in sorted(shards_folder(lakehouse, name).glob("*/manifest.json")))
+        if m.get("content_digest") == summary["content_digest"]
+    }
+    return summary
 
 
 def member_frames(spark: SparkSession, lakehouse: Any, snapshot: dict[str, Any]) -> tuple[DataFrame, DataFrame]:
