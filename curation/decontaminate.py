@@ -10,18 +10,23 @@ counts those items.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from curation.decisions import DECISION, DROPPED, decision, kept
 from curation.minhash import rolling_hashes, token_hashes
+from lineage.catalog import GOVERNANCE_EVAL_ITEMS
+from lineage.tables import ensure_table, merge_rows, read_table
 
 _WORD = re.compile(r"\w+")
 
@@ -149,3 +154,38 @@ def overlap_report(index: EvalIndex, decided: DataFrame) -> dict[str, dict[str, 
         }
         for name in sorted(index.items)
     }
+
+
+def eval_item_id(eval_set: str, text: str) -> str:
+    """An eval item's id: its set and text, so re-adding a set is a no-op."""
+    return hashlib.sha256(f"eval\x00{eval_set}\x00{text}".encode()).hexdigest()[:32]
+
+
+def register_eval_set(spark: SparkSession, lakehouse: Any, name: str, texts: list[Any]) -> tuple[int, Any]:
+    """MERGE the non-blank `texts` (each with `text`, `source_uri`, `locator`) into
+    governance.eval_items as set `name`; (distinct items, the MERGE's result)."""
+    now = datetime.now(UTC)
+    rows: dict[str, tuple[Any, ...]] = {}
+    for t in texts:
+        if t.text.strip():
+            key = eval_item_id(name, t.text)
+            rows.setdefault(key, (key, name, t.text, t.source_uri, t.locator, now))
+    table = ensure_table(spark, GOVERNANCE_EVAL_ITEMS, lakehouse)
+    frame = spark.createDataFrame(list(rows.values()), schema=GOVERNANCE_EVAL_ITEMS.schema)
+    return len(rows), merge_rows(spark, table, GOVERNANCE_EVAL_ITEMS.key, frame)
+
+
+def eval_sets(lakehouse: Any) -> list[dict[str, Any]]:
+    """The registered eval sets by name: item count, sources, when first added."""
+    data = read_table(GOVERNANCE_EVAL_ITEMS, lakehouse, columns=["eval_set", "source_uri", "added_at"])
+    items: Counter[str] = Counter()
+    sources: dict[str, set[str]] = defaultdict(set)
+    added: dict[str, Any] = {}
+    for row in [] if data is None else data.to_pylist():
+        name = row["eval_set"]
+        items[name] += 1
+        sources[name].add(row["source_uri"])
+        added[name] = min(added.get(name, row["added_at"]), row["added_at"])
+    return [
+        {"name": n, "items": items[n], "sources": sorted(sources[n]), "added_at": str(added[n])} for n in sorted(items)
+    ]
