@@ -1,6 +1,6 @@
 """The evaluation suites on one model: where a run's pretraining and init model are, validation
-perplexity, and the implicit reward's accuracy on held-out pairs. `jobs/evaluate.py` wires them
-to a run and logs what they measure."""
+perplexity, and the implicit reward's accuracy on held-out pairs. `evals/evaluate.py` runs them
+on a run's model and logs what they measure."""
 
 from __future__ import annotations
 

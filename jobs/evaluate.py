@@ -10,138 +10,27 @@ judged against another model's answers by `[eval] judge`), and a `samples` table
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import click
 
+from evals.evaluate import SUITES, EvalPlaces, evaluate_run
 from evals.settings import EvalSettings
-from evals.suites import (
-    EvalInputError,
-    held_out_preference,
-    load_model,
-    model_folder,
-    run_chain,
-    validation_perplexity,
-)
 from jobs.config import Config, cache_dir, params_from
 from jobs.context import effective_config, lakehouse_options, progress
-from jobs.dpo import preference_pairs
 from jobs.tracking import tracking_uri
-from jobs.train import TrainingInputError
-from lineage.exposure import EVAL_SAMPLES, EVAL_SNAPSHOT_TAG
-from lineage.locations import reference_cache_folder
-from lineage.snapshots import snapshot_row
-from trainers.dpo import PreferenceSnapshotError
 from trainers.loop import runtime_environment
-
-SUITES = ("perplexity", "preference", "winrate", "samples")
 
 
 def evaluate(
     config: Config, run_id: str, suites: tuple[str, ...] | None = None, against: str | None = None,
     snapshot: str | None = None, batches: int | None = None, strict: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
-    """Run the suites on a run's model and log what they measure into the run. A suite asked for
-    that has nothing to run on is an error when `strict`, else it is skipped with the reason."""
+    """`evals.evaluate.evaluate_run` with the config's places and `[eval]` settings."""
     runtime_environment(cache_dir())
-    import mlflow
-
+    where = EvalPlaces(config.lakehouse, tracking_uri(config), cache_dir())
     settings = params_from(EvalSettings, config.section("eval"))
-    uri = tracking_uri(config)
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient(uri)
-    try:
-        run = client.get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        raise TrainingInputError(f"no run {run_id!r} at {uri}; `millpond mlflow` lists the runs") from None
-    chain = run_chain(client, run)
-    model, tokenizer, _, served = load_model(uri, run_id, cache_dir())
-    asked = suites
-    suites = suites or tuple(s for s in SUITES if s != "winrate" or against)
-    unknown = sorted(set(suites) - set(SUITES))
-    if unknown:
-        raise EvalInputError(f"unknown suite(s) {', '.join(unknown)}; suites: {', '.join(SUITES)}")
-    metrics: dict[str, float] = {}
-    result: dict[str, Any] = {"run_id": run_id, "model": served.label, "skipped": {}}
-
-    def skip(suite: str, why: str) -> None:
-        if strict and asked and suite in asked:
-            raise EvalInputError(f"--suite {suite}: {why}")
-        result["skipped"][suite] = why
-        progress(f"{suite}: skipped ({why})")
-
-    if "perplexity" in suites:
-        pretrained = next((r for r in chain if "shards.folder" in r.data.params), None)
-        if pretrained is None:
-            skip("perplexity", "no pretraining run among the run and its init runs")
-        else:
-            metrics |= validation_perplexity(model, pretrained.data.params, batches)
-
-    pairs, name = [], snapshot
-    if name is None:
-        name = next((r.data.params["snapshot"] for r in chain if r.data.tags.get("millpond.kind") == "dpo"), None)
-    if name is not None:
-        try:
-            _, pairs = preference_pairs(config, name)
-        except PreferenceSnapshotError:
-            pairs = []
-    held_out = [p for p in pairs if p.split != "train"]
-    prompts = sorted({p.prompt for p in held_out})[: settings.prompts]
-    if "preference" in suites:
-        if not held_out:
-            skip("preference", "no held-out preference pairs (name a preference snapshot with --snapshot)")
-        else:
-            params = run.data.params
-            folder = model_folder(uri, params.get("init.run_id") or run_id, cache_dir())
-            digest = snapshot_row(config.lakehouse, name)["content_digest"]
-            metrics |= held_out_preference(model, tokenizer, pairs, params, folder, digest,
-                                           reference_cache_folder(config.lakehouse), settings.batch)  # fmt: skip
-    generated: list[str] = []
-    if ("winrate" in suites or "samples" in suites) and prompts:
-        progress(f"answering {len(prompts)} held-out prompts of {name}")
-        from evals.generation import answers
-
-        generated = answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch,
-                            settings.temperature, settings.seed)  # fmt: skip
-    if "winrate" in suites:
-        if not against:
-            skip("winrate", "--against names the model to compare with")
-        elif not prompts:
-            skip("winrate", "no held-out prompts (name a preference snapshot with --snapshot)")
-        else:
-            from evals.generation import answers
-            from evals.winrate import load_judge, win_rate
-
-            other_model, other_tokenizer, _, other = load_model(uri, against, cache_dir())
-            theirs = answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
-                             settings.temperature, settings.seed)  # fmt: skip
-            rate = win_rate(load_judge(settings.judge), prompts, generated, theirs)
-            metrics |= {"winrate": rate.winrate, "winrate_ci_low": rate.ci_low, "winrate_ci_high": rate.ci_high,
-                        "winrate_prompts": float(rate.n)}  # fmt: skip
-            result["against"] = other.label
-            result["winrate_counts"] = {"wins": rate.wins, "ties": rate.ties, "losses": rate.losses}
-            result["against_answers"] = theirs
-    if "samples" in suites and not prompts:
-        skip("samples", "no held-out prompts (name a preference snapshot with --snapshot)")
-    # Logged with the client, by run id: no active run is started or changed (a flywheel turn's is).
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    if metrics:
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-    if "against" in result:
-        client.set_tag(run_id, "eval.winrate.against", result["against"])
-        client.set_tag(run_id, "eval.judge", settings.judge)
-    if "samples" in suites and prompts:
-        table = {"prompt": prompts, "answer": generated}
-        if "against_answers" in result:
-            table[f"answer of {result['against']}"] = result["against_answers"]
-        mlflow.log_table(table, artifact_file=EVAL_SAMPLES, run_id=run_id)
-        client.set_tag(run_id, EVAL_SNAPSHOT_TAG, name)  # an erasure of a person in it drops the samples
-        result["samples"] = [{"prompt": p, "answer": a} for p, a in zip(prompts, generated, strict=True)]
-    result.pop("against_answers", None)
-    return result | {k: float(v) for k, v in metrics.items()}
+    return evaluate_run(where, settings, run_id, suites, against, snapshot, batches, strict, progress)
 
 
 @click.command("eval")
