@@ -233,8 +233,21 @@ def run_demo(config: Config, loop: bool = True, quick: bool = False) -> None:
         click.echo(f"  {info.name:<22} {state:<22} {info.path}")
     click.echo(
         "\nNext: `millpond quarantine`, `millpond runs`, `millpond why DOC_ID`, `millpond snapshot list`, "
-        f"`millpond pii scan FILE`; the runs side by side: `millpond --lakehouse {lakehouse} mlflow` "
-        "and open http://127.0.0.1:5000."
+        f"`millpond pii scan FILE`; the runs side by side: `millpond --lakehouse {lakehouse} mlflow`, "
+        "then open the link it prints for each experiment"
+        + (f" (the flywheel's: {_flywheel_page(config)})." if loop else ".")
+    )
+
+
+def _flywheel_page(config: Config) -> str:
+    """The flywheel experiment's runs table in the UI `millpond mlflow` serves (default port)."""
+    import mlflow
+
+    from jobs.tracking import experiment_id, tracking_uri
+    from trainers.tracking import experiment_page
+
+    return experiment_page(
+        "http://127.0.0.1:5000", experiment_id(config, "flywheel", mlflow.MlflowClient(tracking_uri(config)))
     )
 
 

@@ -3,7 +3,7 @@
 The backend store is the one every millpond run logs to (`[mlflow] tracking_uri`, else the
 SQLite store under `<lakehouse>/_mlflow`), so the UI shows the runs to compare; artifacts are
 served from `<lakehouse>/_mlflow/artifacts`. MLflow's job runner is off (it starts extra
-workers and takes gigabytes).
+workers and takes gigabytes). It prints a link to each experiment that opens its runs table.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import click
 from jobs.context import effective_config, lakehouse_options
 from jobs.tracking import tracking_uri
 from lineage.locations import mlflow_folder
+from trainers.tracking import experiment_pages
 
 
 def server_command(config_lakehouse: object, store: str, host: str, port: int) -> list[str]:
@@ -38,7 +39,10 @@ def mlflow_command(port: int, host: str, lakehouse: str | None, config_file: str
     if store.startswith("http"):
         raise click.ClickException(f"[mlflow] tracking_uri is a server already ({store}): open it")
     command = server_command(config.lakehouse, store, host, port)
-    click.echo(f"MLflow UI on http://{host}:{port}  (store {store})", err=True)
+    url = f"http://{host}:{port}"
+    click.echo(f"MLflow UI on {url}  (store {store})", err=True)
+    for name, page in experiment_pages(store, url):  # each on its runs table, not the GenAI overview
+        click.echo(f"  {name:<22} {page}", err=True)
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     try:
         raise SystemExit(subprocess.call(command, env=env))

@@ -11,8 +11,9 @@ from jobs.config import Config, MlflowSettings, params_from
 from jobs.context import progress
 from lineage.locations import mlflow_folder
 
-# The UI opens an experiment by this tag: the runs table of a model-training experiment, not the
-# GenAI traces overview it shows an untagged one.
+# What kind of experiment it is, for the API and older UIs (which opened a tagged experiment on its
+# runs table). MLflow 3.x's UI opens the view its switch last chose: millpond's links carry
+# `trainers.tracking.MODEL_TRAINING_VIEW`.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 

@@ -105,6 +105,13 @@ def test_pretrain_tracks_resumes_exactly_and_saves_a_loadable_model(
     assert {"deepspeed_config.json", "model", "tokenizer", "shards"} <= artifacts
     registered = figures["registered_model"]
     assert client.get_model_version(registered["name"], registered["version"]).run_id == figures["run_id"]
+    # The link `millpond mlflow` prints opens the experiment on its runs table (the UI's model-training
+    # view: `?workflowType=machine_learning`), not on the GenAI overview the UI opens by default.
+    from trainers.tracking import experiment_pages
+
+    pages = dict(experiment_pages(mlflow_server, mlflow_server))
+    page = f"{mlflow_server}/#/experiments/{run.info.experiment_id}?workflowType=machine_learning"
+    assert pages["millpond-pretrain"] == page and "Default" not in pages  # experiments with runs only
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

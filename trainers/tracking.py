@@ -146,3 +146,24 @@ def table_inputs(lakehouse: Path, versions: dict[str, int]) -> list[Any]:
 
 def _ms(moment: Any) -> int:
     return int(moment.timestamp() * 1000)
+
+
+# MLflow's UI (3.x) opens every experiment in the view its "GenAI | Model training" switch last
+# chose, GenAI's traces overview unless the user switched; the experiment's `mlflow.experimentKind`
+# tag does not decide it. A link with this query opens the model-training view: the runs table.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def experiment_page(ui_url: str, experiment_id: str) -> str:
+    """The link that opens an experiment on its runs table (params, metrics, dataset, model)."""
+    return f"{ui_url.rstrip('/')}/#/experiments/{experiment_id}?{MODEL_TRAINING_VIEW}"
+
+
+def experiment_pages(tracking_uri: str, ui_url: str) -> list[tuple[str, str]]:
+    """(name, link) of each experiment in the store that holds runs, in the order they were made."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri)
+    experiments = sorted(client.search_experiments(), key=lambda e: int(e.experiment_id))
+    held = [e for e in experiments if client.search_runs([e.experiment_id], max_results=1)]
+    return [(e.name, experiment_page(ui_url, e.experiment_id)) for e in held]
