@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-[0-9a-f]*
 	touch $(STAMP)
 
-# Training (torch, transformers, DeepSpeed) is several GB: only the tests and training need it.
+# Training (torch, transformers, DeepSpeed) is several GB: the demo's loop, the tests and training need it.
 TRAIN_STAMP := $(VENV)/.installed-train-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 $(TRAIN_STAMP): $(STAMP)
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev,train]'
@@ -21,7 +21,7 @@ $(TRAIN_STAMP): $(STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(TRAIN_STAMP)
 	$(VENV)/bin/millpond demo
 
 # pytest exits 5 when it collects no test: not a failure of the project.
