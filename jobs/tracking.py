@@ -11,8 +11,8 @@ from jobs.config import Config, MlflowSettings, params_from
 from jobs.context import progress
 from lineage.locations import mlflow_folder
 
-# What kind of experiment it is, for the API and older UIs (which opened a tagged experiment on its
-# runs table). MLflow 3.x's UI opens the view its switch last chose: millpond's links carry
+# What kind of experiment it is, as an MLflow tag. MLflow 3.17's UI does not open an experiment by
+# it (it opens the view its switch last chose): millpond's links carry
 # `trainers.tracking.MODEL_TRAINING_VIEW`.
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
