@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.generation import answers
 from evals.settings import EvalSettings
 from evals.suites import (
     EvalInputError,
@@ -23,6 +24,7 @@ from evals.suites import (
     run_chain,
     validation_perplexity,
 )
+from evals.winrate import load_judge, win_rate
 from lineage.exposure import EVAL_SAMPLES, EVAL_SNAPSHOT_TAG
 from lineage.locations import reference_cache_folder
 from lineage.snapshots import existing_snapshot, snapshot_row
@@ -106,8 +108,6 @@ def evaluate_run(
     generated: list[str] = []
     if ("winrate" in suites or "samples" in suites) and prompts:
         progress(f"answering {len(prompts)} held-out prompts of {name}")
-        from evals.generation import answers
-
         generated = answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch,
                             settings.temperature, settings.seed)  # fmt: skip
     if "winrate" in suites:
@@ -116,9 +116,6 @@ def evaluate_run(
         elif not prompts:
             skip("winrate", "no held-out prompts (name a preference snapshot with --snapshot)")
         else:
-            from evals.generation import answers
-            from evals.winrate import load_judge, win_rate
-
             other_model, other_tokenizer, _, other = load_model(uri, against, where.cache)
             theirs = answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
                              settings.temperature, settings.seed)  # fmt: skip

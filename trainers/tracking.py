@@ -164,6 +164,6 @@ def experiment_pages(tracking_uri: str, ui_url: str) -> list[tuple[str, str]]:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri)
-    experiments = sorted(client.search_experiments(), key=lambda e: int(e.experiment_id))
+    experiments = sorted(client.search_experiments(), key=lambda e: e.creation_time or 0)
     held = [e for e in experiments if client.search_runs([e.experiment_id], max_results=1)]
     return [(e.name, experiment_page(ui_url, e.experiment_id)) for e in held]
