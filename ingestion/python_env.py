@@ -114,6 +114,13 @@ def _selected(name: str, source: Source) -> bool:
     return matches(source.include) and not matches(source.exclude)
 
 
+def _written_by_installer(rel: str) -> bool:
+    """An editable install's import hook (`__editable___<name>_finder.py`) names the folder the
+    project was cloned to: the installer wrote it for this machine, its authors did not, and a
+    corpus that took it in would differ from one clone to the next."""
+    return Path(rel).name.startswith("__editable__")
+
+
 def python_env_files(source: Source) -> list[FileTask]:
     """The selected distributions' doc and source files, plus each one's METADATA (its README)."""
     seen: set[str] = set()
@@ -129,6 +136,8 @@ def python_env_files(source: Source) -> list[FileTask]:
             rel = file.as_posix()
             is_metadata = rel.endswith(".dist-info/METADATA")
             if "__pycache__" in rel or not (is_metadata or rel.lower().endswith(source.extensions)):
+                continue
+            if _written_by_installer(rel):
                 continue
             located = Path(str(dist.locate_file(file))).resolve()
             try:

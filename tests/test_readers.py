@@ -3,6 +3,8 @@
 import gzip
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -171,6 +173,22 @@ def test_python_env_corpus_is_license_tagged() -> None:
     assert any(t.relpath == "click/METADATA" for t in tasks)
     with pytest.raises(ValueError, match="no installed distribution"):
         python_env_files(Source(name="py", format="python-env", include=("no-such-dist-*",)))
+
+
+def test_python_env_corpus_is_the_same_from_every_clone(tmp_path: Path) -> None:
+    """Installed editable, millpond's import hook names the clone's folder: as the `millpond`
+    command sees the environment (from another folder), that file is not part of the corpus."""
+    listing = (
+        "import json; from ingestion.manifest import Source; from ingestion.python_env import python_env_files; "
+        "print(json.dumps([t.path for t in python_env_files(Source(name='py', format='python-env', "
+        "include=('millpond',)))]))"
+    )
+    found = subprocess.run([sys.executable, "-P", "-c", listing], cwd=tmp_path, capture_output=True, text=True,
+                           check=True)  # fmt: skip
+    paths = json.loads(found.stdout)
+    clone = str(Path(__file__).resolve().parents[1])
+    assert paths and not [p for p in paths if "__editable__" in p]
+    assert not [p for p in paths if clone in Path(p).read_text(encoding="utf-8", errors="replace")]
 
 
 def test_concatenated_zstd_frames_read_whole(tmp_path: Path) -> None:
