@@ -135,9 +135,9 @@ def python_env_files(source: Source) -> list[FileTask]:
         for file in sorted(dist.files or [], key=str):
             rel = file.as_posix()
             is_metadata = rel.endswith(".dist-info/METADATA")
-            if "__pycache__" in rel or not (is_metadata or rel.lower().endswith(source.extensions)):
+            if "__pycache__" in rel or _written_by_installer(rel):
                 continue
-            if _written_by_installer(rel):
+            if not (is_metadata or rel.lower().endswith(source.extensions)):
                 continue
             located = Path(str(dist.locate_file(file))).resolve()
             try:
