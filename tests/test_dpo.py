@@ -100,7 +100,7 @@ def test_dpo_learns_the_preference_tracks_caches_and_resumes(spark, lakehouse: P
     assert run.info.experiment_id == client.get_run(base_run).info.experiment_id  # shown with its parent
     assert run.info.run_name.startswith("dpo-prefs-v1-sigmoid-beta0.1-from-millpond-base-v1")
     assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "kl", "lr",
-            "grad_norm", "tokens_per_s", "preference_accuracy"} <= set(run.data.metrics)  # fmt: skip
+            "grad_norm", "tokens_per_s", "preference_accuracy", "logps/chosen", "logps/rejected"} <= set(run.data.metrics)  # fmt: skip
     assert run.data.params["init.model"] == "millpond-base@champion" and run.data.params["dpo.beta"] == "0.1"
     dataset = run.inputs.dataset_inputs[0].dataset
     pinned = snapshot_row(lakehouse, "prefs-v1")["source_version"]

@@ -31,6 +31,10 @@ def test_losses_equal_the_formulas_by_hand() -> None:
     # rewards: beta * (policy - reference); chosen [0.1, 0.05], rejected [-0.1, 0.05]
     assert dpo.chosen_rewards == pytest.approx(0.075) and dpo.rejected_rewards == pytest.approx(-0.025)
     assert dpo.margins == pytest.approx(0.1) and dpo.accuracy == pytest.approx(0.5)
+    # RPO: plus rpo_alpha times the chosen answers' next-token loss, per token over the batch
+    rpo = preference_loss(pc, pr, rc, rr, PreferenceSettings(beta=beta, rpo_alpha=0.5), torch.tensor([4.0, 6.0]),
+                          torch.tensor([5.0, 5.0]))  # fmt: skip
+    assert float(rpo.loss) == pytest.approx(float(dpo.loss) + 0.5 * (10 + 12) / (4 + 6))
     with pytest.raises(ValueError, match="loss must be one of"):
         PreferenceSettings(loss="kto")
 
@@ -59,10 +63,11 @@ def test_packing_masks_the_prompt_and_cuts_it_from_the_left() -> None:
     assert long.targets == [16, 17, 18, 19, 7, 8] and long.response_mask == [False] * 4 + [True] * 2
 
 
-@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge"])
-def test_losses_equal_trls_on_the_same_log_probs(loss: str) -> None:
+@pytest.mark.parametrize(("loss", "rpo_alpha"), [("sigmoid", 0.0), ("ipo", 0.0), ("hinge", 0.0), ("sigmoid", 0.5)])
+def test_losses_equal_trls_on_the_same_log_probs(loss: str, rpo_alpha: float) -> None:
     """TRL's DPOTrainer computes its loss inside `_compute_loss` (there is no standalone function):
-    it is run here on the same per-token log-probabilities, the model's forward replaced by them."""
+    it is run here on the same per-token log-probabilities, the model's forward replaced by them.
+    RPO is TRL's `loss_type=[loss, "sft"]` with `loss_weights=[1, rpo_alpha]`."""
     from collections import defaultdict
     from types import SimpleNamespace
 
@@ -82,7 +87,8 @@ def test_losses_equal_trls_on_the_same_log_probs(loss: str) -> None:
     trainer = SimpleNamespace(
         model=model, accelerator=SimpleNamespace(device="cpu", gather_for_metrics=lambda x: x, gather=lambda x: x),
         aux_loss_enabled=False, ld_alpha=None, precompute_ref_logps=True, f_divergence_type="reverse_kl",
-        loss_types=[loss], loss_weights=[1.0], beta=0.1, label_smoothing=0.0, use_weighting=False,
+        loss_types=[loss, "sft"] if rpo_alpha else [loss], loss_weights=[1.0, rpo_alpha] if rpo_alpha else [1.0],
+        beta=0.1, label_smoothing=0.0, use_weighting=False,
         rpo_alpha=None, _metrics={"train": defaultdict(list), "eval": defaultdict(list)}, _total_train_tokens=0,
         _tp_size=1, args=SimpleNamespace(rpo_alpha=None, use_weighting=False),
     )  # fmt: skip
@@ -93,5 +99,6 @@ def test_losses_equal_trls_on_the_same_log_probs(loss: str) -> None:
     sums = per_token.sum(dim=1)
     tokens = shift.sum(dim=1).float()
     ours = preference_loss(sums[:pairs], sums[pairs:], reference[:pairs], reference[pairs:],
-                           PreferenceSettings(beta=0.1, loss=loss), tokens[:pairs], tokens[pairs:])  # fmt: skip
+                           PreferenceSettings(beta=0.1, loss=loss, rpo_alpha=rpo_alpha), tokens[:pairs],
+                           tokens[pairs:])  # fmt: skip
     assert float(ours.loss) == pytest.approx(float(theirs), rel=1e-5)

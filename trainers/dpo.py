@@ -33,6 +33,7 @@ class DpoSettings:
     beta: float = 0.1
     loss: str = "sigmoid"  # sigmoid (DPO) | ipo | hinge
     label_smoothing: float = 0.0
+    rpo_alpha: float = 0.0
     lr: float = 5e-4
     max_steps: int = 100
     warmup: int = 10
@@ -45,7 +46,9 @@ class DpoSettings:
         self.preference()  # validates the loss settings
 
     def preference(self) -> PreferenceSettings:
-        return PreferenceSettings(beta=self.beta, loss=self.loss, label_smoothing=self.label_smoothing)
+        return PreferenceSettings(
+            beta=self.beta, loss=self.loss, label_smoothing=self.label_smoothing, rpo_alpha=self.rpo_alpha
+        )
 
     def loop(self, base: TrainSettings) -> TrainSettings:
         return with_overrides(base, self)
@@ -212,6 +215,8 @@ class DirectPreference:
             "rewards/margins": step.margins,
             "rewards/accuracies": step.accuracy,
             "kl": kl,
+            "logps/chosen": float(policy[:, 0].detach().mean()),  # TRL's names: RPO keeps these from falling
+            "logps/rejected": float(policy[:, 1].detach().mean()),
         }
         return step.loss, figures
 

@@ -4,7 +4,9 @@ Pure torch functions, tested alone against values computed by hand: a training s
 the policy's summed log-probabilities of the chosen and rejected responses (prompt tokens
 masked out), reads the frozen reference's from a cache, and calls `preference_loss`. The
 formulas are those of Rafailov et al. 2023 (DPO), Azar et al. 2023 (IPO) and the SLiC hinge,
-as TRL implements them.
+as TRL implements them. `rpo_alpha` adds the chosen answers' next-token loss (Pang et al. 2024,
+TRL's `loss_type=["sigmoid", "sft"]`): the preference alone lowers the likelihood of both answers,
+which costs the model elsewhere; the added term keeps the chosen ones likely.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class PreferenceSettings:
     beta: float = 0.1  # how far the policy may move from the reference (inverse temperature)
     loss: str = "sigmoid"  # sigmoid (DPO) | ipo | hinge
     label_smoothing: float = 0.0  # sigmoid only: the share of pairs assumed mislabelled (cDPO)
+    rpo_alpha: float = 0.0  # weight of the chosen answers' next-token loss added to the preference loss (RPO)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -30,6 +33,8 @@ class PreferenceSettings:
             raise ValueError("[dpo] beta must be positive")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ValueError("[dpo] label_smoothing must be in [0, 0.5)")
+        if self.rpo_alpha < 0:
+            raise ValueError("[dpo] rpo_alpha must be 0 or more")
 
 
 @dataclass(frozen=True)
@@ -83,10 +88,15 @@ def preference_loss(
         losses = (logits - 1 / (2 * beta)) ** 2
     else:
         losses = torch.relu(1 - beta * logits)
+    loss = losses.mean()
+    if settings.rpo_alpha:
+        if chosen_tokens is None:
+            raise ValueError("rpo_alpha needs the chosen answers' token counts")
+        loss = loss - settings.rpo_alpha * policy_chosen.sum() / chosen_tokens.sum().clamp(min=1)
     chosen = beta * (policy_chosen - reference_chosen).detach()
     rejected = beta * (policy_rejected - reference_rejected).detach()
     return PreferenceStep(
-        loss=losses.mean(),
+        loss=loss,
         chosen_rewards=float(chosen.mean()),
         rejected_rewards=float(rejected.mean()),
         margins=float((chosen - rejected).mean()),
