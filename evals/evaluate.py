@@ -117,14 +117,21 @@ def evaluate_run(
             skip("winrate", "no held-out prompts (name a preference snapshot with --snapshot)")
         else:
             other_model, other_tokenizer, _, other = load_model(uri, against, where.cache)
-            theirs = answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
-                             settings.temperature, settings.seed)  # fmt: skip
-            rate = win_rate(load_judge(settings.judge), prompts, generated, theirs)
+            mine, theirs = [generated], []
+            for round_ in range(settings.answers_per_prompt):
+                seed = settings.seed + round_ * len(prompts)  # each round's batches draw from seeds of their own
+                if round_:
+                    mine.append(answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch,
+                                        settings.temperature, seed))  # fmt: skip
+                theirs.append(answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
+                                      settings.temperature, seed))  # fmt: skip
+            rate = win_rate(load_judge(settings.judge), prompts, list(zip(*mine, strict=True)),
+                            list(zip(*theirs, strict=True)))  # fmt: skip
             metrics |= {"winrate": rate.winrate, "winrate_ci_low": rate.ci_low, "winrate_ci_high": rate.ci_high,
-                        "winrate_prompts": float(rate.n)}  # fmt: skip
+                        "winrate_prompts": float(rate.n), "winrate_comparisons": float(rate.comparisons)}  # fmt: skip
             result["against"] = other.label
             result["winrate_counts"] = {"wins": rate.wins, "ties": rate.ties, "losses": rate.losses}
-            result["against_answers"] = theirs
+            result["against_answers"] = theirs[0]
     if "samples" in suites and not prompts:
         skip("samples", "no held-out prompts (name a preference snapshot with --snapshot)")
     # Logged with the client, by run id: no active run is started or changed (a flywheel turn's is).

@@ -15,6 +15,13 @@ class EvalSettings:
     temperature: float = 0.7  # answers are sampled at a fixed seed (0: greedy)
     seed: int = 0
     batch: int = 16
+    # answers per prompt and model for winrate, each round at its own seeds (the same for both
+    # models): more rounds, a steadier win rate on the same prompts; the interval counts prompts
+    answers_per_prompt: int = 1
+
+    def __post_init__(self) -> None:
+        if self.answers_per_prompt < 1:
+            raise ValueError("[eval] answers_per_prompt must be 1 or more")
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,13 @@ def load_judge(name: str) -> Judge:
 
 @dataclass(frozen=True)
 class WinRate:
-    winrate: float  # wins + half the ties, over the prompts
-    ci_low: float  # 95% Wilson score interval
+    winrate: float  # the mean over prompts of each prompt's mean verdict (a tie counts half)
+    ci_low: float  # 95% Wilson score interval over the prompts
     ci_high: float
-    wins: int
+    wins: int  # prompts whose mean verdict favours the answer
     ties: int
     losses: int
+    comparisons: int = 0  # answer pairs judged (prompts x answers per prompt)
 
     @property
     def n(self) -> int:
@@ -64,18 +65,32 @@ def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float]
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def win_rate(judge: Judge, prompts: Sequence[str], answers: Sequence[str], others: Sequence[str]) -> WinRate:
+def win_rate(
+    judge: Judge, prompts: Sequence[str], answers: Sequence[str | Sequence[str]],
+    others: Sequence[str | Sequence[str]],
+) -> WinRate:  # fmt: skip
     """Each prompt's answer judged against the other's, both ways round (a judge that favours the
-    first or second position cancels out): the score is the mean of the two verdicts."""
-    wins = ties = losses = 0
-    for prompt, answer, other in zip(prompts, answers, others, strict=True):
-        first, second = float(judge(prompt, answer, other)), float(judge(prompt, other, answer))
-        if not (0.0 <= first <= 1.0 and 0.0 <= second <= 1.0):
-            raise JudgeError(f"the judge answered {first}, {second}: a score must be in [0, 1]")
-        score = (first + 1.0 - second) / 2
+    first or second position cancels out): the score is the mean of the two verdicts. A prompt may
+    have several answers on each side (sampled at several seeds, paired in order): its score is
+    their mean, and the interval counts prompts, not answers, since answers to one prompt are not
+    independent of each other."""
+    wins = ties = losses = comparisons = 0
+    total = 0.0
+    for prompt, mine, theirs in zip(prompts, answers, others, strict=True):
+        mine_list = [mine] if isinstance(mine, str) else list(mine)
+        theirs_list = [theirs] if isinstance(theirs, str) else list(theirs)
+        scores = []
+        for answer, other in zip(mine_list, theirs_list, strict=True):
+            first, second = float(judge(prompt, answer, other)), float(judge(prompt, other, answer))
+            if not (0.0 <= first <= 1.0 and 0.0 <= second <= 1.0):
+                raise JudgeError(f"the judge answered {first}, {second}: a score must be in [0, 1]")
+            scores.append((first + 1.0 - second) / 2)
+        score = sum(scores) / len(scores)
+        comparisons += len(scores)
+        total += score
         wins += score > 0.5
         ties += score == 0.5
         losses += score < 0.5
     n = wins + ties + losses
-    low, high = wilson(wins + 0.5 * ties, n)
-    return WinRate((wins + 0.5 * ties) / n if n else float("nan"), low, high, wins, ties, losses)
+    low, high = wilson(total, n)
+    return WinRate(total / n if n else float("nan"), low, high, wins, ties, losses, comparisons)

@@ -40,5 +40,9 @@ def test_win_rate_judges_both_orders_and_bounds_itself() -> None:
         return 1.0
 
     assert win_rate(first_wins, prompts, ["x"] * 4, ["y"] * 4).winrate == 0.5  # the bias cancels out
+    # several answers per prompt: a prompt scores the mean of its verdicts; the interval counts prompts
+    rounds = win_rate(longer, ["p", "q"], [["aa", "a"], ["b"]], [["a", "aa"], ["bb"]])
+    assert (rounds.wins, rounds.ties, rounds.losses, rounds.comparisons, rounds.winrate) == (0, 1, 1, 3, 0.25)
+    assert (rounds.ci_low, rounds.ci_high) == wilson(0.5, 2)
     assert load_judge("jobs.demo:plain_words") is plain_words
     assert plain_words("q", "the mill turns", "{}();") == 1.0 and plain_words("q", "", "words") == 0.0
