@@ -48,7 +48,7 @@ class WinRate:
     wins: int  # prompts whose mean verdict favours the answer
     ties: int
     losses: int
-    comparisons: int = 0  # answer pairs judged (prompts x answers per prompt)
+    comparisons: int  # answer pairs judged (prompts x answers per prompt)
 
     @property
     def n(self) -> int:
