@@ -117,14 +117,12 @@ def evaluate_run(
             skip("winrate", "no held-out prompts (name a preference snapshot with --snapshot)")
         else:
             other_model, other_tokenizer, _, other = load_model(uri, against, where.cache)
-            mine, theirs = [generated], []
-            for round_ in range(settings.answers_per_prompt):
-                seed = settings.seed + round_ * len(prompts)  # each round's batches draw from seeds of their own
-                if round_:
-                    mine.append(answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch,
-                                        settings.temperature, seed))  # fmt: skip
-                theirs.append(answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
-                                      settings.temperature, seed))  # fmt: skip
+            # each round's batches draw from seeds of their own (`answers` seeds a batch at seed + its start)
+            seeds = [settings.seed + r * len(prompts) for r in range(settings.answers_per_prompt)]
+            mine = [generated] + [answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch,
+                                          settings.temperature, seed) for seed in seeds[1:]]  # fmt: skip
+            theirs = [answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
+                              settings.temperature, seed) for seed in seeds]  # fmt: skip
             rate = win_rate(load_judge(settings.judge), prompts, list(zip(*mine, strict=True)),
                             list(zip(*theirs, strict=True)))  # fmt: skip
             metrics |= {"winrate": rate.winrate, "winrate_ci_low": rate.ci_low, "winrate_ci_high": rate.ci_high,
