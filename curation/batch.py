@@ -191,7 +191,3 @@ def curate_batch(
 
 def _versions(silver_table: DeltaTable, decisions_table: DeltaTable) -> dict[str, int]:
     return {SILVER_DOCUMENTS.name: latest_version(silver_table), SILVER_DECISIONS.name: latest_version(decisions_table)}
-
-
-def _versions(silver_table: DeltaTable, decisions_table: DeltaTable) -> dict[str, int]:
-    return {SILVER_DOCUMENTS.name: latest_version(silver_table), SILVER_DECISIONS.name: latest_version(decisions_table)}
