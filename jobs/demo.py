@@ -206,12 +206,15 @@ def demo_loop_config(config: Config, quick: bool) -> Config:
     return Config(values=values, file=config.file)
 
 
-def run_demo(config: Config, loop: bool = True, quick: bool = False) -> None:
+def run_demo(config: Config, loop: bool = True, quick: bool = False, spark: SparkSession | None = None) -> None:
+    """The demo from start to end. It starts its own Spark session and stops it at the end; a
+    session handed in (a test's) is used and left running."""
     lakehouse = config.lakehouse
     demo_pii_key(config)
     manifest = write_demo_sources(demo_folder(lakehouse))
     progress(f"demo lakehouse: {lakehouse}  (manifest: {manifest})")
-    spark = open_spark(config, app_name="millpond-demo")
+    own_session = spark is None
+    spark = spark or open_spark(config, app_name="millpond-demo")
     click.echo("\n== 1. ingest: raw files -> bronze.documents (bad records -> quarantine.records)")
     print_report(run_ingest(spark, config, manifest))
     click.echo("\n== 2. curate: bronze.documents -> silver.documents (every decision -> silver.decisions)")
@@ -228,7 +231,8 @@ def run_demo(config: Config, loop: bool = True, quick: bool = False) -> None:
     _find_a_subject(spark, config)
     if loop:
         run_loop(spark, demo_loop_config(config, quick), quick)
-    spark.stop()
+    if own_session:
+        spark.stop()
     click.echo("\n== the tables")
     for info in inspect_tables(lakehouse):
         state = "not created yet" if info.version is None else f"v{info.version}, {info.rows} rows"

@@ -1,38 +1,33 @@
-"""`millpond demo --quick`, as a user runs it: the data plane, then the loop (pretrain, serve,
-simulated users through the `openai` client, stream, pairs, DPO, evaluation, promotion, the
-running server following the alias). Then two more turns on its lakehouse: one with nothing new
-ends early, one whose challenger misses the bar leaves the champion in place."""
+"""`millpond demo --quick`: the data plane, then the loop (pretrain, serve, simulated users
+through the `openai` client, stream, pairs, DPO, evaluation, promotion, the running server
+following the alias). Then two more turns on its lakehouse: one with nothing new ends early, one
+whose challenger misses the bar leaves the champion in place.
+
+The demo runs in this test run's Spark session, whose JVM and Python workers are warm (a demo in
+a fresh process spent about a minute more starting Spark and warming it up); the server and the
+simulated users are separate processes as in `make demo`."""
 
 from __future__ import annotations
 
 import copy
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import INTERPRETED_SPARK_TOML, make_config
+from jobs.config import load_config
+from jobs.demo import run_demo
 from jobs.flywheel import KEPT_CHAMPION, TOO_FEW_PAIRS, turn
 
 
-def test_the_quick_demo_turns_the_flywheel_and_the_gate_holds(spark, tmp_path: Path) -> None:
+def test_the_quick_demo_turns_the_flywheel_and_the_gate_holds(spark, tmp_path: Path, capsys) -> None:
     lakehouse = tmp_path / "lakehouse"
     config_file = tmp_path / "millpond.toml"
     # Promote whatever wins: the path is what is tested, not the quick demo's few steps (its
     # perplexity moves by more or less than 10% from one run to the next).
     config_file.write_text("[flywheel]\nmin_winrate = 0.0\nmax_perplexity_increase = 10.0\n" + INTERPRETED_SPARK_TOML)
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    for name in ("MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK"):  # an earlier in-process training's rendezvous
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-m", "jobs.cli", "--lakehouse", str(lakehouse), "--config", str(config_file), "demo",
-         "--quick"], capture_output=True, text=True, env=env, timeout=1500,
-    )  # fmt: skip
-    out = done.stdout
-    assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
+    run_demo(load_config(str(config_file), str(lakehouse)), quick=True, spark=spark)
+    out = capsys.readouterr().out
     for step in ("== 1. ingest", "== 2. curate", "== 3. snapshot", "== 4. lineage", "== 5. pretrain", "== 6. serve",
                  "== 7. the flywheel turns", "== 8. the runs side by side"):  # fmt: skip
         assert step in out, step
