@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,13 +92,35 @@ def _register_eval_set(lakehouse: Path, folder: Path) -> None:
     assert json.loads(listed.output)[0]["items"] == 2
 
 
-def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lakehouse: Path) -> None:
-    config = make_config(lakehouse)
-    manifest = _batch_one(tmp_path / "in")
-    run_ingest(spark, config, manifest)
-    _register_eval_set(lakehouse, tmp_path)
+@dataclass(frozen=True)
+class CuratedBatchOne:
+    """Batch one and the eval set in a lakehouse, as ingested (a copy) and then curated once."""
 
+    inbox: Path
+    ingested: Path
+    curated: Path
+    report: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def batch_one(spark, tmp_path_factory: pytest.TempPathFactory) -> CuratedBatchOne:
+    """One ingest and one curate of batch one for the tests of this module: the funnel test goes on
+    from a copy of the curated lakehouse, the half-way test redoes the curate from a copy of the
+    ingested one and compares with this run."""
+    root = tmp_path_factory.mktemp("batch-one")
+    curated = root / "lakehouse"
+    config = make_config(curated)
+    run_ingest(spark, config, _batch_one(root / "in"))
+    _register_eval_set(curated, root)
+    shutil.copytree(curated, root / "ingested")
     report = run_curate(spark, config).as_json()
+    return CuratedBatchOne(inbox=root / "in", ingested=root / "ingested", curated=curated, report=report)
+
+
+def test_curate_funnel_decisions_incremental_and_full(batch_one: CuratedBatchOne, spark, lakehouse: Path) -> None:
+    shutil.copytree(batch_one.curated, lakehouse)
+    config = make_config(lakehouse)
+    report = batch_one.report
     ids = _ids_by_record(lakehouse)
     # The funnel reconciles stage by stage and ends with what silver holds.
     assert report["in"] == 12
@@ -156,7 +179,7 @@ def test_curate_funnel_decisions_incremental_and_full(spark, tmp_path: Path, lak
     assert again["versions"] == versions
 
     # A second batch is curated alone, against what silver holds.
-    run_ingest(spark, config, _batch_two(tmp_path / "in"))
+    run_ingest(spark, config, _batch_two(batch_one.inbox))  # beside batch one's file, as a new file lands
     ids = _ids_by_record(lakehouse)
     second = run_curate(spark, config).as_json()
     assert second["mode"] == "incremental" and second["in"] == 3
@@ -219,13 +242,14 @@ def test_a_failing_gate_commits_nothing_and_keeps_its_result(spark, tmp_path: Pa
     assert gate["success"] is False and "miller@example.com" not in json.dumps(gate)
 
 
-def test_a_run_that_dies_half_way_is_redone_exactly(spark, tmp_path: Path, lakehouse: Path, monkeypatch) -> None:
+def test_a_run_that_dies_half_way_is_redone_exactly(
+    batch_one: CuratedBatchOne, spark, lakehouse: Path, monkeypatch
+) -> None:
     import curation.commit
 
+    shutil.copytree(batch_one.ingested, lakehouse)
     config = make_config(lakehouse)
-    run_ingest(spark, config, _batch_one(tmp_path / "in"))
-    twin = tmp_path / "twin"
-    shutil.copytree(lakehouse, twin)
+    twin = batch_one.curated  # the same batch curated straight through (read only here)
 
     def die(*args: Any, **kwargs: Any) -> Any:
         raise KeyboardInterrupt("killed between the decisions and the silver MERGE")
@@ -238,7 +262,7 @@ def test_a_run_that_dies_half_way_is_redone_exactly(spark, tmp_path: Path, lakeh
     assert read_table(SILVER_DECISIONS, lakehouse).num_rows > 0  # the dead run's decisions
 
     redone = run_curate(spark, config).as_json()
-    straight = run_curate(spark, make_config(twin)).as_json()
+    straight = batch_one.report
     assert _silver(lakehouse) == _silver(twin)
     assert {r["run_id"] for r in _decisions(lakehouse)} == {redone["run_id"]}
     strip = {"run_id", "decided_at"}
