@@ -105,11 +105,15 @@ def evaluate_run(
             digest = snapshot_row(where.lakehouse, name)["content_digest"]
             metrics |= held_out_preference(model, tokenizer, pairs, params, folder, digest,
                                            reference_cache_folder(where.lakehouse), settings.batch)  # fmt: skip
+
+    def answers_at(answering: Any, answering_tokenizer: Any, seed: int) -> list[str]:
+        return answers(answering, answering_tokenizer, prompts, settings.max_new_tokens, settings.batch,
+                       settings.temperature, seed)  # fmt: skip
+
     generated: list[str] = []
     if ("winrate" in suites or "samples" in suites) and prompts:
         progress(f"answering {len(prompts)} held-out prompts of {name}")
-        generated = answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch,
-                            settings.temperature, settings.seed)  # fmt: skip
+        generated = answers_at(model, tokenizer, settings.seed)
     if "winrate" in suites:
         if not against:
             skip("winrate", "--against names the model to compare with")
@@ -119,10 +123,8 @@ def evaluate_run(
             other_model, other_tokenizer, _, other = load_model(uri, against, where.cache)
             # each round's batches draw from seeds of their own (`answers` seeds a batch at seed + its start)
             seeds = [settings.seed + r * len(prompts) for r in range(settings.answers_per_prompt)]
-            mine = [generated] + [answers(model, tokenizer, prompts, settings.max_new_tokens, settings.batch,
-                                          settings.temperature, seed) for seed in seeds[1:]]  # fmt: skip
-            theirs = [answers(other_model, other_tokenizer, prompts, settings.max_new_tokens, settings.batch,
-                              settings.temperature, seed) for seed in seeds]  # fmt: skip
+            mine = [generated] + [answers_at(model, tokenizer, seed) for seed in seeds[1:]]
+            theirs = [answers_at(other_model, other_tokenizer, seed) for seed in seeds]
             rate = win_rate(load_judge(settings.judge), prompts, list(zip(*mine, strict=True)),
                             list(zip(*theirs, strict=True)))  # fmt: skip
             metrics |= {"winrate": rate.winrate, "winrate_ci_low": rate.ci_low, "winrate_ci_high": rate.ci_high,

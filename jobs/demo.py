@@ -214,7 +214,8 @@ def run_demo(config: Config, loop: bool = True, quick: bool = False, spark: Spar
     manifest = write_demo_sources(demo_folder(lakehouse))
     progress(f"demo lakehouse: {lakehouse}  (manifest: {manifest})")
     own_session = spark is None
-    spark = spark or open_spark(config, app_name="millpond-demo")
+    if spark is None:
+        spark = open_spark(config, app_name="millpond-demo")
     click.echo("\n== 1. ingest: raw files -> bronze.documents (bad records -> quarantine.records)")
     print_report(run_ingest(spark, config, manifest))
     click.echo("\n== 2. curate: bronze.documents -> silver.documents (every decision -> silver.decisions)")
