@@ -32,6 +32,7 @@ class ServedModel:
     version: str | None
     run_id: str
     artifact_uri: str
+    tracking_uri: str | None = None  # the store that resolves a `models:/` artifact uri
 
     @property
     def label(self) -> str:
@@ -55,7 +56,7 @@ def resolve_model(tracking_uri: str, model: str | None = None, run_id: str | Non
             run = client.get_run(run_id)
         except MlflowException:
             raise ModelNotFoundError(f"no MLflow run {run_id!r} at {tracking_uri}") from None
-        return ServedModel(run.info.run_name or run_id, None, run_id, f"{run.info.artifact_uri}/model")
+        return ServedModel(run.info.run_name or run_id, None, run_id, f"{run.info.artifact_uri}/model", tracking_uri)
     match = _REFERENCE.match(model or "")
     if match is None:
         raise ModelNotFoundError(f"--model {model!r}: expected NAME, NAME@ALIAS or NAME/VERSION")
@@ -73,7 +74,7 @@ def resolve_model(tracking_uri: str, model: str | None = None, run_id: str | Non
     except MlflowException:
         known = ", ".join(sorted(m.name for m in client.search_registered_models())) or "none"
         raise ModelNotFoundError(f"no registered model {model!r} at {tracking_uri}; registered: {known}") from None
-    return ServedModel(name, str(version.version), version.run_id, version.source)
+    return ServedModel(name, str(version.version), version.run_id, version.source, tracking_uri)
 
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -97,12 +98,23 @@ def download_model(served: ServedModel, cache: Path) -> Path:
         return found
     target.mkdir(parents=True, exist_ok=True)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=served.artifact_uri, dst_path=str(target))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=_artifact_location(served), dst_path=str(target))
     except Exception as err:  # noqa: BLE001 - any store error is the same fact for the user
         raise ModelNotFoundError(
             f"model {served.label}: its artifacts ({served.artifact_uri}) cannot be read: {err}"
         ) from None
     return hugging_face_folder(target) or Path(local)
+
+
+def _artifact_location(served: ServedModel) -> str:
+    """Where the artifacts are. A logged model's `models:/<model id>` is looked up in the store the
+    version came from: MLflow would resolve it in the process's default store (`./mlflow.db`)."""
+    import mlflow
+
+    model_id = served.artifact_uri.removeprefix("models:/")
+    if served.tracking_uri is None or model_id == served.artifact_uri or not model_id.startswith("m-"):
+        return served.artifact_uri
+    return mlflow.MlflowClient(served.tracking_uri).get_logged_model(model_id).artifact_location
 
 
 # The name of the Hugging Face folder among a logged MLflow model's artifacts (serving.pyfunc);

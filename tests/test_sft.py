@@ -159,7 +159,14 @@ def test_sft_jsonl_to_a_tuned_model_in_mlflow_and_in_lineage(spark, lakehouse: P
     from serving.model import download_model, resolve_model
 
     served = resolve_model(tracking_uri(config), f"{registered['name']}/{registered['version']}")
-    assert (download_model(served, tmp_path / "cache") / "model.safetensors").is_file()  # what serve and --init load
+    # What serve and --init load, into a cold cache, in a process whose default store is another
+    # (`millpond serve` with the lakehouse's store): the `models:/` source is found where it was logged.
+    default_store = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"file://{tmp_path / 'another-store'}")
+    try:
+        assert (download_model(served, tmp_path / "cache") / "model.safetensors").is_file()
+    finally:
+        mlflow.set_tracking_uri(default_store)
     chat = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
     answers = chat.predict(pd.DataFrame({"prompt": ["Can you tell me about the weir number 1?"]}), {"max_tokens": 8})
     assert answers[0].startswith("Yes, the"), answers
