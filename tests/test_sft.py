@@ -162,7 +162,7 @@ def test_sft_jsonl_to_a_tuned_model_in_mlflow_and_in_lineage(spark, lakehouse: P
     # What serve and --init load, into a cold cache, in a process whose default store is another
     # (`millpond serve` with the lakehouse's store): the `models:/` source is found where it was logged.
     default_store = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"file://{tmp_path / 'another-store'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'another-store.db'}")
     try:
         assert (download_model(served, tmp_path / "cache") / "model.safetensors").is_file()
     finally:
