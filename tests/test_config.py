@@ -136,3 +136,34 @@ def test_no_job_file_hides_a_package_under_spark_submit() -> None:
     stems = {p.stem for p in JOBS_DIR.glob("*.py")}
     assert not stems & set(PACKAGES)
     assert all((JOBS_DIR / f"{name}.py").is_file() for name in JOB_FILES.values())
+
+
+def test_a_local_driver_starts_with_the_jars_ivy_resolved_before(spark, tmp_path: Path) -> None:
+    """Ivy resolves Delta's jars once; later local drivers start with them, and go back to Ivy
+    when one is gone or the jar settings change."""
+    from dataclasses import replace
+
+    from conftest import TEST_SPARK
+    from jobs.config import cache_dir
+    from jobs.spark import remember_jars, remembered_jars, spark_conf
+
+    conf = spark_conf(TEST_SPARK, cache_dir())
+    # This run's session either resolved the packages and wrote them down, or started with them.
+    started = remembered_jars(conf)
+    assert "spark.jars.packages" not in started and "delta-spark" in started["spark.jars"]
+    running = spark.sparkContext.getConf().get("spark.jars").replace("file://", "")
+    assert started["spark.jars"].split(",") == running.split(",")
+
+    # Another Ivy folder: nothing remembered there until a driver resolved the packages into it.
+    elsewhere = spark_conf(replace(TEST_SPARK, ivy_dir=str(tmp_path / "ivy")), cache_dir())
+    assert remembered_jars(elsewhere) is elsewhere
+    (tmp_path / "ivy").mkdir()
+    remember_jars(elsewhere, spark)
+    assert remembered_jars(elsewhere)["spark.jars"] == started["spark.jars"]
+    # Other jar settings (a mirror) are another resolution.
+    mirrored = {**elsewhere, "spark.jars.repositories": "https://mirror.example/maven2"}
+    assert remembered_jars(mirrored) is mirrored
+    # A remembered jar that is gone: back to Ivy.
+    record = next((tmp_path / "ivy").glob("millpond-resolved-*.txt"))
+    record.write_text(record.read_text() + str(tmp_path / "gone.jar") + "\n")
+    assert remembered_jars(elsewhere) is elsewhere
