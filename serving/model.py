@@ -111,9 +111,9 @@ def _artifact_location(served: ServedModel) -> str:
     version came from: MLflow would resolve it in the process's default store (`./mlflow.db`)."""
     import mlflow
 
-    model_id = served.artifact_uri.removeprefix("models:/")
-    if served.tracking_uri is None or model_id == served.artifact_uri or not model_id.startswith("m-"):
+    if served.tracking_uri is None or not served.artifact_uri.startswith("models:/m-"):
         return served.artifact_uri
+    model_id = served.artifact_uri.removeprefix("models:/")
     return mlflow.MlflowClient(served.tracking_uri).get_logged_model(model_id).artifact_location
 
 
