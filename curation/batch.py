@@ -118,10 +118,10 @@ def curate_batch(
     through the `chosen` stages, with `params` the parameters of every stage by name: redo what
     an abandoned run left, run the row stages, then the batch checks on the survivors, then
     commit to silver (`curation.commit`). `watch` shows progress of the Spark work."""
-    bronze_table = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
+    ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
     silver_table = ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
     decisions_table = ensure_table(spark, SILVER_DECISIONS, lakehouse)
-    bronze_version = latest_version(bronze_table)
+    bronze_version = latest_version(BRONZE_DOCUMENTS.path(lakehouse))
     bronze_path = BRONZE_DOCUMENTS.path(lakehouse)
     report = CurateReport(run_id, "full" if full else "incremental", bronze_version, 0, 0, skipped=skipped)
 
@@ -138,7 +138,7 @@ def curate_batch(
     if watermark is not None:
         if watermark >= bronze_version:
             report.mode = "nothing_new"
-            report.versions = _versions(silver_table, decisions_table)
+            report.versions = _versions(lakehouse)
             return report
         upserted, deleted = changed_documents(spark, bronze_path, watermark, bronze_version)
         bronze = bronze.join(upserted, "doc_id", "left_semi")
@@ -183,11 +183,11 @@ def curate_batch(
         planned = CommittedBatch(bronze_version, deleted, full, gated=gated, index_digest=fuzzy.index_digest())
         committed = commit_batch(spark, lakehouse, run_id, pipeline, planned, progress)
         report.silver, report.superseded = committed.silver, committed.superseded
-        report.versions = _versions(silver_table, decisions_table)
+        report.versions = _versions(lakehouse)
     finally:
         pipeline.release()
     return report
 
 
-def _versions(silver_table: DeltaTable, decisions_table: DeltaTable) -> dict[str, int]:
-    return {SILVER_DOCUMENTS.name: latest_version(silver_table), SILVER_DECISIONS.name: latest_version(decisions_table)}
+def _versions(lakehouse: str | Path) -> dict[str, int]:
+    return {spec.name: latest_version(spec.path(lakehouse)) for spec in (SILVER_DOCUMENTS, SILVER_DECISIONS)}

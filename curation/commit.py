@@ -186,7 +186,7 @@ def commit_batch(
             f"{SILVER_DOCUMENTS.name}: the funnel ends with {pipeline.rows_out} documents but the MERGE wrote "
             f"{silver['inserted']} new and {silver['updated']} updated"
         )
-    _write_edges(spark, lakehouse, run_id, pipeline, decisions, removed_ids, full, silver_table, progress)
+    _write_edges(spark, lakehouse, run_id, pipeline, decisions, removed_ids, full, progress)
     if "fuzzy_dedup" in pipeline.outputs:
         demoted = removed_ids.distinct()  # displaced silver documents, and this batch's drops
         _update_index(spark, lakehouse, run_id, pipeline, demoted, deleted, full, batch.index_digest, progress)
@@ -202,13 +202,12 @@ def _write_edges(
     decisions: DataFrame | None,
     removed_ids: DataFrame,
     full: bool,
-    silver_table: DeltaTable,
     progress: Callable[[str], None],
 ) -> None:
     """lineage.edges for this batch: each silver document from its bronze record (scrubbed or
     derived), each duplicate to the copy kept. The edges of every touched document are replaced."""
     survivors = pipeline.survivors
-    version = latest_version(silver_table)
+    version = latest_version(SILVER_DOCUMENTS.path(lakehouse))
     scrubbed = F.when(F.size("pii_counts") > 0, SCRUBBED_FROM).otherwise(DERIVED_FROM)
     rows = edges(
         survivors, child="doc_id", child_table=SILVER_DOCUMENTS.name, parent="doc_id",

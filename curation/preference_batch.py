@@ -82,10 +82,10 @@ def build_batch(
     """Rebuild silver.interactions and silver.preferences from the latest bronze versions; nothing
     when neither bronze table changed since the last successful run of `job` (unless `full`)."""
     params = settings.params
-    bronze = ensure_table(spark, BRONZE_INTERACTIONS, lakehouse)
-    version = latest_version(bronze)
-    documents = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
-    documents_version = latest_version(documents)
+    ensure_table(spark, BRONZE_INTERACTIONS, lakehouse)
+    version = latest_version(BRONZE_INTERACTIONS.path(lakehouse))
+    ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
+    documents_version = latest_version(BRONZE_DOCUMENTS.path(lakehouse))
     report = PreferencesReport(run_id, "full", version, documents_version)
     read = {BRONZE_INTERACTIONS.name: version, BRONZE_DOCUMENTS.name: documents_version}
     if not full and all(last_read_version(lakehouse, job, name) == v for name, v in read.items()):

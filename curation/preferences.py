@@ -41,7 +41,7 @@ from lineage.catalog import (
 )
 from lineage.chat import render_prompt
 from lineage.edges import edges, insert_edges
-from lineage.tables import ensure_table, merge_rows
+from lineage.tables import ensure_table, latest_version, merge_rows
 
 CHOICE, EDIT, RATING, EXTERNAL = "choice", "edit", "rating", "external"
 RULES = (CHOICE, EDIT, RATING, EXTERNAL)
@@ -430,7 +430,8 @@ def commit_preferences(
     versions = {}
     for spec, rows in ((SILVER_INTERACTIONS, interaction_rows), (SILVER_PREFERENCES, pair_rows)):
         table = ensure_table(spark, spec, lakehouse)
-        versions[spec.name] = merge_rows(spark, table, spec.key, rows, changed_when="true", delete_missing=True).version
+        merge_rows(spark, table, spec.key, rows, changed_when="true", delete_missing=True)
+        versions[spec.name] = latest_version(spec.path(lakehouse))
     decisions = pairs.select(
         F.col("candidate_id").alias("doc_id"), F.lit(STAGE).alias("stage"),
         F.when(F.col("refused").isNull(), KEPT).otherwise(DROPPED).alias("action"),

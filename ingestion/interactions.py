@@ -25,7 +25,7 @@ from ingestion.bronze import quarantine_id_for
 from lineage.catalog import BRONZE_INTERACTIONS, GOVERNANCE_TOMBSTONES, QUARANTINE_RECORDS
 from lineage.errors import MillpondError
 from lineage.runs import Run, record_run
-from lineage.tables import ensure_table, load_delta, merge_rows, session_conf
+from lineage.tables import ensure_table, latest_version, load_delta, merge_rows, session_conf
 from serving.events import created_at, problem
 
 SOURCE = "interactions"  # the `source` of quarantined landing lines
@@ -241,14 +241,14 @@ def land_batch(
                 merge_rows(spark, quarantine, QUARANTINE_RECORDS.key, _quarantine_rows(bad, run.run_id, now))
         report.ingested = merged.inserted
         report.duplicates = report.read - report.quarantined - report.tombstoned - report.ingested
-        report.version = merged.version
+        report.version = latest_version(BRONZE_INTERACTIONS.path(lakehouse))
         if report.duplicates < 0:
             raise RuntimeError(f"batch {batch_id}: the MERGE inserted more events than it was given")
         run.counts = {
             k: v for k, v in report.as_json().items() if isinstance(v, int) and k not in ("batch_id", "version")
         }
         run.counts |= {f"{kind}:{reason}": v for (kind, reason), v in tally.items() if reason}
-        run.output_versions = {BRONZE_INTERACTIONS.name: merged.version}
+        run.output_versions = {BRONZE_INTERACTIONS.name: report.version}
     except BaseException as err:
         run.status, run.error, run.ended_at = "failed", f"{type(err).__name__}: {err}"[:4000], datetime.now(UTC)
         record_run(spark, lakehouse, run)

@@ -207,9 +207,7 @@ def load_bronze(
                     f"{BRONZE_DOCUMENTS.name} changed while ingesting: expected {new} inserts and "
                     f"{updated} updates, the MERGE did {merged.inserted} and {merged.updated}"
                 )
-            version = merged.version
-        else:
-            version = latest_version(bronze_table)
+        version = latest_version(BRONZE_DOCUMENTS.path(lakehouse))
 
         quarantine_table = ensure_table(spark, QUARANTINE_RECORDS, lakehouse)
         if reasons:
@@ -244,7 +242,7 @@ def load_bronze(
         quarantine_reasons=dict(sorted(reasons.items())),
         versions={
             BRONZE_DOCUMENTS.name: version,
-            QUARANTINE_RECORDS.name: latest_version(quarantine_table),
+            QUARANTINE_RECORDS.name: latest_version(QUARANTINE_RECORDS.path(lakehouse)),
         },
     )
     unchanged = sum(c.unchanged for c in per_source.values())

@@ -10,6 +10,7 @@ from curation.decontaminate import eval_sets, register_eval_set
 from jobs.context import effective_config, lakehouse_options, open_spark, progress, spark_options
 from jobs.text_specs import read_texts
 from lineage.catalog import GOVERNANCE_EVAL_ITEMS
+from lineage.tables import latest_version
 
 
 @click.group("evalset")
@@ -38,7 +39,7 @@ def add_command(
     texts = read_texts(path, config.lakehouse, text_fields or ("text",))
     spark = open_spark(config, master, app_name="millpond-evalset")
     distinct, result = register_eval_set(spark, config.lakehouse, name, texts)
-    progress(f"{GOVERNANCE_EVAL_ITEMS.name} v{result.version}")
+    progress(f"{GOVERNANCE_EVAL_ITEMS.name} v{latest_version(GOVERNANCE_EVAL_ITEMS.path(config.lakehouse))}")
     click.echo(f"eval set {name}: {distinct} distinct item(s) from {len(texts)} record(s), {result.inserted} new")
 
 

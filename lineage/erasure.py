@@ -99,7 +99,7 @@ def erase_table(
     condition = naming(spec, documents)
     if not known_to_hold and delta.toDF().where(condition).limit(1).count() == 0:
         return None
-    before = latest_version(delta)
+    before = latest_version(path)
     delta.delete(condition)
     spark.sql(f"REORG TABLE {sql_path(path)} APPLY (PURGE)")
     deleted, written = _metrics(delta, before, ("numDeletedRows", "numAddedBytes"))
@@ -110,7 +110,7 @@ def erase_table(
         table=spec.name,
         rows_deleted=deleted,
         version_before=before,
-        version_after=latest_version(delta),
+        version_after=latest_version(path),
         bytes_written=written,
         bytes_removed=removed,
         purged=True,

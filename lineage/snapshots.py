@@ -516,8 +516,8 @@ def write_snapshot(
         GOLD_SNAPSHOTS.path(lakehouse)
     )
     run.output_versions = {
-        GOLD_SNAPSHOTS.name: latest_version(DeltaTable.forPath(spark, GOLD_SNAPSHOTS.path(lakehouse))),
-        GOLD_SNAPSHOT_MEMBERS.name: latest_version(DeltaTable.forPath(spark, GOLD_SNAPSHOT_MEMBERS.path(lakehouse))),
+        GOLD_SNAPSHOTS.name: latest_version(GOLD_SNAPSHOTS.path(lakehouse)),
+        GOLD_SNAPSHOT_MEMBERS.name: latest_version(GOLD_SNAPSHOT_MEMBERS.path(lakehouse)),
     }
     return snapshot_summary(row) | {
         "splits": {s: per_split.get(s, 0) for s in ("train", "validation", "test")},
@@ -630,7 +630,7 @@ def snapshot_source(spark: SparkSession, lakehouse: str | Path, spec: SnapshotSp
     path = source_spec.path(lakehouse)
     if not DeltaTable.isDeltaTable(spark, path):
         raise SnapshotSpecError(f"{spec.source_table} does not exist yet: run `millpond curate` first")
-    return path, latest_version(DeltaTable.forPath(spark, path))
+    return path, latest_version(path)
 
 
 def existing_snapshot(lakehouse: str | Path, name: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from lineage.catalog import TableSpec
-from lineage.reader import read_delta
+from lineage.reader import committed_version, read_delta
 
 
 def sql_path(path: str) -> str:
@@ -59,24 +59,15 @@ def load_delta(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> D
     return spark.read.format("delta").load(path) if DeltaTable.isDeltaTable(spark, path) else None
 
 
-def latest_version(table: DeltaTable) -> int:
-    """The table's latest committed version."""
-    return int(table.history(1).select("version").first()[0])
-
-
-def table_version(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> int | None:
-    """The latest committed version, or None when the table does not exist yet."""
-    path = spec.path(lakehouse)
-    if not DeltaTable.isDeltaTable(spark, path):
-        return None
-    return latest_version(DeltaTable.forPath(spark, path))
+def latest_version(path: str) -> int:
+    """The latest committed version of the table at `path` (read from its Delta log, no Spark job)."""
+    return committed_version(path)
 
 
 @dataclass(frozen=True)
 class MergeResult:
-    """What one MERGE commit did."""
+    """What one MERGE commit did (its version: `latest_version`)."""
 
-    version: int
     inserted: int
     updated: int
 
@@ -127,7 +118,6 @@ def merge_rows(
         metrics = merge.execute().first()
     values: dict[str, Any] = metrics.asDict() if metrics is not None else {}
     return MergeResult(
-        version=latest_version(table),
         inserted=int(values.get("num_inserted_rows") or 0),
         updated=int(values.get("num_updated_rows") or 0),
     )
