@@ -26,6 +26,7 @@ from ingestion.python_env import python_env_files
 from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
 from lineage.erasure import tombstoned
 from lineage.errors import MillpondError
+from lineage.reader import holds_no_files
 from lineage.tables import ensure_table, latest_version, merge_rows
 
 
@@ -179,12 +180,11 @@ def load_bronze(
 
         # Only real changes are merged, so a re-run with nothing new commits nothing.
         bronze_table = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
-        bronze = bronze_table.toDF()
-        if bronze.isEmpty():
+        if holds_no_files(BRONZE_DOCUMENTS.path(lakehouse)):
             for counts in per_source.values():
                 counts.new = counts.documents - counts.tombstoned
         else:
-            for row in _classify(docs, bronze):
+            for row in _classify(docs, bronze_table.toDF()):
                 setattr(per_source[row["source"]], row["change"], row["count"])
         new = sum(c.new for c in per_source.values())
         updated = sum(c.updated for c in per_source.values())

@@ -54,6 +54,14 @@ def committed_version(uri: str | Path) -> int:
     return RsDeltaTable(_uri(uri), without_files=True).version()
 
 
+def holds_no_files(uri: str | Path) -> bool:
+    """Whether the latest version of the Delta table at `uri` has no data files (a table just
+    created), read from its log by delta-rs: `DataFrame.isEmpty` on it runs a Spark job."""
+    from deltalake import DeltaTable as RsDeltaTable
+
+    return not RsDeltaTable(_uri(uri)).file_uris()
+
+
 def _uri(path: str | Path) -> str:
     text = str(path)
     return text if "://" in text else str(Path(text).expanduser().resolve())
