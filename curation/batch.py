@@ -121,8 +121,8 @@ def curate_batch(
     ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
     silver_table = ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
     decisions_table = ensure_table(spark, SILVER_DECISIONS, lakehouse)
-    bronze_version = latest_version(BRONZE_DOCUMENTS.path(lakehouse))
     bronze_path = BRONZE_DOCUMENTS.path(lakehouse)
+    bronze_version = latest_version(bronze_path)
     report = CurateReport(run_id, "full" if full else "incremental", bronze_version, 0, 0, skipped=skipped)
 
     # A run killed half way left decisions without a finished run: they are redone now.

