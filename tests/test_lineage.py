@@ -290,3 +290,53 @@ def test_a_table_added_to_the_catalog_later_is_searched_and_erased(spark, lakeho
     erased = erase_documents(spark, lakehouse, found.documents, 0)
     assert [(e.table, e.rows_deleted) for e in erased] == [("silver.preferences", 2)]
     assert read_table(pairs, lakehouse).column("pair_id").to_pylist() == ["p2"]
+
+
+def test_run_records_of_concurrent_jobs_all_land_and_spark_reads_them(spark, lakehouse: Path) -> None:
+    """`lineage.runs` is written with delta-rs (`write_few_rows`): a table made before the catalog's
+    last column still takes rows (Spark adds the column first), runs that start and end at the same
+    time all land (a MERGE that lost the race is tried again), a failed run keeps its error, and
+    Spark reads what delta-rs wrote."""
+    import dataclasses
+    import threading
+
+    from pyspark.sql import types as T
+
+    from lineage.catalog import LINEAGE_RUNS
+    from lineage.runs import Run, recorded_run
+    from lineage.tables import ensure_table
+
+    older = dataclasses.replace(LINEAGE_RUNS, schema=T.StructType(LINEAGE_RUNS.schema.fields[:-1]))
+    ensure_table(spark, older, lakehouse)
+    with recorded_run(spark, lakehouse, Run(job="upgrade", config_digest="c", params={})):
+        pass
+    assert "reports" in spark.read.format("delta").load(LINEAGE_RUNS.path(lakehouse)).columns
+
+    failures: list[BaseException] = []
+
+    def job(k: int) -> None:
+        try:
+            with recorded_run(spark, lakehouse, Run(job=f"job-{k}", config_digest="c", params={"k": k})) as run:
+                run.counts = {"k": k}
+                if k == 3:
+                    raise ValueError("three fails")
+        except ValueError:
+            pass
+        except BaseException as err:  # anything else is the test's failure
+            failures.append(err)
+
+    threads = [threading.Thread(target=job, args=(k,)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    rows = {r["job"]: r for r in read_table(LINEAGE_RUNS, lakehouse).to_pylist() if r["job"] != "upgrade"}
+    assert sorted(rows) == [f"job-{k}" for k in range(6)]
+    assert {k: r["status"] for k, r in rows.items() if r["status"] != "succeeded"} == {"job-3": "failed"}
+    assert rows["job-3"]["error"] == "ValueError: three fails" and dict(rows["job-5"]["counts"]) == {"k": 5}
+    in_spark = spark.read.format("delta").load(LINEAGE_RUNS.path(lakehouse))
+    assert sorted(r["job"] for r in in_spark.where("status = 'succeeded' AND ended_at IS NOT NULL").collect()) == [
+        *(f"job-{k}" for k in range(6) if k != 3),
+        "upgrade",
+    ]
