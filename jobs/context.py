@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -60,6 +61,11 @@ def spark_settings(config: Config, master: str | None = None, app_name: str | No
 def open_spark(config: Config, master: str | None = None, app_name: str | None = None) -> SparkSession:
     """The job's Spark session; the start-up phase is announced because it takes seconds."""
     settings = spark_settings(config, master, app_name)
+    if "PYSPARK_GATEWAY_PORT" in os.environ:  # under spark-submit: its master, not the config's
+        progress("joining the Spark session spark-submit started")
+        spark = get_spark(settings, cache_dir())
+        progress(f"Spark master: {spark.sparkContext.master}")
+        return spark
     progress(f"starting Spark ({settings.master})")
     return get_spark(settings, cache_dir())
 
