@@ -32,27 +32,42 @@ def sql_path(path: str) -> str:
 
 
 def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> DeltaTable:
-    """Create the table with its schema and properties if it does not exist; fix drifted properties."""
+    """The table, created with its schema and properties if it does not exist; a table behind the
+    catalog (a column added since, a drifted property) is brought up to it. Whether it exists and
+    what it holds are read from its log with delta-rs, and delta-rs creates it: a commit of a few
+    milliseconds, where Spark's check and CREATE take about a second each. Spark's table schema is
+    the Delta log's own format, so both engines write the same schema."""
+    from deltalake import DeltaTable as RsDeltaTable
+    from deltalake import Schema
+
     path = spec.path(lakehouse)
-    wanted = spec.delta_properties()
-    if not DeltaTable.isDeltaTable(spark, path):
-        builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema)
-        for key, value in wanted.items():
-            builder = builder.property(key, value)
-        return builder.execute()
-    current = {row["key"]: row["value"] for row in spark.sql(f"SHOW TBLPROPERTIES {sql_path(path)}").collect()}
-    drifted = {k: v for k, v in wanted.items() if current.get(k) != v}
-    table = DeltaTable.forPath(spark, path)
-    # A column the catalog added since the table was created (always nullable) is added in place.
-    present = set(table.toDF().schema.fieldNames())
-    missing = [f for f in spec.schema.fields if f.name not in present]
-    if missing:
-        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-        spark.sql(f"ALTER TABLE {sql_path(path)} ADD COLUMNS ({columns})")
-    if drifted:
-        assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
-        spark.sql(f"ALTER TABLE {sql_path(path)} SET TBLPROPERTIES ({assignments})")
-    return DeltaTable.forPath(spark, path) if missing else table
+    existing = _rs_table(path)
+    if existing is None:
+        schema = Schema.from_json(spec.schema.json())
+        RsDeltaTable.create(path, schema, mode="ignore", configuration=spec.delta_properties())
+    elif _behind_the_catalog(existing, spec):
+        present = {f.name for f in existing.schema().fields}
+        missing = [f for f in spec.schema.fields if f.name not in present]
+        if missing:  # a column the catalog added since the table was created (always nullable)
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+            spark.sql(f"ALTER TABLE {sql_path(path)} ADD COLUMNS ({columns})")
+        current = existing.metadata().configuration
+        drifted = {k: v for k, v in spec.delta_properties().items() if current.get(k) != v}
+        if drifted:
+            assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
+            spark.sql(f"ALTER TABLE {sql_path(path)} SET TBLPROPERTIES ({assignments})")
+    return DeltaTable.forPath(spark, path)
+
+
+def _rs_table(path: str) -> Any:
+    """The delta-rs table at `path`, or None when there is none."""
+    from deltalake import DeltaTable as RsDeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return RsDeltaTable(path)
+    except TableNotFoundError:
+        return None
 
 
 def load_delta(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) -> DataFrame | None:
@@ -132,21 +147,16 @@ def write_few_rows(
     (`append`: keys that cannot be there yet, such as a fresh run id) or MERGE them on the
     table's key. Either is one Delta commit of a few tens of milliseconds, where Spark's MERGE
     of one row takes about two seconds on a warm JVM. A MERGE that another writer's commit got
-    ahead of is tried again on the new version (it is idempotent). Spark creates the table with
-    its properties, or brings it up to the catalog, when it is missing or behind. Returns the
-    version committed."""
-    from deltalake import DeltaTable as RsDeltaTable
+    ahead of is tried again on the new version (it is idempotent). `ensure_table` creates the
+    table, or brings it up to the catalog, when it is missing or behind. Returns the version
+    committed."""
     from deltalake import write_deltalake
-    from deltalake.exceptions import CommitFailedError, TableNotFoundError
+    from deltalake.exceptions import CommitFailedError
 
-    path = spec.path(lakehouse)
-    try:
-        table = RsDeltaTable(path)
-    except TableNotFoundError:
-        table = None
+    table = _rs_table(spec.path(lakehouse))
     if table is None or _behind_the_catalog(table, spec):
         ensure_table(spark, spec, lakehouse)
-        table = RsDeltaTable(path)
+        table = _rs_table(spec.path(lakehouse))
     source = pa.Table.from_pylist(rows, schema=pa.schema(table.schema().to_arrow()))
     if append:
         write_deltalake(table, source, mode="append")
