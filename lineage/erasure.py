@@ -40,7 +40,7 @@ from lineage.catalog import (
 )
 from lineage.locations import shards_folder
 from lineage.snapshots import digest_lines, member_line, word_count
-from lineage.tables import ensure_table, latest_version, load_delta, merge_rows, session_conf, sql_path
+from lineage.tables import ensure_table, latest_version, load_delta, merge_rows, session_conf, sql_path, write_few_rows
 
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 LISTING_PARALLELISM = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
@@ -207,10 +207,8 @@ def tombstoned(spark: SparkSession, lakehouse: str | Path, docs: DataFrame) -> D
 
 def record_request(spark: SparkSession, lakehouse: str | Path, row: dict[str, Any]) -> None:
     """Insert or update a request row (MERGE on request_id)."""
-    table_ = ensure_table(spark, GOVERNANCE_REQUESTS, lakehouse)
     full = {f.name: row.get(f.name) for f in GOVERNANCE_REQUESTS.schema.fields}
-    frame = spark.createDataFrame([full], schema=GOVERNANCE_REQUESTS.schema)
-    merge_rows(spark, table_, GOVERNANCE_REQUESTS.key, frame, changed_when="true")
+    write_few_rows(spark, GOVERNANCE_REQUESTS, lakehouse, [full])
 
 
 @dataclass

@@ -33,7 +33,7 @@ from lineage.edges import SNAPSHOT_MEMBER, drop_edges, edges, insert_edges
 from lineage.errors import MillpondError, NotEnoughDataError
 from lineage.locations import shards_folder
 from lineage.runs import Run
-from lineage.tables import ensure_table, latest_version, read_table
+from lineage.tables import ensure_table, latest_version, read_table, write_few_rows
 
 OPERATORS = ("=", "!=", "<", "<=", ">", ">=", "in", "not in")
 SPLITS = ("train", "validation", "test")
@@ -512,9 +512,7 @@ def write_snapshot(
         "created_at": datetime.now(UTC),
         "amended_by": None,
     }
-    spark.createDataFrame([row], schema=GOLD_SNAPSHOTS.schema).write.format("delta").mode("append").save(
-        GOLD_SNAPSHOTS.path(lakehouse)
-    )
+    write_few_rows(spark, GOLD_SNAPSHOTS, lakehouse, [row], append=True)  # the snapshot exists from this commit
     run.output_versions = {
         GOLD_SNAPSHOTS.name: latest_version(GOLD_SNAPSHOTS.path(lakehouse)),
         GOLD_SNAPSHOT_MEMBERS.name: latest_version(GOLD_SNAPSHOT_MEMBERS.path(lakehouse)),
