@@ -19,6 +19,7 @@ import pyarrow as pa
 from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructField
 
 from lineage.catalog import TableSpec
 from lineage.reader import committed_version, read_delta
@@ -45,14 +46,11 @@ def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) ->
     if existing is None:
         schema = Schema.from_json(spec.schema.json())
         RsDeltaTable.create(path, schema, mode="ignore", configuration=spec.delta_properties())
-    elif _behind_the_catalog(existing, spec):
-        present = {f.name for f in existing.schema().fields}
-        missing = [f for f in spec.schema.fields if f.name not in present]
+    else:
+        missing, drifted = _catalog_gap(existing, spec)
         if missing:  # a column the catalog added since the table was created (always nullable)
             columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
             spark.sql(f"ALTER TABLE {sql_path(path)} ADD COLUMNS ({columns})")
-        current = existing.metadata().configuration
-        drifted = {k: v for k, v in spec.delta_properties().items() if current.get(k) != v}
         if drifted:
             assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
             spark.sql(f"ALTER TABLE {sql_path(path)} SET TBLPROPERTIES ({assignments})")
@@ -142,49 +140,50 @@ def merge_rows(
 
 def write_few_rows(
     spark: SparkSession, spec: TableSpec, lakehouse: str | Path, rows: list[dict[str, Any]], *, append: bool = False
-) -> int:
+) -> None:
     """Write a handful of rows into a small table with delta-rs, without a Spark job: append them
     (`append`: keys that cannot be there yet, such as a fresh run id) or MERGE them on the
     table's key. Either is one Delta commit of a few tens of milliseconds, where Spark's MERGE
     of one row takes about two seconds on a warm JVM. A MERGE that another writer's commit got
     ahead of is tried again on the new version (it is idempotent). `ensure_table` creates the
-    table, or brings it up to the catalog, when it is missing or behind. Returns the version
-    committed."""
+    table, or brings it up to the catalog, when it is missing or behind."""
     from deltalake import write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     table = _rs_table(spec.path(lakehouse))
-    if table is None or _behind_the_catalog(table, spec):
+    if table is None or any(_catalog_gap(table, spec)):
         ensure_table(spark, spec, lakehouse)
         table = _rs_table(spec.path(lakehouse))
     source = pa.Table.from_pylist(rows, schema=pa.schema(table.schema().to_arrow()))
     if append:
         write_deltalake(table, source, mode="append")
-        return table.version()
+        return
     on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.key)
-    for attempt in range(1, _MERGE_ATTEMPTS + 1):
+    attempt = 1
+    while True:
         try:
             merge = table.merge(source, on, source_alias="s", target_alias="t")
             merge.when_matched_update_all().when_not_matched_insert_all().execute()
-            return table.version()
+            return
         except CommitFailedError:
             if attempt == _MERGE_ATTEMPTS:
                 raise
-            time.sleep(random.uniform(0.02, 0.1) * attempt)  # writers that collided do not collide again
-            table.update_incremental()
-    raise AssertionError("unreachable: the last attempt returns or raises")
+        time.sleep(random.uniform(0.02, 0.1) * attempt)  # writers that collided do not collide again
+        table.update_incremental()
+        attempt += 1
 
 
 _MERGE_ATTEMPTS = 10
 
 
-def _behind_the_catalog(table: Any, spec: TableSpec) -> bool:
-    """Whether a table (delta-rs) lacks a column or a property the catalog now gives it."""
+def _catalog_gap(table: Any, spec: TableSpec) -> tuple[list[StructField], dict[str, str]]:
+    """What a table (opened with delta-rs) lacks that the catalog now gives it: the columns added
+    since it was created, and the properties that drifted (with their wanted values)."""
     present = {field.name for field in table.schema().fields}
     configuration = table.metadata().configuration
-    return not set(spec.schema.fieldNames()) <= present or any(
-        configuration.get(k) != v for k, v in spec.delta_properties().items()
-    )
+    missing = [f for f in spec.schema.fields if f.name not in present]
+    drifted = {k: v for k, v in spec.delta_properties().items() if configuration.get(k) != v}
+    return missing, drifted
 
 
 def read_table(
