@@ -38,23 +38,30 @@ def ensure_table(spark: SparkSession, spec: TableSpec, lakehouse: str | Path) ->
     what it holds are read from its log with delta-rs, and delta-rs creates it: a commit of a few
     milliseconds, where Spark's check and CREATE take about a second each. Spark's table schema is
     the Delta log's own format, so both engines write the same schema."""
+    path = spec.path(lakehouse)
+    _ensure_with_delta_rs(spark, spec, path)
+    return DeltaTable.forPath(spark, path)
+
+
+def _ensure_with_delta_rs(spark: SparkSession, spec: TableSpec, path: str) -> Any:
+    """`ensure_table`'s work, returning the table opened with delta-rs (for writers that need no
+    Spark handle on it): created by delta-rs when missing, brought up to the catalog by Spark's
+    `ALTER TABLE` when behind."""
     from deltalake import DeltaTable as RsDeltaTable
     from deltalake import Schema
 
-    path = spec.path(lakehouse)
     existing = _rs_table(path)
     if existing is None:
         schema = Schema.from_json(spec.schema.json())
-        RsDeltaTable.create(path, schema, mode="ignore", configuration=spec.delta_properties())
-    else:
-        missing, drifted = _catalog_gap(existing, spec)
-        if missing:  # a column the catalog added since the table was created (always nullable)
-            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
-            spark.sql(f"ALTER TABLE {sql_path(path)} ADD COLUMNS ({columns})")
-        if drifted:
-            assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
-            spark.sql(f"ALTER TABLE {sql_path(path)} SET TBLPROPERTIES ({assignments})")
-    return DeltaTable.forPath(spark, path)
+        return RsDeltaTable.create(path, schema, mode="ignore", configuration=spec.delta_properties())
+    missing, drifted = _catalog_gap(existing, spec)
+    if missing:  # a column the catalog added since the table was created (always nullable)
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in missing)
+        spark.sql(f"ALTER TABLE {sql_path(path)} ADD COLUMNS ({columns})")
+    if drifted:
+        assignments = ", ".join(f"'{k}' = '{v}'" for k, v in drifted.items())
+        spark.sql(f"ALTER TABLE {sql_path(path)} SET TBLPROPERTIES ({assignments})")
+    return _rs_table(path) if missing or drifted else existing
 
 
 def _rs_table(path: str) -> Any:
@@ -150,10 +157,7 @@ def write_few_rows(
     from deltalake import write_deltalake
     from deltalake.exceptions import CommitFailedError
 
-    table = _rs_table(spec.path(lakehouse))
-    if table is None or any(_catalog_gap(table, spec)):
-        ensure_table(spark, spec, lakehouse)
-        table = _rs_table(spec.path(lakehouse))
+    table = _ensure_with_delta_rs(spark, spec, spec.path(lakehouse))
     source = pa.Table.from_pylist(rows, schema=pa.schema(table.schema().to_arrow()))
     if append:
         write_deltalake(table, source, mode="append")
