@@ -171,3 +171,24 @@ def test_pretrain_tracks_resumes_exactly_and_saves_a_loadable_model(
     run = client.get_run(reports[0]["run_id"])
     assert reports[0]["steps"] == 12 and reports[0]["final_loss"] < reports[0]["first_loss"]
     assert run.data.params["snapshot"] == "train-v1" and "loss" in run.data.metrics
+
+
+def test_training_does_not_build_the_inference_all_reduce_op(monkeypatch) -> None:
+    """DeepSpeed's CPU backend would compile `deepspeed_shm_comm` (a minute of C++ on a fresh
+    machine) as it starts; training never calls it, so joining the process group skips it."""
+    import importlib
+
+    import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
+
+    from trainers.loop import skip_inference_comm_op
+
+    ds_comm = importlib.import_module("deepspeed.comm.torch")  # `deepspeed.comm.torch` is also torch itself
+    monkeypatch.setitem(deepspeed.ops.__compatible_ops__, "deepspeed_shm_comm", True)
+    built: list[str] = []
+    builder = type(get_accelerator().create_op_builder("ShareMemCommBuilder"))
+    monkeypatch.setattr(builder, "load", lambda self, *a, **k: built.append(self.NAME) or self)
+    assert ds_comm.build_shm_op() is not None and built == ["deepspeed_shm_comm"]  # what DeepSpeed would do
+    built.clear()
+    skip_inference_comm_op()
+    assert ds_comm.build_shm_op() is None and built == []

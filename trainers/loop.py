@@ -83,12 +83,23 @@ def single_process_rendezvous() -> None:
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
+def skip_inference_comm_op() -> None:
+    """DeepSpeed's communication backend builds its shared-memory all-reduce op (`deepspeed_shm_comm`:
+    about 60 s of C++ compilation on a machine that has not built it yet, in every first training
+    and demo) when it starts. Only tensor-parallel inference (`inference_all_reduce`) calls that op;
+    training reduces through torch.distributed, so the op is marked as not buildable here."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def join_process_group() -> tuple[int, int]:
     """(rank, world size): joins the launcher's process group, or makes a group of one (gloo on CPU, NCCL on GPU)."""
     import deepspeed
     import torch
 
     single_process_rendezvous()
+    skip_inference_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
