@@ -186,7 +186,10 @@ def test_training_does_not_build_the_inference_all_reduce_op(monkeypatch) -> Non
     ds_comm = importlib.import_module("deepspeed.comm.torch")  # `deepspeed.comm.torch` is also torch itself
     monkeypatch.setitem(deepspeed.ops.__compatible_ops__, "deepspeed_shm_comm", True)
     built: list[str] = []
-    builder = type(get_accelerator().create_op_builder("ShareMemCommBuilder"))
+    found = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if found is None:
+        pytest.skip(f"{get_accelerator().device_name()}: DeepSpeed has no shared-memory op to build here")
+    builder = type(found)
     monkeypatch.setattr(builder, "load", lambda self, *a, **k: built.append(self.NAME) or self)
     assert ds_comm.build_shm_op() is not None and built == ["deepspeed_shm_comm"]  # what DeepSpeed would do
     built.clear()
