@@ -87,10 +87,14 @@ def skip_inference_comm_op() -> None:
     """DeepSpeed's communication backend builds its shared-memory all-reduce op (`deepspeed_shm_comm`:
     about 60 s of C++ compilation on a machine that has not built it yet, in every first training
     and demo) when it starts. Only tensor-parallel inference (`inference_all_reduce`) calls that op;
-    training reduces through torch.distributed, so the op is marked as not buildable here."""
+    training reduces through torch.distributed, so the op is marked as not buildable here. Where the
+    accelerator has no such op (a GPU), nothing is touched: reading DeepSpeed's table of buildable
+    ops probes every op, which DeepSpeed itself would not do there."""
     import deepspeed.ops
+    from deepspeed.accelerator import get_accelerator
 
-    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    if get_accelerator().create_op_builder("ShareMemCommBuilder") is not None:
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def join_process_group() -> tuple[int, int]:
