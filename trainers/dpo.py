@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lineage.catalog import SILVER_PREFERENCES
 from lineage.errors import MillpondError, NotEnoughDataError
-from lineage.snapshots import member_rows
 from trainers.loop import TrainSettings, example_rows, with_overrides
 from trainers.preference import PreferenceSettings, pack, preference_loss, sequence_logps
 
@@ -237,6 +235,9 @@ class PreferenceSnapshotError(MillpondError, ValueError):
 
 def snapshot_pairs(lakehouse: Any, snapshot: dict[str, Any]) -> list[Pair]:
     """A preference snapshot's pairs as its pinned version of silver.preferences holds them."""
+    from lineage.catalog import SILVER_PREFERENCES  # Spark's types: imported here, so training runs without Spark
+    from lineage.snapshots import member_rows
+
     name = snapshot["name"]
     if snapshot["source_table"] != SILVER_PREFERENCES.name:
         raise PreferenceSnapshotError(

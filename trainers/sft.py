@@ -14,9 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lineage.catalog import SILVER_DOCUMENTS, SILVER_PREFERENCES
 from lineage.errors import MillpondError, NotEnoughDataError
-from lineage.snapshots import member_rows
 from trainers.loop import TrainSettings, example_rows, with_overrides
 from trainers.preference import pack
 
@@ -165,7 +163,9 @@ def snapshot_demonstrations(lakehouse: Any, snapshot: dict[str, Any]) -> list[De
     """A snapshot's demonstrations as its pinned table version holds them: each pair's prompt and
     chosen answer (once per prompt and answer), or each `sft-jsonl` conversation split into its
     prompt and final answer."""
+    from lineage.catalog import SILVER_DOCUMENTS, SILVER_PREFERENCES  # Spark's types: training runs without Spark
     from lineage.chat import split_answer
+    from lineage.snapshots import member_rows
 
     name, source = snapshot["name"], snapshot["source_table"]
     if source == SILVER_PREFERENCES.name:

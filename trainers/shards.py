@@ -20,14 +20,15 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
 from lineage.locations import SHARD_DOCUMENTS, shard_folder
 from trainers.tokenizer import EOS, tokenizer_digest
+
+if TYPE_CHECKING:  # Spark is imported where shards are cut: a training process reads them without it
+    from pyspark.sql import DataFrame
 
 SHARD_SPLITS = ("train", "validation")
 MANIFEST = "manifest.json"
@@ -119,6 +120,8 @@ def _write(out: Any, batch: list[Any], tokenizer: Any, eos: int, kind: np.dtype,
 
 def words_by_split(members: DataFrame, texts: DataFrame) -> dict[str, int]:
     """Words per split, repeats counted: one pass over the texts sizes every split's shards."""
+    from pyspark.sql import functions as F
+
     counted = (
         members.join(texts, "doc_id")
         .groupBy("split")
@@ -131,6 +134,8 @@ def plan(
     members: DataFrame, texts: DataFrame, split: str, words: int, settings: ShardSettings
 ) -> tuple[DataFrame, int]:
     """The split's documents, one row per copy, with their shard bucket; and the shard count."""
+    from pyspark.sql import functions as F
+
     copies = (
         members.where(F.col("split") == split)
         .join(texts, "doc_id")
