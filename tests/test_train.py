@@ -195,3 +195,44 @@ def test_training_does_not_build_the_inference_all_reduce_op(monkeypatch) -> Non
     built.clear()
     skip_inference_comm_op()
     assert ds_comm.build_shm_op() is None and built == []
+
+
+def test_compiled_training_takes_the_steps_eager_training_takes(tmp_path: Path) -> None:
+    """`[train] compile = true` runs the model through torch.compile (a third more tokens/s on an
+    H200, benchmarks/README.md) and must not change what training computes."""
+    import numpy as np
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from trainers.data import TokenWindows
+    from trainers.loop import NextToken, train
+    from trainers.model import llama_config
+
+    ids = np.tile(np.arange(2, 50, dtype=np.uint16), 400)  # a pattern the model learns in a few steps
+    ids.tofile(tmp_path / "train-00000.bin")
+    manifest = {"snapshot": "t", "dtype": "uint16",
+                "shards": [{"file": "train-00000.bin", "split": "train", "tokens": len(ids)}]}  # fmt: skip
+    data = TokenWindows(tmp_path, manifest, "train", 32)
+    losses: dict[bool, list[float]] = {}
+    for compiled in (False, True):
+        settings = TrainSettings(
+            seq_len=32, micro_batch=2, max_steps=4, warmup=1, checkpoint_every=100, compile=compiled
+        )
+        torch.manual_seed(settings.seed)
+        model = LlamaForCausalLM(llama_config("tiny", 512, 0, 1))
+        steps: list[float] = []
+        train(model, NextToken(data, settings), settings, tmp_path / f"ckpt-{compiled}", False,
+              lambda report, steps=steps: steps.append(report.loss))  # fmt: skip
+        losses[compiled] = steps
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    assert losses[False][-1] < losses[False][0]
+
+
+def test_training_runs_without_spark() -> None:
+    """A training process on a GPU node reads token shards and pairs; it imports nothing of Spark."""
+    code = (
+        "import sys; sys.modules['pyspark'] = None; sys.modules['delta'] = None\n"
+        "import trainers.loop, trainers.data, trainers.dpo, trainers.sft, trainers.preference, trainers.shards"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
