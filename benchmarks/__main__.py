@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 BENCHMARKS = (
-    "ingest", "curate", "fuzzy", "pii", "pii-structured", "pipeline", "train", "lineage", "serve", "stream", "dpo",
+    "ingest", "curate", "fuzzy", "pii", "pii-structured", "pipeline", "train", "lineage", "serve", "stream", "dpo", "gpu",
 )  # fmt: skip
 USAGE = f"usage: python -m benchmarks {{{','.join(BENCHMARKS)}}} [--help]"
 
@@ -30,6 +30,8 @@ def main() -> None:
         from benchmarks.stream import main as run
     elif name == "dpo":
         from benchmarks.dpo import main as run
+    elif name == "gpu":
+        from benchmarks.gpu import main as run
     elif name == "pipeline":
         from benchmarks.pipeline import main as run
     elif name == "fuzzy":
