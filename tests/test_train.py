@@ -221,11 +221,16 @@ def test_compiled_training_takes_the_steps_eager_training_takes(tmp_path: Path) 
         torch.manual_seed(settings.seed)
         model = LlamaForCausalLM(llama_config("tiny", 512, 0, 1))
         steps: list[float] = []
-        train(model, NextToken(data, settings), settings, tmp_path / f"ckpt-{compiled}", False,
-              lambda report, steps=steps: steps.append(report.loss))  # fmt: skip
+        trained, _, _ = train(model, NextToken(data, settings), settings, tmp_path / f"ckpt-{compiled}", False,
+                              lambda report, steps=steps: steps.append(report.loss))  # fmt: skip
         losses[compiled] = steps
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
     assert losses[False][-1] < losses[False][0]
+    trained.save_pretrained(tmp_path / "model")  # the compiled model saves as the job saves it, under its own names
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path / "model")
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), trained.state_dict().values(), strict=True)
+    )
 
 
 def test_training_runs_without_spark() -> None:
