@@ -191,6 +191,9 @@ def millpond_side(args: argparse.Namespace, corpus: Path, work: Path) -> dict[st
     report = timed("curate_full", lambda: run_curate(spark, config_for(full)))
     out["curate_full"]["funnel"] = report.stages
     out["curate_full"]["skipped"] = report.skipped
+    if args.skip_stages_alone:
+        spark.stop()
+        return out
 
     # Each stage alone on the ingested batch (as the curate benchmark times them).
     config = config_for(full)
@@ -262,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--work", type=Path, default=HERE / ".data" / "pipeline")
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--skip-stages-alone", action="store_true", help="do not time each stage alone")
     parser.add_argument(
         "--like-for-like-only",
         action="store_true",
