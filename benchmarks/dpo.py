@@ -44,6 +44,48 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
 
 
+def plain_dpo_steps(model: Any, objective: Any, reference: np.ndarray, loop: Any, device: str = "cpu",
+                    bf16: bool = False, reference_model: Any = None) -> list[float]:  # fmt: skip
+    """Seconds of each step of a plain PyTorch DPO loop over `loop.max_steps` steps: the DeepSpeed
+    objective's pairs, loss (`preference_loss`), optimizer (`trainers.loop.adamw`, fused on a GPU),
+    schedule and clipping; the reference's log-probs read from `reference`, or computed by a
+    forward pass of `reference_model` in every step (a DPO trainer without a cache). `bf16`: fp32
+    weights under `torch.autocast`."""
+    import torch
+
+    from trainers.dpo import pair_logps
+    from trainers.loop import adamw
+    from trainers.preference import preference_loss
+    from trainers.schedule import lr_at
+
+    model = model.to(device)
+    optimizer = adamw(model, loop, fused=device == "cuda")
+    cached = torch.from_numpy(reference).float().to(device)
+    spent: list[float] = []
+    for step in range(loop.max_steps):
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, peak=loop.lr, warmup=loop.warmup, total=loop.max_steps,
+                                floor_ratio=loop.min_lr_ratio)  # fmt: skip
+        rows = objective.rows(step, 0)
+        if reference_model is not None:
+            with torch.no_grad():
+                ref = pair_logps(reference_model, objective.tensors, rows, device)
+        else:
+            ref = cached[torch.from_numpy(rows).to(device)]
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            logps = pair_logps(model, objective.tensors, rows, device)
+        preference = objective.settings.preference()
+        loss = preference_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], preference).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
+        optimizer.step()
+        float(loss.detach())
+        spent.append(time.perf_counter() - started)
+    return spent
+
+
 def loop_part(args: argparse.Namespace) -> dict[str, Any]:
     from jobs.config import cache_dir
     from trainers.loop import runtime_environment
@@ -52,11 +94,9 @@ def loop_part(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from transformers import LlamaForCausalLM
 
-    from trainers.dpo import DirectPreference, DpoSettings, PairTensors, all_logps, pair_logps
+    from trainers.dpo import DirectPreference, DpoSettings, PairTensors, all_logps
     from trainers.loop import TrainSettings, train
     from trainers.model import llama_config, parameter_count
-    from trainers.preference import preference_loss
-    from trainers.schedule import lr_at
 
     rng = np.random.default_rng(0)
     n, seq = args.pairs, args.seq_len
@@ -93,32 +133,8 @@ def loop_part(args: argparse.Namespace) -> dict[str, Any]:
         torch.manual_seed(loop.seed)
         model = LlamaForCausalLM(config)
         model.load_state_dict(reference_model.state_dict())
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": loop.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=loop.lr, betas=(0.9, 0.95),
-        )  # fmt: skip
-        spent: list[float] = []
-        for step in range(args.steps):
-            started = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, peak=loop.lr, warmup=loop.warmup, total=loop.max_steps,
-                                    floor_ratio=loop.min_lr_ratio)  # fmt: skip
-            rows = objective.rows(step, 0)
-            if with_reference_forward:
-                with torch.no_grad():
-                    ref = pair_logps(reference_model, tensors, rows)
-            else:
-                ref = torch.from_numpy(reference[rows]).float()
-            logps = pair_logps(model, tensors, rows)
-            loss = preference_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], settings.preference()).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-            optimizer.step()
-            spent.append(time.perf_counter() - started)
-        return sum(spent[args.warmup :])
+        forward_reference = reference_model if with_reference_forward else None
+        return sum(plain_dpo_steps(model, objective, reference, loop, reference_model=forward_reference)[args.warmup :])
 
     plain_s = plain(False)
     uncached_s = plain(True)

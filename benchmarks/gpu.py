@@ -27,7 +27,6 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,16 +55,6 @@ def matmul_tflops() -> float:
     end.record()
     torch.cuda.synchronize()
     return 10 * 2 * 8192**3 / (start.elapsed_time(end) / 1e3) / 1e12
-
-
-def timed_steps(step: Callable[[int], None], steps: int) -> list[float]:
-    """Seconds of each call of `step` (which ends by reading a value off the GPU, as the loop does)."""
-    spent = []
-    for index in range(steps):
-        started = time.perf_counter()
-        step(index)
-        spent.append(time.perf_counter() - started)
-    return spent
 
 
 def figures(name: str, seconds: list[float], tokens_per_step: int, flops: float, args: argparse.Namespace,
@@ -150,15 +139,6 @@ def attention_kernel(name: str) -> Any:
     return contextlib.nullcontext() if name == "default" else sdpa_kernel(kernels[name])
 
 
-def plain_optimizer(model: Any, lr: float, weight_decay: float) -> Any:
-    import torch
-
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=torch.cuda.is_available())
-
-
 def deepspeed_pretrain(config: Any, data: Any, settings: Any, checkpoints: Path, flops: float,
                        profiler: KernelProfile) -> list[float]:  # fmt: skip
     """Seconds of each step of `trainers.loop.train` (the millpond loop)."""
@@ -175,41 +155,11 @@ def deepspeed_pretrain(config: Any, data: Any, settings: Any, checkpoints: Path,
     return seconds
 
 
-def plain_pretrain(config: Any, data: Any, settings: Any, device: str) -> list[float]:
-    """Seconds of each step of a plain PyTorch loop (fp32 weights under autocast bf16, fused AdamW)
-    on the same batches, schedule and clipping; compiled where `settings.compile` is."""
-    import torch
-    from transformers import LlamaForCausalLM
-
-    from trainers.model import next_token_loss
-    from trainers.schedule import lr_at
-
-    torch.manual_seed(settings.seed)
-    model = LlamaForCausalLM(config).to(device)
-    optimizer = plain_optimizer(model, settings.lr, settings.weight_decay)
-    forward = torch.compile(model) if settings.compile else model
-
-    def step(index: int) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(index, peak=settings.lr, warmup=settings.warmup, total=settings.max_steps,
-                                floor_ratio=settings.min_lr_ratio)  # fmt: skip
-        x, y = data.batch(settings.seed, index, 0, settings.micro_batch)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            logits = forward(input_ids=torch.from_numpy(x).to(device)).logits
-        loss = next_token_loss(logits, torch.from_numpy(y).to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        float(loss.detach())
-
-    return timed_steps(step, settings.max_steps)
-
-
 def pretrain_part(args: argparse.Namespace, folder: Path, measured_peak: float) -> list[dict[str, Any]]:
     import torch
     from transformers import LlamaForCausalLM
 
+    from benchmarks.train import plain_steps
     from trainers.data import TokenWindows
     from trainers.loop import TrainSettings
     from trainers.model import flops_per_token, llama_config, parameter_count
@@ -222,11 +172,12 @@ def pretrain_part(args: argparse.Namespace, folder: Path, measured_peak: float) 
     config = llama_config(args.preset, args.vocab, 0, 1)
     flops = flops_per_token(config, args.seq_len)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    parameters = parameter_count(LlamaForCausalLM(config))
     rows = []
     for micro in args.micro_batch:
         tokens_per_step = micro * args.seq_len
         common = {"micro_batch": micro, "seq_len": args.seq_len, "sdpa": args.sdpa, "zero_stage": args.zero,
-                  "parameters": parameter_count(LlamaForCausalLM(config))}  # fmt: skip
+                  "parameters": parameters}  # fmt: skip
         for compiled in {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]:
             settings = TrainSettings(preset=args.preset, seq_len=args.seq_len, micro_batch=micro, max_steps=args.steps,
                                      warmup=5, lr=6e-4, checkpoint_every=args.steps * 10, precision="bf16",
@@ -239,8 +190,9 @@ def pretrain_part(args: argparse.Namespace, folder: Path, measured_peak: float) 
                 rows.append(figures("deepspeed", seconds, tokens_per_step, flops, args, measured_peak,
                                     compiled=compiled, **common, **profiler.summary()))  # fmt: skip
             if "plain" in args.loops:
+                torch.manual_seed(settings.seed)
                 with attention_kernel(args.sdpa):
-                    seconds = plain_pretrain(config, data, settings, device)
+                    seconds = plain_steps(LlamaForCausalLM(config), data, settings, device, bf16=True)
                 rows.append(figures("plain", seconds, tokens_per_step, flops, args, measured_peak, compiled=compiled,
                                     **common))  # fmt: skip
     return rows
@@ -250,11 +202,10 @@ def dpo_part(args: argparse.Namespace, folder: Path, measured_peak: float) -> li
     import torch
     from transformers import LlamaForCausalLM
 
-    from trainers.dpo import DirectPreference, DpoSettings, PairTensors, all_logps, pair_logps
+    from benchmarks.dpo import plain_dpo_steps
+    from trainers.dpo import DirectPreference, DpoSettings, PairTensors, all_logps
     from trainers.loop import TrainSettings, train
     from trainers.model import flops_per_token, llama_config
-    from trainers.preference import preference_loss
-    from trainers.schedule import lr_at
 
     n, seq, micro = args.pairs, args.dpo_seq_len, args.dpo_micro_batch
     ids = np.random.default_rng(0).integers(2, args.vocab, size=(n, 2, seq + 1), dtype=np.int64)
@@ -284,27 +235,10 @@ def dpo_part(args: argparse.Namespace, folder: Path, measured_peak: float) -> li
     rows = [figures("deepspeed-dpo", seconds, tokens_per_step, flops, args, measured_peak, **common)]
     del model, policy
 
-    plain = LlamaForCausalLM(config).to(device)
+    plain = LlamaForCausalLM(config)
     plain.load_state_dict(reference_model.state_dict())
-    optimizer = plain_optimizer(plain, loop.lr, loop.weight_decay)
-    cached = torch.from_numpy(reference).float().to(device)
-
-    def step(index: int) -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(index, peak=loop.lr, warmup=loop.warmup, total=loop.max_steps,
-                                floor_ratio=loop.min_lr_ratio)  # fmt: skip
-        rows_ = objective.rows(index, 0)
-        with torch.autocast(device, dtype=torch.bfloat16):
-            logps = pair_logps(plain, tensors, rows_, device)
-        ref = cached[torch.from_numpy(rows_).to(device)]
-        loss = preference_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], settings.preference()).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(plain.parameters(), loop.grad_clip)
-        optimizer.step()
-        float(loss.detach())
-
-    rows.append(figures("plain-dpo", timed_steps(step, args.steps), tokens_per_step, flops, args, measured_peak,
+    seconds = plain_dpo_steps(plain, objective, reference, loop, device, bf16=True)
+    rows.append(figures("plain-dpo", seconds, tokens_per_step, flops, args, measured_peak,
                         **common))  # fmt: skip
     return rows
 

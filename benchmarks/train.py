@@ -25,6 +25,39 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+def plain_steps(model: Any, data: Any, settings: Any, device: str = "cpu", bf16: bool = False) -> list[float]:
+    """Seconds of each step of a plain PyTorch loop over `settings.max_steps` steps: the loop's
+    batches, optimizer (`trainers.loop.adamw`, fused on a GPU), schedule and clipping, with no
+    DeepSpeed; `bf16`: fp32 weights under `torch.autocast`, as nanoGPT; compiled where
+    `settings.compile` is. Each step ends by reading the loss, as the loop does."""
+    import torch
+
+    from trainers.loop import adamw
+    from trainers.model import next_token_loss
+    from trainers.schedule import lr_at
+
+    model = model.to(device)
+    optimizer = adamw(model, settings, fused=device == "cuda")
+    forward = torch.compile(model) if settings.compile else model
+    spent: list[float] = []
+    for step in range(settings.max_steps):
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, peak=settings.lr, warmup=settings.warmup, total=settings.max_steps,
+                                floor_ratio=settings.min_lr_ratio)  # fmt: skip
+        x, y = data.batch(settings.seed, step, 0, settings.micro_batch)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(input_ids=torch.from_numpy(x).to(device)).logits
+        loss = next_token_loss(logits, torch.from_numpy(y).to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        float(loss.detach())
+        spent.append(time.perf_counter() - started)
+    return spent
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="benchmarks train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -47,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from trainers.data import TokenWindows
     from trainers.loop import NextToken, train
-    from trainers.model import llama_config, next_token_loss, parameter_count
-    from trainers.schedule import lr_at
+    from trainers.model import llama_config, parameter_count
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -78,27 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         # Plain PyTorch, same initial weights (same seed), batches, optimizer, clipping and schedule.
         torch.manual_seed(settings.seed)
         model = LlamaForCausalLM(config)
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        no_decay = [p for p in model.parameters() if p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=settings.lr, betas=(0.9, 0.95),
-        )  # fmt: skip
-        plain: list[float] = []
-        for step in range(args.steps):
-            started = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, peak=settings.lr, warmup=settings.warmup, total=settings.max_steps,
-                                    floor_ratio=settings.min_lr_ratio)  # fmt: skip
-            x, y = data.batch(settings.seed, step, 0, settings.micro_batch)
-            logits = model(input_ids=torch.from_numpy(x)).logits
-            loss = next_token_loss(logits, torch.from_numpy(y))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            plain.append(time.perf_counter() - started)
-        plain_s = sum(plain[args.warmup :])
+        plain_s = sum(plain_steps(model, data, settings)[args.warmup :])
         timed = args.steps - args.warmup
         result = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -180,6 +180,17 @@ class NextToken:
         return next_token_loss(logits, torch.from_numpy(y).to(engine.device)), {}
 
 
+def adamw(model: Any, settings: TrainSettings, fused: bool = False) -> Any:
+    """torch AdamW with weight decay on matrices only (not on norms and biases), betas (0.9, 0.95):
+    the loop's optimizer, and the plain baselines' in the benchmarks."""
+    import torch
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), fused=fused)
+
+
 def uses_bf16(settings: TrainSettings) -> bool:
     import torch
 
@@ -203,13 +214,7 @@ def train(
     rank, world = join_process_group()
     on_gpu = torch.cuda.is_available()
     bf16 = uses_bf16(settings)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr,
-        betas=(0.9, 0.95),
-    )
+    optimizer = adamw(model, settings)
     config = deepspeed_config(settings, bf16)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     if settings.compile:
