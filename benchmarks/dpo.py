@@ -53,10 +53,10 @@ def plain_dpo_steps(model: Any, objective: Any, reference: np.ndarray, loop: Any
     weights under `torch.autocast`."""
     import torch
 
+    from benchmarks.train import set_lr, update
     from trainers.dpo import pair_logps
     from trainers.loop import adamw
     from trainers.preference import preference_loss
-    from trainers.schedule import lr_at
 
     model = model.to(device)
     optimizer = adamw(model, loop, fused=device == "cuda")
@@ -64,9 +64,7 @@ def plain_dpo_steps(model: Any, objective: Any, reference: np.ndarray, loop: Any
     spent: list[float] = []
     for step in range(loop.max_steps):
         started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, peak=loop.lr, warmup=loop.warmup, total=loop.max_steps,
-                                floor_ratio=loop.min_lr_ratio)  # fmt: skip
+        set_lr(optimizer, loop, step)
         rows = objective.rows(step, 0)
         if reference_model is not None:
             with torch.no_grad():
@@ -76,12 +74,7 @@ def plain_dpo_steps(model: Any, objective: Any, reference: np.ndarray, loop: Any
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             logps = pair_logps(model, objective.tensors, rows, device)
         preference = objective.settings.preference()
-        loss = preference_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], preference).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), loop.grad_clip)
-        optimizer.step()
-        float(loss.detach())
+        update(model, optimizer, preference_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], preference).loss, loop)
         spent.append(time.perf_counter() - started)
     return spent
 

@@ -34,7 +34,6 @@ def plain_steps(model: Any, data: Any, settings: Any, device: str = "cpu", bf16:
 
     from trainers.loop import adamw
     from trainers.model import next_token_loss
-    from trainers.schedule import lr_at
 
     model = model.to(device)
     optimizer = adamw(model, settings, fused=device == "cuda")
@@ -42,20 +41,34 @@ def plain_steps(model: Any, data: Any, settings: Any, device: str = "cpu", bf16:
     spent: list[float] = []
     for step in range(settings.max_steps):
         started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, peak=settings.lr, warmup=settings.warmup, total=settings.max_steps,
-                                floor_ratio=settings.min_lr_ratio)  # fmt: skip
+        set_lr(optimizer, settings, step)
         x, y = data.batch(settings.seed, step, 0, settings.micro_batch)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             logits = forward(input_ids=torch.from_numpy(x).to(device)).logits
-        loss = next_token_loss(logits, torch.from_numpy(y).to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
-        float(loss.detach())
+        update(model, optimizer, next_token_loss(logits, torch.from_numpy(y).to(device)), settings)
         spent.append(time.perf_counter() - started)
     return spent
+
+
+def set_lr(optimizer: Any, settings: Any, step: int) -> None:
+    """The loop's schedule (`lr_at`) for `step`, set as the loop sets it."""
+    from trainers.schedule import lr_at
+
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, peak=settings.lr, warmup=settings.warmup, total=settings.max_steps,
+                            floor_ratio=settings.min_lr_ratio)  # fmt: skip
+
+
+def update(model: Any, optimizer: Any, loss: Any, settings: Any) -> None:
+    """A plain step's update: gradients, clipping at `grad_clip`, the optimizer's step, and the loss
+    read off the device (the loop reads it too, so both wait for the step to end)."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+    optimizer.step()
+    float(loss.detach())
 
 
 def main(argv: list[str] | None = None) -> None:
