@@ -74,7 +74,10 @@ def plain_dpo_steps(model: Any, objective: Any, reference: np.ndarray, loop: Any
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             logps = pair_logps(model, objective.tensors, rows, device)
         preference = objective.settings.preference()
-        update(model, optimizer, preference_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], preference).loss, loop)
+        loss = preference_loss(logps[:, 0], logps[:, 1], ref[:, 0], ref[:, 1], preference).loss
+        loss.backward()
+        update(model, optimizer, loop)
+        float(loss.detach())  # the loop reads its loss too, so both wait for the step to end
         spent.append(time.perf_counter() - started)
     return spent
 

@@ -148,7 +148,7 @@ def deepspeed_pretrain(config: Any, data: Any, settings: Any, checkpoints: Path,
     from trainers.loop import NextToken, train
 
     seconds: list[float] = []
-    tokens_per_step = settings.micro_batch * settings.seq_len
+    tokens_per_step = settings.micro_batch * settings.seq_len * settings.grad_accum
     torch.manual_seed(settings.seed)
     train(LlamaForCausalLM(config), NextToken(data, settings), settings, checkpoints, False,
           lambda r: profiler.after_step(seconds, tokens_per_step / r.tokens_per_s), flops)  # fmt: skip
@@ -175,13 +175,13 @@ def pretrain_part(args: argparse.Namespace, folder: Path, measured_peak: float) 
     parameters = parameter_count(LlamaForCausalLM(config))
     rows = []
     for micro in args.micro_batch:
-        tokens_per_step = micro * args.seq_len
-        common = {"micro_batch": micro, "seq_len": args.seq_len, "sdpa": args.sdpa, "zero_stage": args.zero,
-                  "parameters": parameters}  # fmt: skip
+        tokens_per_step = micro * args.seq_len * args.grad_accum
+        common = {"micro_batch": micro, "grad_accum": args.grad_accum, "seq_len": args.seq_len, "sdpa": args.sdpa,
+                  "zero_stage": args.zero, "parameters": parameters}  # fmt: skip
         for compiled in {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]:
             settings = TrainSettings(preset=args.preset, seq_len=args.seq_len, micro_batch=micro, max_steps=args.steps,
-                                     warmup=5, lr=6e-4, checkpoint_every=args.steps * 10, precision="bf16",
-                                     compile=compiled, zero_stage=args.zero)  # fmt: skip
+                                     grad_accum=args.grad_accum, warmup=5, lr=6e-4, checkpoint_every=args.steps * 10,
+                                     precision="bf16", compile=compiled, zero_stage=args.zero)  # fmt: skip
             if "deepspeed" in args.loops:
                 profiler = KernelProfile(args.warmup, args.profile)
                 with attention_kernel(args.sdpa):
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--seq-len", type=int, default=1024)
     parser.add_argument("--micro-batch", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--grad-accum", type=int, default=1, help="pretrain: micro-batches a step")
     parser.add_argument("--compile", choices=["off", "on", "both"], default="both", help="pretrain: torch.compile")
     parser.add_argument("--loops", nargs="+", choices=["deepspeed", "plain"], default=["deepspeed", "plain"])
     parser.add_argument("--zero", type=int, default=1, help="pretrain: the DeepSpeed loop's ZeRO stage")

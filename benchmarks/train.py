@@ -27,25 +27,33 @@ HERE = Path(__file__).resolve().parent
 
 def plain_steps(model: Any, data: Any, settings: Any, device: str = "cpu", bf16: bool = False) -> list[float]:
     """Seconds of each step of a plain PyTorch loop over `settings.max_steps` steps: the loop's
-    batches, optimizer (`trainers.loop.adamw`, fused on a GPU), schedule and clipping, with no
-    DeepSpeed; `bf16`: fp32 weights under `torch.autocast`, as nanoGPT; compiled where
-    `settings.compile` is. Each step ends by reading the loss, as the loop does."""
+    batches, optimizer (`trainers.loop.adamw`, fused on a GPU), schedule, accumulation and
+    clipping, with no DeepSpeed; `bf16`: fp32 weights under `torch.autocast`, as nanoGPT; model
+    and loss compiled where `settings.compile` is. Each step ends by reading the loss, as the loop
+    does."""
     import torch
 
-    from trainers.loop import adamw
+    from trainers.loop import adamw, compiled_when
     from trainers.model import next_token_loss
 
     model = model.to(device)
     optimizer = adamw(model, settings, fused=device == "cuda")
     forward = torch.compile(model) if settings.compile else model
+    loss_of = compiled_when(settings, next_token_loss)
     spent: list[float] = []
     for step in range(settings.max_steps):
         started = time.perf_counter()
         set_lr(optimizer, settings, step)
-        x, y = data.batch(settings.seed, step, 0, settings.micro_batch)
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
-            logits = forward(input_ids=torch.from_numpy(x).to(device)).logits
-        update(model, optimizer, next_token_loss(logits, torch.from_numpy(y).to(device)), settings)
+        summed: Any = None
+        for micro in range(settings.grad_accum):
+            x, y = data.batch(settings.seed, step * settings.grad_accum + micro, 0, settings.micro_batch)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                logits = forward(input_ids=torch.from_numpy(x).to(device)).logits
+            loss = loss_of(logits, torch.from_numpy(y).to(device))
+            (loss / settings.grad_accum).backward()
+            summed = loss.detach() if summed is None else summed + loss.detach()
+        update(model, optimizer, settings)
+        float(summed)
         spent.append(time.perf_counter() - started)
     return spent
 
@@ -59,16 +67,14 @@ def set_lr(optimizer: Any, settings: Any, step: int) -> None:
                             floor_ratio=settings.min_lr_ratio)  # fmt: skip
 
 
-def update(model: Any, optimizer: Any, loss: Any, settings: Any) -> None:
-    """A plain step's update: gradients, clipping at `grad_clip`, the optimizer's step, and the loss
-    read off the device (the loop reads it too, so both wait for the step to end)."""
+def update(model: Any, optimizer: Any, settings: Any) -> None:
+    """A plain step's update after its backward passes: clipping at `grad_clip`, the optimizer's
+    step, the gradients cleared."""
     import torch
 
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
     optimizer.step()
-    float(loss.detach())
+    optimizer.zero_grad(set_to_none=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -171,13 +171,25 @@ class NextToken:
     def __init__(self, data: TokenWindows, settings: TrainSettings) -> None:
         self.data, self.settings = data, settings
         self.tokens_per_micro_batch = settings.micro_batch * settings.seq_len
+        self.next_token_loss = compiled_when(settings, next_token_loss)
 
     def loss(self, engine: Any, index: int, rank: int) -> tuple[Any, dict[str, float]]:
         import torch
 
         x, y = self.data.batch(self.settings.seed, index, rank, self.settings.micro_batch)
         logits = engine(input_ids=torch.from_numpy(x).to(engine.device)).logits
-        return next_token_loss(logits, torch.from_numpy(y).to(engine.device)), {}
+        return self.next_token_loss(logits, torch.from_numpy(y).to(engine.device)), {}
+
+
+def compiled_when(settings: TrainSettings, function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` compiled by torch.compile when `[train] compile` is on, else itself. The loss
+    sits outside the compiled model; eager, it makes an fp32 copy of the logits (32k wide) and
+    spent a seventh of a GPU step (benchmarks/README.md), compiled it runs as fused kernels."""
+    if not settings.compile:
+        return function
+    import torch
+
+    return torch.compile(function)
 
 
 def adamw(model: Any, settings: TrainSettings, fused: bool = False) -> Any:
@@ -214,7 +226,7 @@ def train(
     rank, world = join_process_group()
     on_gpu = torch.cuda.is_available()
     bf16 = uses_bf16(settings)
-    optimizer = adamw(model, settings)
+    optimizer = adamw(model, settings, fused=on_gpu)
     config = deepspeed_config(settings, bf16)
     engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
     if settings.compile:
@@ -234,15 +246,18 @@ def train(
                    floor_ratio=settings.min_lr_ratio)  # fmt: skip
         for group in optimizer.param_groups:
             group["lr"] = lr
-        total = 0.0
+        summed: Any = None
         figures: dict[str, float] = {}
         for micro in range(settings.grad_accum):
             loss, more = objective.loss(engine, step * settings.grad_accum + micro, rank)
             engine.backward(loss)
             engine.step()
-            total += float(loss.detach())
+            # Summed on the device and read once a step: reading each micro-batch's loss would make
+            # the host wait for the accelerator before it may queue the next micro-batch.
+            summed = loss.detach() if summed is None else summed + loss.detach()
             for key, value in more.items():
                 figures[key] = figures.get(key, 0.0) + value / settings.grad_accum
+        total = float(summed)
         norm = engine.get_global_grad_norm()
         seconds = time.perf_counter() - started
         tokens_per_s = per_step_tokens / seconds
