@@ -135,18 +135,12 @@ def build_corpus(
 def millpond_side(args: argparse.Namespace, corpus: Path, work: Path) -> dict[str, Any]:
     """Ingest once, curate the like-for-like stages and the whole default pipeline (each into its
     own copy of the lakehouse), then every stage alone on the ingested batch."""
-    from pyspark import StorageLevel
-
     from benchmarks.curate import PeakMemory
-    from curation.batch import bind_stages
-    from curation.pipeline import prepare
-    from curation.registry import stages
     from jobs.config import DEFAULTS, Config, cache_dir
-    from jobs.curate import run_curate, stage_params
+    from jobs.curate import run_curate
     from jobs.evalset import add_command
     from jobs.ingest import run_ingest
     from jobs.spark import SparkSettings, get_spark
-    from lineage.catalog import BRONZE_DOCUMENTS
 
     def config_for(lakehouse: Path) -> Config:
         values = copy.deepcopy(DEFAULTS)
@@ -178,40 +172,50 @@ def millpond_side(args: argparse.Namespace, corpus: Path, work: Path) -> dict[st
 
     ingested = timed("ingest", lambda: run_ingest(spark, config_for(like), manifest))
     out["ingest"]["rows"] = ingested.ingested
-    shutil.copytree(like, full)
-    add_command.main(
-        ["bench-eval", str(work / "eval_items.jsonl"), "--lakehouse", str(full), "--master", args.master],
-        standalone_mode=False,
-    )
+    whole = not args.like_for_like_only
+    if whole:  # the same ingest in a second lakehouse, with the eval set registered, for the default curate
+        shutil.copytree(like, full)
+        add_command.main(
+            ["bench-eval", str(work / "eval_items.jsonl"), "--lakehouse", str(full), "--master", args.master],
+            standalone_mode=False,
+        )
     report = timed("curate_like_for_like", lambda: run_curate(spark, config_for(like), LIKE_FOR_LIKE))
     out["curate_like_for_like"]["funnel"] = report.stages
-    if args.like_for_like_only:
-        spark.stop()
-        return out
-    report = timed("curate_full", lambda: run_curate(spark, config_for(full)))
-    out["curate_full"]["funnel"] = report.stages
-    out["curate_full"]["skipped"] = report.skipped
-    if args.skip_stages_alone:
-        spark.stop()
-        return out
+    if whole:
+        report = timed("curate_full", lambda: run_curate(spark, config_for(full)))
+        out["curate_full"]["funnel"] = report.stages
+        out["curate_full"]["skipped"] = report.skipped
+        if not args.skip_stages_alone:
+            ran = [s["stage"] for s in report.stages]
+            out["stages_alone"] = stages_alone(spark, config_for(full), full, ran)
+    spark.stop()
+    return out
 
-    # Each stage alone on the ingested batch (as the curate benchmark times them).
-    config = config_for(full)
-    chosen = [s["stage"] for s in report.stages if s["stage"] in {spec.name for spec in stages()}]
+
+def stages_alone(spark: Any, config: Any, lakehouse: Path, ran: list[str]) -> dict[str, float]:
+    """Seconds of each stage of `ran` alone on the ingested batch (as the curate benchmark times them)."""
+    from pyspark import StorageLevel
+
+    from curation.batch import bind_stages
+    from curation.pipeline import prepare
+    from curation.registry import stages
+    from jobs.curate import stage_params
+    from lineage.catalog import BRONZE_DOCUMENTS
+
+    chosen = [name for name in ran if name in {spec.name for spec in stages()}]
     params = {spec.name: stage_params(spec, config) for spec in stages()}
-    batch = prepare(spark.read.format("delta").load(BRONZE_DOCUMENTS.path(full)))
+    batch = prepare(spark.read.format("delta").load(BRONZE_DOCUMENTS.path(lakehouse)))
     batch = batch.repartition(spark.sparkContext.defaultParallelism * 2, "doc_id").persist(StorageLevel.MEMORY_AND_DISK)
     batch.count()
-    bound, _ = bind_stages(spark, full, chosen, params, None, True)
-    out["stages_alone"] = {}
+    bound, _ = bind_stages(spark, lakehouse, chosen, params, None, True)
+    seconds: dict[str, float] = {}
     for name, apply in bound:
         start = time.perf_counter()
         apply(batch).select("doc_id", "decision.action").localCheckpoint(eager=True)
-        out["stages_alone"][name] = round(time.perf_counter() - start, 1)
-        print(f"millpond {name} alone: {out['stages_alone'][name]} s", flush=True)
+        seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"millpond {name} alone: {seconds[name]} s", flush=True)
     batch.unpersist()
-    spark.stop()
-    return out
+    return seconds
 
 
 def datatrove_side(args: argparse.Namespace, corpus: Path, work: Path) -> dict[str, Any]:
@@ -265,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--work", type=Path, default=HERE / ".data" / "pipeline")
     parser.add_argument("--skip-datatrove", action="store_true")
+    parser.add_argument("--out", type=Path, help="the results file (default: results/pipeline-DOCS.json)")
     parser.add_argument("--skip-stages-alone", action="store_true", help="do not time each stage alone")
     parser.add_argument(
         "--like-for-like-only",
@@ -312,6 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         summary["ratio_like_for_like"] = round(theirs["seconds"] / like_s, 2)  # > 1: millpond faster
         summary["ratio_full_vs_datatrove"] = round(full_s / theirs["seconds"], 2) if full_s else None  # goal <= 2
         summary["drops"] = drops(ours["curate_like_for_like"]["funnel"], theirs)
-    out = HERE / "results" / f"pipeline-{docs}.json"
+    out = args.out or HERE / "results" / f"pipeline-{docs}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(json.dumps({k: summary[k] for k in summary if k not in ("millpond", "datatrove")}, indent=2, default=str))

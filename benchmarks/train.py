@@ -38,8 +38,7 @@ def plain_steps(model: Any, data: Any, settings: Any, device: str = "cpu", bf16:
 
     model = model.to(device)
     optimizer = adamw(model, settings, fused=device == "cuda")
-    forward = torch.compile(model) if settings.compile else model
-    loss_of = compiled_when(settings, next_token_loss)
+    forward, loss_of = compiled_when(settings, model), compiled_when(settings, next_token_loss)
     spent: list[float] = []
     for step in range(settings.max_steps):
         started = time.perf_counter()

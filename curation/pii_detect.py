@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import regex
+from threadpoolctl import ThreadpoolController
 
 from curation.language import ModelMissingError  # one error type for every missing model
 from curation.pii_screen import JoinedLines, LiteralScreen, name_lines, triggered
@@ -649,7 +650,9 @@ class PiiDetector:
         ]
         self._secret_screen = LiteralScreen(tuple(_detect_secrets_patterns())) if "SECRET" in wanted else None
         self._nlp = None if settings.pattern_only else _numpy_matrix_products(_ner_only(nlp_engine.nlp["en"]))
-        self._blas = _BlasThreads()
+        # One OpenBLAS thread while analyzing: Spark runs a Python worker per core, and NER's matrix
+        # products (numpy's, above) would otherwise each start a thread per core.
+        self._blas = ThreadpoolController()
         self._tokenizer = None if settings.pattern_only else nlp_engine.nlp["en"].make_doc
         self._ner_wanted = set(NER_ENTITIES) & wanted
         self._ner_score = NerModelConfiguration().default_score
@@ -715,7 +718,7 @@ class PiiDetector:
         `ner[i]` False: text i gets the pattern recognizers only (no NER); names in source code
         are noise to a news-trained model.
         """
-        with self._blas.one():
+        with self._blas.limit(limits=1, user_api="blas"):
             return self._analyze(texts, batch_size, ner)
 
     def _analyze(self, texts: Sequence[str], batch_size: int, ner: Sequence[bool] | None) -> list[list[Finding]]:
@@ -824,19 +827,6 @@ def _numpy_matrix_products(nlp: object) -> object:
             for node in model.walk():
                 node.ops = ops
     return nlp
-
-
-class _BlasThreads:
-    """One OpenBLAS thread while a detector analyzes: Spark runs a Python worker per core, and
-    NER's matrix products (now numpy's) would otherwise each start a thread per core."""
-
-    def __init__(self) -> None:
-        from threadpoolctl import ThreadpoolController
-
-        self._controller = ThreadpoolController()
-
-    def one(self) -> contextlib.AbstractContextManager[object]:
-        return self._controller.limit(limits=1, user_api="blas")
 
 
 def _inside_decimal(text: str, start: int, end: int) -> bool:
