@@ -31,7 +31,7 @@ import regex
 from threadpoolctl import ThreadpoolController
 
 from curation.language import ModelMissingError  # one error type for every missing model
-from curation.pii_screen import JoinedLines, LiteralScreen, name_lines, triggered
+from curation.pii_screen import NOT_NAMES, JoinedLines, LiteralScreen, name_lines, triggered
 from curation.pii_structure import PERSON, Candidate, candidates
 from lineage.keys import SUBJECT_ID, e164, normalize_value, subject_key, value_hmac  # noqa: F401 - re-exported
 
@@ -685,7 +685,7 @@ class PiiDetector:
             yield [
                 (NER_LABELS[e.label_], *lines.original(e.start_char, e.end_char), self._ner_score)
                 for e in doc.ents
-                if NER_LABELS.get(e.label_) in self._ner_wanted
+                if NER_LABELS.get(e.label_) in self._ner_wanted and e.text not in NOT_NAMES
             ]
 
     def _presidio_results(self, piece: str, named: list[tuple[str, int, int, float]]) -> list[object]:

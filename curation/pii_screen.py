@@ -146,7 +146,9 @@ class LiteralScreen:
 
 # A capitalized word (`Jean-Luc`, `O'Brien`, `Łukasz`) or one in capitals (`USA`), as a whole word.
 _NAME_SHAPED = regex.compile(r"(?<![\p{L}\p{N}_'’.])(?:\p{Lu}[\p{Ll}'’-]*\p{Ll}|\p{Lu}{2,})(?![\p{L}\p{N}_])")
-_NOT_NAMES = frozenset({"None", "True", "False", "I"})
+# Capitalized words that are never a name or a place: Python's literals and the pronoun. NER reads
+# them as persons in docstrings ("If False, only Polars classes are registered").
+NOT_NAMES = frozenset({"None", "True", "False", "I"})
 _OPENERS = " \t\"'“‘«([{*#>-•"
 
 
@@ -176,7 +178,7 @@ def _stop_words() -> frozenset[str]:
 def _may_name(line: str) -> bool:
     for m in _NAME_SHAPED.finditer(line):
         word = m.group(0)
-        if word in _NOT_NAMES:
+        if word in NOT_NAMES:
             continue
         before = line[: m.start()].rstrip(_OPENERS)
         opens_sentence = not before or before[-1] in ".!?:;"

@@ -126,6 +126,16 @@ def test_ner_through_numpy_finds_what_it_finds_through_blis(detector: PiiDetecto
             node.ops = NumpyOps(use_blis=False)
 
 
+def test_python_literals_in_docstrings_are_not_persons(detector: PiiDetector) -> None:
+    """The small model reads `False` in a docstring as a person; scrubbing it would change the
+    meaning of the documentation a corpus keeps."""
+    docstring = "If False, only Polars classes are registered with the SQL engine."
+    assert detector.analyze([docstring]) == [[]]
+    found = detector.analyze([f"When False, send it to {EMAIL}. Margaret Thatcher flew to London."])[0]
+    assert "False" not in [f.value for f in found]
+    assert {f.entity_type for f in found} >= {"EMAIL_ADDRESS", "PERSON", "LOCATION"}
+
+
 def test_a_us_phone_number_is_a_phone_number_not_an_nhs_number(detector: PiiDetector) -> None:
     found = detector.analyze([f"Call me on {PHONE} tomorrow."])[0]
     assert [(f.entity_type, f.value) for f in found] == [("PHONE_NUMBER", PHONE)]
