@@ -194,8 +194,9 @@ def demo_loop_config(config: Config, quick: bool) -> Config:
         "sft": {"max_steps": 20 if quick else 60, "lr": 1e-3, "checkpoint_every": 1000},
         "dpo": {"max_steps": 20 if quick else 60, "lr": 1e-4, "beta": 0.3, "label_smoothing": 0.1, "rpo_alpha": 0.3,
                 "checkpoint_every": 1000},
+        # answers judged as the users are served them (`_simulated_users`: temperature 1.0, 32 tokens)
         "eval": {"judge": "jobs.demo:plain_words", "prompts": 16 if quick else 48, "max_new_tokens": 32,
-                 "answers_per_prompt": 4},
+                 "temperature": 1.0, "answers_per_prompt": 4},
         "flywheel": {"min_new_pairs": 8, "min_winrate": 0.6, "test": 0.3},
     }  # fmt: skip
     values = copy.deepcopy(config.values)
