@@ -166,6 +166,9 @@ QUESTIONS = [
     "What is new in {name}?",
 ]  # fmt: skip
 USERS = [f"demo-user-{i}" for i in range(1, 7)]
+# How the users are served their answers; the win rate judges answers sampled the same way.
+SERVED_TEMPERATURE = 1.0
+SERVED_TOKENS = 32
 
 
 def plain_words(prompt: str, answer: str, other: str) -> float:
@@ -194,9 +197,8 @@ def demo_loop_config(config: Config, quick: bool) -> Config:
         "sft": {"max_steps": 20 if quick else 60, "lr": 1e-3, "checkpoint_every": 1000},
         "dpo": {"max_steps": 20 if quick else 60, "lr": 1e-4, "beta": 0.3, "label_smoothing": 0.1, "rpo_alpha": 0.3,
                 "checkpoint_every": 1000},
-        # answers judged as the users are served them (`_simulated_users`: temperature 1.0, 32 tokens)
-        "eval": {"judge": "jobs.demo:plain_words", "prompts": 16 if quick else 48, "max_new_tokens": 32,
-                 "temperature": 1.0, "answers_per_prompt": 4},
+        "eval": {"judge": "jobs.demo:plain_words", "prompts": 16 if quick else 48, "max_new_tokens": SERVED_TOKENS,
+                 "temperature": SERVED_TEMPERATURE, "answers_per_prompt": 4},
         "flywheel": {"min_new_pairs": 8, "min_winrate": 0.6, "test": 0.3},
     }  # fmt: skip
     values = copy.deepcopy(config.values)
@@ -424,7 +426,7 @@ def _simulated_users(url: str, config: Config, conversations: int) -> dict[str, 
             name = DEMO_DISTRIBUTIONS[i % len(DEMO_DISTRIBUTIONS)]
             question = QUESTIONS[(i // len(DEMO_DISTRIBUTIONS)) % len(QUESTIONS)].format(name=name)
             chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}], n=2,
-                                                  max_tokens=32, temperature=1.0, seed=i, user=USERS[i % len(USERS)])  # fmt: skip
+                                                  max_tokens=SERVED_TOKENS, temperature=SERVED_TEMPERATURE, seed=i, user=USERS[i % len(USERS)])  # fmt: skip
             a, b = (c.message.content or "" for c in chat.choices)
             verdict = plain_words(question, a, b)
             if verdict != 0.5:
