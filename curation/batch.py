@@ -7,8 +7,8 @@ does the work, knowing the lakehouse and each stage's parameters but not where t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,23 @@ def eval_index(spark: SparkSession, lakehouse: str | Path, ngram: int) -> Any:
     return load_index(items, ngram)
 
 
+@contextmanager
+def shuffle_partitions(spark: SparkSession, at_least: int) -> Iterator[None]:
+    """Shuffles inside the block make at least `at_least` partitions (the session's own setting
+    when it is larger), and the setting is put back after: a large batch must not be squeezed into
+    the few partitions that suit a small one."""
+    key = "spark.sql.shuffle.partitions"
+    before = spark.conf.get(key)
+    if at_least <= int(before):
+        yield
+        return
+    spark.conf.set(key, str(at_least))
+    try:
+        yield
+    finally:
+        spark.conf.set(key, before)
+
+
 def curate_batch(
     spark: SparkSession,
     lakehouse: str | Path,
@@ -111,15 +128,17 @@ def curate_batch(
     *,
     skipped: dict[str, str],
     full: bool,
+    partition_rows: int = 20_000,
     progress: Callable[[str], None] = lambda message: None,
     watch: Callable[[SparkSession, str], AbstractContextManager[None]] = lambda spark, what: nullcontext(),
 ) -> CurateReport:
     """Curate what bronze gained since the last successful curate run (everything with `full`)
     through the `chosen` stages, with `params` the parameters of every stage by name: redo what
     an abandoned run left, run the row stages, then the batch checks on the survivors, then
-    commit to silver (`curation.commit`). `watch` shows progress of the Spark work."""
+    commit to silver (`curation.commit`). No partition of the batch or of a stage's shuffle holds
+    more than about `partition_rows` documents. `watch` shows progress of the Spark work."""
     ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
-    silver_table = ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
+    ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
     decisions_table = ensure_table(spark, SILVER_DECISIONS, lakehouse)
     bronze_path = BRONZE_DOCUMENTS.path(lakehouse)
     bronze_version = latest_version(bronze_path)
@@ -142,13 +161,40 @@ def curate_batch(
             return report
         upserted, deleted = changed_documents(spark, bronze_path, watermark, bronze_version)
         bronze = bronze.join(upserted, "doc_id", "left_semi")
+        expected_rows = upserted.count()
+    else:
+        expected_rows = bronze.count()  # from the Delta log's statistics, no scan
 
-    # The stages are CPU-bound Python: every core needs a share of the batch, however few
-    # files it sits in.
+    # The stages are CPU-bound Python: every core needs a share of the batch, however few files it
+    # sits in. And a partition must stay small, however large the batch: Delta's files are large,
+    # and a million documents in the session's few shuffle partitions made blocks too big to read.
     parallelism = spark.sparkContext.defaultParallelism
-    if bronze.rdd.getNumPartitions() < parallelism:
-        bronze = bronze.repartition(parallelism * 2, "doc_id")
+    by_size = -(-expected_rows // max(partition_rows, 1))
+    current = bronze.rdd.getNumPartitions()
+    if current < parallelism or current < by_size:
+        bronze = bronze.repartition(max(2 * parallelism, by_size), "doc_id")
+    with shuffle_partitions(spark, by_size):
+        return _curate(
+            spark, lakehouse, run_id, chosen, params, report, bronze, bronze_version, deleted, full, progress, watch
+        )
 
+
+def _curate(
+    spark: SparkSession,
+    lakehouse: str | Path,
+    run_id: str,
+    chosen: list[str],
+    params: Mapping[str, Any],
+    report: CurateReport,
+    bronze: DataFrame,
+    bronze_version: int,
+    deleted: DataFrame | None,
+    full: bool,
+    progress: Callable[[str], None],
+    watch: Callable[[SparkSession, str], AbstractContextManager[None]],
+) -> CurateReport:
+    """The stages, the batch checks and the commit of a batch read and partitioned."""
+    silver_table = ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
     existing = None
     if not full and "exact_dedup" in chosen:
         existing = silver_table.toDF().select("doc_id", "text_sha256", "quality_score", "license_policy", "ingested_at")

@@ -83,6 +83,7 @@ def run_curate(
             params,
             skipped=skipped,
             full=full,
+            partition_rows=config.section("spark")["partition_rows"],
             progress=progress,
             watch=spark_progress,
         )

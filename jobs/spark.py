@@ -54,6 +54,10 @@ class SparkSettings:
     # Also the task count Delta uses to rebuild a table's state.
     shuffle_partitions: int = 8
     driver_memory: str = "4g"
+    # The most documents one partition of a curate batch holds (more shuffle partitions than
+    # `shuffle_partitions` when a batch needs them): each stage's output is kept in blocks that a
+    # task reads whole, and a million documents in 8 partitions ran the driver out of memory.
+    partition_rows: int = 20_000
     ui: bool = False
     # Where Ivy caches the Delta jars; empty: <project>/.cache/ivy.
     ivy_dir: str = ""

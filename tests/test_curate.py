@@ -271,3 +271,35 @@ def test_a_run_that_dies_half_way_is_redone_exactly(
     assert ours == theirs
     untimed = [[{k: v for k, v in s.items() if k != "seconds"} for s in r["stages"]] for r in (redone, straight)]
     assert untimed[0] == untimed[1]
+
+
+def test_a_batch_cut_into_small_partitions_is_curated_the_same(
+    batch_one: CuratedBatchOne, spark, lakehouse: Path, monkeypatch
+) -> None:
+    """A batch larger than `[spark] partition_rows` is cut into more partitions, and its stages
+    shuffle into more, than the session's setting (what kept 1M documents within memory): the
+    outcome is the same, and the session's setting is back afterwards."""
+    import curation.batch
+
+    shutil.copytree(batch_one.ingested, lakehouse)
+    values = json.loads(json.dumps(make_config(lakehouse).values))
+    values["spark"]["partition_rows"] = 2
+    before = spark.conf.get("spark.sql.shuffle.partitions")
+    seen: dict[str, int] = {}
+
+    def watched(batch: Any, *args: Any, **kwargs: Any) -> Any:
+        seen["batch"] = batch.rdd.getNumPartitions()
+        seen["shuffle"] = int(spark.conf.get("spark.sql.shuffle.partitions"))
+        return original(batch, *args, **kwargs)
+
+    original = curation.batch.run_stages
+    monkeypatch.setattr(curation.batch, "run_stages", watched)
+    report = run_curate(spark, Config(values=values, file=None)).as_json()
+    assert seen == {"batch": 6, "shuffle": 6}  # 12 documents, 2 a partition
+    assert spark.conf.get("spark.sql.shuffle.partitions") == before
+    assert _silver(lakehouse) == _silver(batch_one.curated)
+    strip = {"run_id", "decided_at"}
+    ours = sorted(tuple(v for k, v in r.items() if k not in strip) for r in _decisions(lakehouse))
+    theirs = sorted(tuple(v for k, v in r.items() if k not in strip) for r in _decisions(batch_one.curated))
+    assert ours == theirs
+    assert [s["kept"] for s in report["stages"]] == [s["kept"] for s in batch_one.report["stages"]]
