@@ -179,8 +179,9 @@ def millpond_side(args: argparse.Namespace, corpus: Path, work: Path) -> dict[st
             ["bench-eval", str(work / "eval_items.jsonl"), "--lakehouse", str(full), "--master", args.master],
             standalone_mode=False,
         )
-    report = timed("curate_like_for_like", lambda: run_curate(spark, config_for(like), LIKE_FOR_LIKE))
-    out["curate_like_for_like"]["funnel"] = report.stages
+    if not args.skip_like_for_like:
+        report = timed("curate_like_for_like", lambda: run_curate(spark, config_for(like), LIKE_FOR_LIKE))
+        out["curate_like_for_like"]["funnel"] = report.stages
     if whole:
         report = timed("curate_full", lambda: run_curate(spark, config_for(full)))
         out["curate_full"]["funnel"] = report.stages
@@ -270,6 +271,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=HERE / ".data" / "pipeline")
     parser.add_argument("--skip-datatrove", action="store_true")
     parser.add_argument("--out", type=Path, help="the results file (default: results/pipeline-DOCS.json)")
+    parser.add_argument(
+        "--skip-like-for-like",
+        action="store_true",
+        help="only the whole default pipeline (ingest + curate), when the like-for-like run is known",
+    )
     parser.add_argument("--skip-stages-alone", action="store_true", help="do not time each stage alone")
     parser.add_argument(
         "--like-for-like-only",
@@ -298,7 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     if theirs is not None:
         print(f"datatrove: {json.dumps(theirs)}", flush=True)
     docs = built["documents"]
-    like_s = ours["ingest"]["seconds"] + ours["curate_like_for_like"]["seconds"]
+    like_s = (
+        ours["ingest"]["seconds"] + ours["curate_like_for_like"]["seconds"] if "curate_like_for_like" in ours else None
+    )
     full_s = ours["ingest"]["seconds"] + ours["curate_full"]["seconds"] if "curate_full" in ours else None
     summary: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -308,12 +316,12 @@ def main(argv: list[str] | None = None) -> None:
         "millpond": ours,
         "datatrove": theirs,
         "docs_per_s": {
-            "millpond_like_for_like": round(docs / like_s, 1),
+            "millpond_like_for_like": round(docs / like_s, 1) if like_s else None,
             "millpond_full": round(docs / full_s, 1) if full_s else None,
             "datatrove": round(docs / theirs["seconds"], 1) if theirs else None,
         },
     }
-    if theirs:
+    if theirs and like_s:
         summary["ratio_like_for_like"] = round(theirs["seconds"] / like_s, 2)  # > 1: millpond faster
         summary["ratio_full_vs_datatrove"] = round(full_s / theirs["seconds"], 2) if full_s else None  # goal <= 2
         summary["drops"] = drops(ours["curate_like_for_like"]["funnel"], theirs)
