@@ -166,8 +166,8 @@ def curate_batch(
         expected_rows = bronze.count()  # from the Delta log's statistics, no scan
 
     # The stages are CPU-bound Python: every core needs a share of the batch, however few files it
-    # sits in. And a partition must stay small, however large the batch: Delta's files are large,
-    # and a million documents in the session's few shuffle partitions made blocks too big to read.
+    # sits in. And a task's share must stay small, however large the batch: Delta's files are
+    # large, and the session's few shuffle partitions suit a small batch.
     parallelism = spark.sparkContext.defaultParallelism
     by_size = -(-expected_rows // max(partition_rows, 1))
     current = bronze.rdd.getNumPartitions()

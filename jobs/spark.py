@@ -54,9 +54,9 @@ class SparkSettings:
     # Also the task count Delta uses to rebuild a table's state.
     shuffle_partitions: int = 8
     driver_memory: str = "4g"
-    # The most documents one partition of a curate batch holds (more shuffle partitions than
-    # `shuffle_partitions` when a batch needs them): each stage's output is kept in blocks that a
-    # task reads whole, and a million documents in 8 partitions ran the driver out of memory.
+    # The most documents one partition of a curate batch holds: a large batch gets more
+    # partitions, and its stages more shuffle partitions than `shuffle_partitions`, so that a task's
+    # share of a million documents stays a few tens of MB instead of 8 shares of 300 MB.
     partition_rows: int = 20_000
     ui: bool = False
     # Where Ivy caches the Delta jars; empty: <project>/.cache/ivy.

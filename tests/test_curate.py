@@ -277,8 +277,8 @@ def test_a_batch_cut_into_small_partitions_is_curated_the_same(
     batch_one: CuratedBatchOne, spark, lakehouse: Path, monkeypatch
 ) -> None:
     """A batch larger than `[spark] partition_rows` is cut into more partitions, and its stages
-    shuffle into more, than the session's setting (what kept 1M documents within memory): the
-    outcome is the same, and the session's setting is back afterwards."""
+    shuffle into more, than the session's setting (so that a task's share of 1M documents stays
+    small): the outcome is the same, and the session's setting is back afterwards."""
     import curation.batch
 
     shutil.copytree(batch_one.ingested, lakehouse)
