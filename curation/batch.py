@@ -7,8 +7,8 @@ does the work, knowing the lakehouse and each stage's parameters but not where t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from lineage.catalog import (
     SILVER_DOCUMENTS,
 )
 from lineage.runs import abandoned_runs, curated_version
-from lineage.tables import changed_documents, ensure_table, latest_version
+from lineage.tables import changed_documents, ensure_table, latest_version, session_conf
 
 
 @dataclass
@@ -102,21 +102,7 @@ def eval_index(spark: SparkSession, lakehouse: str | Path, ngram: int) -> Any:
     return load_index(items, ngram)
 
 
-@contextmanager
-def shuffle_partitions(spark: SparkSession, at_least: int) -> Iterator[None]:
-    """Shuffles inside the block make at least `at_least` partitions (the session's own setting
-    when it is larger), and the setting is put back after: a large batch must not be squeezed into
-    the few partitions that suit a small one."""
-    key = "spark.sql.shuffle.partitions"
-    before = spark.conf.get(key)
-    if at_least <= int(before):
-        yield
-        return
-    spark.conf.set(key, str(at_least))
-    try:
-        yield
-    finally:
-        spark.conf.set(key, before)
+SHUFFLE_PARTITIONS = "spark.sql.shuffle.partitions"
 
 
 def curate_batch(
@@ -138,7 +124,7 @@ def curate_batch(
     commit to silver (`curation.commit`). No partition of the batch or of a stage's shuffle holds
     more than about `partition_rows` documents. `watch` shows progress of the Spark work."""
     ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
-    ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
+    silver_table = ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
     decisions_table = ensure_table(spark, SILVER_DECISIONS, lakehouse)
     bronze_path = BRONZE_DOCUMENTS.path(lakehouse)
     bronze_version = latest_version(bronze_path)
@@ -160,6 +146,7 @@ def curate_batch(
             report.versions = _versions(lakehouse)
             return report
         upserted, deleted = changed_documents(spark, bronze_path, watermark, bronze_version)
+        upserted = upserted.localCheckpoint(eager=True)  # one pass over the change feed, counted and joined
         bronze = bronze.join(upserted, "doc_id", "left_semi")
         expected_rows = upserted.count()
     else:
@@ -173,65 +160,47 @@ def curate_batch(
     current = bronze.rdd.getNumPartitions()
     if current < parallelism or current < by_size:
         bronze = bronze.repartition(max(2 * parallelism, by_size), "doc_id")
-    with shuffle_partitions(spark, by_size):
-        return _curate(
-            spark, lakehouse, run_id, chosen, params, report, bronze, bronze_version, deleted, full, progress, watch
-        )
-
-
-def _curate(
-    spark: SparkSession,
-    lakehouse: str | Path,
-    run_id: str,
-    chosen: list[str],
-    params: Mapping[str, Any],
-    report: CurateReport,
-    bronze: DataFrame,
-    bronze_version: int,
-    deleted: DataFrame | None,
-    full: bool,
-    progress: Callable[[str], None],
-    watch: Callable[[SparkSession, str], AbstractContextManager[None]],
-) -> CurateReport:
-    """The stages, the batch checks and the commit of a batch read and partitioned."""
-    silver_table = ensure_table(spark, SILVER_DOCUMENTS, lakehouse)
-    existing = None
-    if not full and "exact_dedup" in chosen:
-        existing = silver_table.toDF().select("doc_id", "text_sha256", "quality_score", "license_policy", "ingested_at")
-    bound, index = bind_stages(spark, lakehouse, chosen, params, existing, full)
-    progress(f"curating with stages {', '.join(chosen) or '(none)'}")
-    batch = prepare(bronze)
-    if "license" not in chosen:  # the declared license still decides the policy
-        batch = carry_license(batch, params["license"])
-    if bronze.where(F.col("domain") == PREFERENCE_DOMAIN).limit(1).count():
-        bound = [("route", route_preference_records), *bound]  # pairs go to `preferences build`
-    with watch(spark, "curating"):
-        pipeline = run_stages(batch, bound, progress)
-    try:
-        report.rows_in = pipeline.rows_in
-        report.rows_out = pipeline.rows_out
-        report.stages = [c.as_json() for c in pipeline.funnel]
-        if index is not None and "decontaminate" in pipeline.outputs:
-            report.overlap = overlap_report(index, pipeline.outputs["decontaminate"])
-
-        for spec in (stage(name) for name in chosen):
-            if spec.needs != SURVIVORS:
-                continue
-            progress(f"validating the batch ({spec.name})")
-            result = spec.apply(pipeline.survivors, params[spec.name], chosen)
-            report.gate = result.as_json()
-            if not result.success:
-                raise GateFailedError(result)
-            pipeline.funnel.append(StageCounts(spec.name, pipeline.rows_out, kept=pipeline.rows_out))
+    shuffle = max(by_size, int(spark.conf.get(SHUFFLE_PARTITIONS)))
+    with session_conf(spark, {SHUFFLE_PARTITIONS: str(shuffle)}):
+        existing = None
+        if not full and "exact_dedup" in chosen:
+            existing = silver_table.toDF().select(
+                "doc_id", "text_sha256", "quality_score", "license_policy", "ingested_at"
+            )
+        bound, index = bind_stages(spark, lakehouse, chosen, params, existing, full)
+        progress(f"curating with stages {', '.join(chosen) or '(none)'}")
+        batch = prepare(bronze)
+        if "license" not in chosen:  # the declared license still decides the policy
+            batch = carry_license(batch, params["license"])
+        if bronze.where(F.col("domain") == PREFERENCE_DOMAIN).limit(1).count():
+            bound = [("route", route_preference_records), *bound]  # pairs go to `preferences build`
+        with watch(spark, "curating"):
+            pipeline = run_stages(batch, bound, progress)
+        try:
+            report.rows_in = pipeline.rows_in
+            report.rows_out = pipeline.rows_out
             report.stages = [c.as_json() for c in pipeline.funnel]
-        fuzzy = params["fuzzy_dedup"]
-        gated = any(stage(name).needs == SURVIVORS for name in chosen)
-        planned = CommittedBatch(bronze_version, deleted, full, gated=gated, index_digest=fuzzy.index_digest())
-        committed = commit_batch(spark, lakehouse, run_id, pipeline, planned, progress)
-        report.silver, report.superseded = committed.silver, committed.superseded
-        report.versions = _versions(lakehouse)
-    finally:
-        pipeline.release()
+            if index is not None and "decontaminate" in pipeline.outputs:
+                report.overlap = overlap_report(index, pipeline.outputs["decontaminate"])
+
+            for spec in (stage(name) for name in chosen):
+                if spec.needs != SURVIVORS:
+                    continue
+                progress(f"validating the batch ({spec.name})")
+                result = spec.apply(pipeline.survivors, params[spec.name], chosen)
+                report.gate = result.as_json()
+                if not result.success:
+                    raise GateFailedError(result)
+                pipeline.funnel.append(StageCounts(spec.name, pipeline.rows_out, kept=pipeline.rows_out))
+                report.stages = [c.as_json() for c in pipeline.funnel]
+            fuzzy = params["fuzzy_dedup"]
+            gated = any(stage(name).needs == SURVIVORS for name in chosen)
+            planned = CommittedBatch(bronze_version, deleted, full, gated=gated, index_digest=fuzzy.index_digest())
+            committed = commit_batch(spark, lakehouse, run_id, pipeline, planned, progress)
+            report.silver, report.superseded = committed.silver, committed.superseded
+            report.versions = _versions(lakehouse)
+        finally:
+            pipeline.release()
     return report
 
 
