@@ -62,6 +62,10 @@ class PiiParams:
     # NER only on the lines that hold a capitalized word other than a sentence's opening stop word
     # (a third of a docstring's text): names written all in lower case are then not looked for.
     ner_screen: bool = True
+    # Findings and lines made only of English words that no list of names or places holds (`Convert`,
+    # `Python`), of words with a capital inside (`MLflow`) or of initials are not names
+    # (`curation/name_lexicon.py`): NER neither reads such lines nor keeps such findings.
+    name_lexicon: bool = True
     # Domains whose text gets the pattern recognizers only: a news-trained NER model reads
     # identifiers in source code as names and places. Names in code comments are not found.
     ner_skip_domains: tuple[str, ...] = ("code",)
@@ -84,6 +88,7 @@ class PiiParams:
             phone_regions=self.phone_regions,
             structured=self.structured,
             ner_screen=self.ner_screen,
+            name_lexicon=self.name_lexicon,
         )
 
 

@@ -31,6 +31,7 @@ import regex
 from threadpoolctl import ThreadpoolController
 
 from curation.language import ModelMissingError  # one error type for every missing model
+from curation.name_lexicon import name_lexicon
 from curation.pii_screen import NOT_NAMES, JoinedLines, LiteralScreen, name_lines, triggered
 from curation.pii_structure import PERSON, Candidate, candidates
 from lineage.keys import SUBJECT_ID, e164, normalize_value, subject_key, value_hmac  # noqa: F401 - re-exported
@@ -80,6 +81,7 @@ class DetectorSettings:
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "NL")
     structured: bool = True  # keys and column headers as context (`curation/pii_structure.py`)
     ner_screen: bool = True  # NER only on lines with a capitalized word (`curation/pii_screen.py`)
+    name_lexicon: bool = True  # common words are not names (`curation/name_lexicon.py`)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -656,6 +658,7 @@ class PiiDetector:
         self._tokenizer = None if settings.pattern_only else nlp_engine.nlp["en"].make_doc
         self._ner_wanted = set(NER_ENTITIES) & wanted
         self._ner_score = NerModelConfiguration().default_score
+        self._lexicon = name_lexicon() if settings.name_lexicon and self._nlp is not None else None
 
     def _tokens_only(self, text: str) -> object:
         """Artifacts without NER for Presidio's context words: the tokenizer's tokens, lower-cased
@@ -678,14 +681,16 @@ class PiiDetector:
         if self._nlp is None:
             return
         joined = [
-            JoinedLines.of(piece, name_lines(piece) if self.settings.ner_screen else [(0, len(piece))])
+            JoinedLines.of(piece, name_lines(piece, self._lexicon) if self.settings.ner_screen else [(0, len(piece))])
             for piece in pieces
         ]
         for lines, doc in zip(joined, self._nlp.pipe((j.text for j in joined), batch_size=batch_size), strict=True):
             yield [
                 (NER_LABELS[e.label_], *lines.original(e.start_char, e.end_char), self._ner_score)
                 for e in doc.ents
-                if NER_LABELS.get(e.label_) in self._ner_wanted and e.text not in NOT_NAMES
+                if NER_LABELS.get(e.label_) in self._ner_wanted
+                and e.text not in NOT_NAMES
+                and (self._lexicon is None or self._lexicon.may_hold_name(e.text))
             ]
 
     def _presidio_results(self, piece: str, named: list[tuple[str, int, int, float]]) -> list[object]:

@@ -21,6 +21,7 @@ import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import regex
 
@@ -30,6 +31,9 @@ try:  # Python 3.11+
 except ImportError:  # pragma: no cover - older Pythons
     import sre_constants  # type: ignore[no-redef]
     import sre_parse  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from curation.name_lexicon import NameLexicon
 
 # Necessary conditions of Presidio's recognizers (their patterns are in presidio_analyzer's
 # predefined recognizers and ours in `curation/pii_detect.py`); a recognizer not listed always runs.
@@ -152,7 +156,7 @@ NOT_NAMES = frozenset({"None", "True", "False", "I"})
 _OPENERS = " \t\"'“‘«([{*#>-•"
 
 
-def name_lines(text: str) -> list[tuple[int, int]]:
+def name_lines(text: str, lexicon: NameLexicon | None = None) -> list[tuple[int, int]]:
     """(start, end) of the lines of `text` where NER can find a name or a place.
 
     A line qualifies when it holds a capitalized word that is not just a common word opening a
@@ -160,9 +164,10 @@ def name_lines(text: str) -> list[tuple[int, int]]:
     sentence opening with a word that is not a stop word. Measured on presidio-research's
     labelled sentences with `en_core_web_sm`, NER on these lines alone loses 0.017 of PERSON
     recall (names written in lower case, which that model rarely finds anyway) and keeps a
-    third of the characters of docstrings (benchmarks/README.md).
+    third of the characters of docstrings (benchmarks/README.md). With a `lexicon`, words it
+    says cannot be names (`Returns`, `Python`) do not qualify a line either.
     """
-    return [m.span() for m in _LINE.finditer(text) if _may_name(m.group(0))]
+    return [m.span() for m in _LINE.finditer(text) if _may_name(m.group(0), lexicon)]
 
 
 _LINE = re.compile(r"[^\n]+")
@@ -175,10 +180,10 @@ def _stop_words() -> frozenset[str]:
     return frozenset(STOP_WORDS)
 
 
-def _may_name(line: str) -> bool:
+def _may_name(line: str, lexicon: NameLexicon | None) -> bool:
     for m in _NAME_SHAPED.finditer(line):
         word = m.group(0)
-        if word in NOT_NAMES:
+        if word in NOT_NAMES or (lexicon is not None and not lexicon.may_hold_name(word)):
             continue
         before = line[: m.start()].rstrip(_OPENERS)
         opens_sentence = not before or before[-1] in ".!?:;"

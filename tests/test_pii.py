@@ -136,6 +136,22 @@ def test_python_literals_in_docstrings_are_not_persons(detector: PiiDetector) ->
     assert {f.entity_type for f in found} >= {"EMAIL_ADDRESS", "PERSON", "LOCATION"}
 
 
+def test_technical_prose_keeps_its_words_and_names_are_still_found(detector: PiiDetector) -> None:
+    """The small model reads `Convert`, `MLflow`, `JSON` and `node` as persons and places; the name
+    lexicon (`[curate.pii] name_lexicon`) keeps them, and the names and places beside them go."""
+    prose = "Convert the MLflow run to JSON before the node restarts. Compute it with SymPy."
+    without_lexicon = PiiDetector(DetectorSettings(name_lexicon=False))
+    assert {f.value for f in without_lexicon.analyze([prose])[0]} >= {"JSON", "SymPy"}  # what the lexicon is for
+    assert detector.analyze([prose]) == [[]]
+    found = detector.analyze([f"{prose}\nMark Baker moved from Reading to Toronto; write to {EMAIL}."])[0]
+    assert {(f.entity_type, f.value) for f in found} == {
+        ("PERSON", "Mark Baker"),
+        ("LOCATION", "Reading"),
+        ("LOCATION", "Toronto"),
+        ("EMAIL_ADDRESS", EMAIL),
+    }
+
+
 def test_a_us_phone_number_is_a_phone_number_not_an_nhs_number(detector: PiiDetector) -> None:
     found = detector.analyze([f"Call me on {PHONE} tomorrow."])[0]
     assert [(f.entity_type, f.value) for f in found] == [("PHONE_NUMBER", PHONE)]

@@ -8,6 +8,7 @@ import pytest
 from test_pii import CONTROLS, PRIVATE_KEY, SHAPES
 
 from benchmarks.pii_structured import generate
+from curation.name_lexicon import name_lexicon
 from curation.pii_detect import (
     IDENTIFIER_ENTITIES,
     KEYWORD_ASSIGNMENT,
@@ -105,6 +106,12 @@ def test_name_lines_are_where_a_capitalized_word_is_more_than_a_sentence_opening
     assert lines == ["we met Margaret Thatcher there", "Paris is lovely"]
     assert name_lines("x = None if flag is True else False\nI think so.") == []
     assert name_lines("Łukasz went home") and name_lines("ship it to the USA") and not name_lines("DataFrame.apply")
+
+
+def test_name_lines_with_the_lexicon_skip_lines_of_common_words() -> None:
+    text = "Returns the Python object.\nConvert it to JSON with NumPy\nAsk Mark Baker in Reading\n"
+    assert [text[s:e] for s, e in name_lines(text, name_lexicon())] == ["Ask Mark Baker in Reading"]
+    assert len(name_lines(text)) == 3  # without it, every capitalized word qualifies a line
 
 
 def test_joined_lines_map_entities_back_to_the_text() -> None:
