@@ -195,7 +195,7 @@ def demo_loop_config(config: Config, quick: bool) -> Config:
         "serve": {"default_consent": ["preference", "sft"], "roll_seconds": 1.0, "model_refresh_seconds": 1.0,
                   "max_tokens": 48},
         "sft": {"max_steps": 20 if quick else 60, "lr": 1e-3, "checkpoint_every": 1000},
-        "dpo": {"max_steps": 20 if quick else 60, "lr": 1e-4, "beta": 0.3, "label_smoothing": 0.1, "rpo_alpha": 0.3,
+        "dpo": {"max_steps": 20 if quick else 180, "lr": 1e-4, "beta": 0.3, "label_smoothing": 0.1,
                 "checkpoint_every": 1000},
         "eval": {"judge": "jobs.demo:plain_words", "prompts": 16 if quick else 48, "max_new_tokens": SERVED_TOKENS,
                  "temperature": SERVED_TEMPERATURE, "answers_per_prompt": 4},
@@ -324,7 +324,7 @@ def run_loop(spark: SparkSession, config: Config, quick: bool) -> dict[str, Any]
 
     serve_config.write_text(tomli_w.dumps(config.values), encoding="utf-8")
     with _server(config, serve_config) as url:
-        asked = _simulated_users(url, config, 24 if quick else 768)
+        asked = _simulated_users(url, config, 24 if quick else 1536)
         click.echo(f"   {asked['interactions']} conversations, {asked['feedback']} choices given "
                    f"(each user picks the answer in plainer words)")  # fmt: skip
         time.sleep(2.5)  # the landing file rolls and the stream can read it
