@@ -32,7 +32,7 @@ from threadpoolctl import ThreadpoolController
 
 from curation.language import ModelMissingError  # one error type for every missing model
 from curation.name_lexicon import name_lexicon
-from curation.pii_screen import NOT_NAMES, JoinedLines, LiteralScreen, name_lines, triggered
+from curation.pii_screen import NOT_NAMES, JoinedLines, LiteralScreen, name_sentences, triggered
 from curation.pii_structure import PERSON, Candidate, candidates
 from lineage.keys import SUBJECT_ID, e164, normalize_value, subject_key, value_hmac  # noqa: F401 - re-exported
 
@@ -676,12 +676,14 @@ class PiiDetector:
         )
 
     def _named_entities(self, pieces: list[str], batch_size: int) -> Iterator[list[tuple[str, int, int, float]]]:
-        """(type, start, end, score) of the names and places NER finds in each piece: in the lines
-        where one can be (`ner_screen`), else in the whole piece."""
+        """(type, start, end, score) of the names and places NER finds in each piece: in the
+        sentences where one can be (`ner_screen`), else in the whole piece."""
         if self._nlp is None:
             return
         joined = [
-            JoinedLines.of(piece, name_lines(piece, self._lexicon) if self.settings.ner_screen else [(0, len(piece))])
+            JoinedLines.of(
+                piece, name_sentences(piece, self._lexicon) if self.settings.ner_screen else [(0, len(piece))]
+            )
             for piece in pieces
         ]
         for lines, doc in zip(joined, self._nlp.pipe((j.text for j in joined), batch_size=batch_size), strict=True):

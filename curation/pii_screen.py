@@ -9,9 +9,10 @@ changes no finding. `tests/test_pii_screen.py` checks that on texts of every sha
   read from the pattern itself, so the screen follows the patterns a package ships.
 - `RECOGNIZER_TRIGGERS`: hand-written conditions for Presidio's pattern recognizers (an e-mail
   needs an `@`, a card number four digits in a row).
-- `name_lines`: the lines where NER can find a name or a place. Unlike the two above this is a
-  judgement, not a proof: it trusts NER to find only names written with a capital letter, which
-  a small English model almost always does.
+- `name_lines`, `name_sentences`: the lines, or sentences, where NER can find a name or a place
+  (the detector reads sentences). Unlike the two above this is a judgement, not a proof: it
+  trusts NER to find only names written with a capital letter, which a small English model
+  almost always does, and to find a sentence's names without the sentences around it.
 """
 
 from __future__ import annotations
@@ -171,6 +172,38 @@ def name_lines(text: str, lexicon: NameLexicon | None = None) -> list[tuple[int,
 
 
 _LINE = re.compile(r"[^\n]+")
+
+
+def name_sentences(text: str, lexicon: NameLexicon | None = None) -> list[tuple[int, int]]:
+    """(start, end) of the sentences of `text` where NER can find a name or a place, by the rule
+    of `name_lines`; neighbouring ones on a line stay one span, so NER reads them as written.
+
+    Paragraphs of prose are single lines: one technical word in one sentence would send the
+    whole paragraph to NER. A sentence is where spaCy's small model finds its names anyway (its
+    features reach four tokens either side), and `J. R. R. Tolkien`, `Dr. Smith` or `St. Louis`
+    are not cut (no end after an initial or a title).
+    """
+    spans: list[tuple[int, int]] = []
+    for line in _LINE.finditer(text):
+        start = line.start()
+        for end in [m.end() + line.start() for m in _SENTENCE_END.finditer(line.group(0))] + [line.end()]:
+            while start < end and text[start].isspace():
+                start += 1
+            if end > start and _may_name(text[start:end], lexicon):
+                if spans and spans[-1][1] > line.start() and not text[spans[-1][1] : start].strip():
+                    spans[-1] = (spans[-1][0], end)
+                else:
+                    spans.append((start, end))
+            start = end
+    return spans
+
+
+# A sentence ends at `.`, `!` or `?` (and closing quotes or brackets) before a space, unless the
+# word before is an initial or a title or abbreviation that names go after.
+_SENTENCE_END = regex.compile(
+    r"(?<!(?:^|[\s(\"'])(?:\p{Lu}|Mr|Mrs|Ms|Mx|Dr|Prof|St|Ste|Mt|Ft|Jr|Sr|Rev|Hon|Gen|Col|Capt|Lt|Sgt|Cpt|"
+    r"Gov|Sen|Rep|Pres|No|vs|etc|al|cf|e\.g|i\.e))[.!?]+[\"'’”)\]]*(?=\s)"
+)
 
 
 @functools.cache

@@ -18,7 +18,14 @@ from curation.pii_detect import (
     PiiDetector,
     _detect_secrets_patterns,
 )
-from curation.pii_screen import JoinedLines, LiteralScreen, name_lines, required_literals, triggered
+from curation.pii_screen import (
+    JoinedLines,
+    LiteralScreen,
+    name_lines,
+    name_sentences,
+    required_literals,
+    triggered,
+)
 
 # Tokens in the formats detect-secrets knows (made up; the shapes are real).
 TOKENS = (
@@ -112,6 +119,22 @@ def test_name_lines_with_the_lexicon_skip_lines_of_common_words() -> None:
     text = "Returns the Python object.\nConvert it to JSON with NumPy\nAsk Mark Baker in Reading\n"
     assert [text[s:e] for s, e in name_lines(text, name_lexicon())] == ["Ask Mark Baker in Reading"]
     assert len(name_lines(text)) == 3  # without it, every capitalized word qualifies a line
+
+
+def test_name_sentences_keep_a_paragraph_s_name_sentences_and_cut_no_name() -> None:
+    text = (
+        "Returns the frame. It was written by J. R. R. Tolkien in St. Louis. The value is cached. "
+        "Ask Dr. Smith! Then Mark Baker came.\nNothing to see here.\nLena Wirth\nAddress: Paris"
+    )
+    spans = [text[s:e] for s, e in name_sentences(text, name_lexicon())]
+    # neighbouring sentences on a line stay one span; lines never join
+    assert spans == [
+        "It was written by J. R. R. Tolkien in St. Louis.",
+        "Ask Dr. Smith! Then Mark Baker came.",
+        "Lena Wirth",
+        "Address: Paris",
+    ]
+    assert name_sentences("Returns the frame. Use NumPy here.", name_lexicon()) == []
 
 
 def test_joined_lines_map_entities_back_to_the_text() -> None:
