@@ -151,9 +151,10 @@ class LiteralScreen:
 
 # A capitalized word (`Jean-Luc`, `O'Brien`, `Łukasz`) or one in capitals (`USA`), as a whole word.
 _NAME_SHAPED = regex.compile(r"(?<![\p{L}\p{N}_'’.])(?:\p{Lu}[\p{Ll}'’-]*\p{Ll}|\p{Lu}{2,})(?![\p{L}\p{N}_])")
-# Capitalized words that are never a name or a place: Python's literals and the pronoun. NER reads
-# them as persons in docstrings ("If False, only Polars classes are registered").
-NOT_NAMES = frozenset({"None", "True", "False", "I"})
+# Capitalized words that are never a name or a place: Python's literals, docstrings' argument
+# headers and the pronoun. NER reads them as persons in docstrings ("If False, only Polars
+# classes are registered"; a line "Args:" read alone).
+NOT_NAMES = frozenset({"None", "True", "False", "Args", "Kwargs", "I"})
 _OPENERS = " \t\"'“‘«([{*#>-•"
 
 
