@@ -150,7 +150,7 @@ def web_corpus(samples: list[dict[str, Any]], count: int, share: float = 0.1, se
 def breakdown(detector: Any, texts: list[str], ner: list[bool], params: Any) -> dict[str, float]:
     """Seconds per part of `detector.analyze` over `texts`, each part run alone in this process."""
     from curation.pii_detect import find_cards, find_emails, find_ibans, find_phones, find_secrets
-    from curation.pii_screen import JoinedLines, name_lines, triggered
+    from curation.pii_screen import JoinedLines, name_sentences, triggered
     from curation.pii_structure import candidates
 
     def seconds(work: Any) -> float:
@@ -161,9 +161,11 @@ def breakdown(detector: Any, texts: list[str], ner: list[bool], params: Any) -> 
     named = [t for t, use in zip(texts, ner, strict=True) if use]
     nlp = detector._nlp
     out: dict[str, float] = {}
-    out["ner_screen_lines"] = seconds(lambda: [name_lines(t) for t in named])
-    joined = [JoinedLines.of(t, name_lines(t)).text for t in named]
-    out["ner_on_screened_lines"] = seconds(lambda: list(nlp.pipe(joined, batch_size=params.batch_size)))
+    # The screen the detector runs: the sentences where a name can be, with its name lexicon.
+    lexicon = detector._lexicon
+    out["ner_screen"] = seconds(lambda: [name_sentences(t, lexicon) for t in named])
+    joined = [JoinedLines.of(t, name_sentences(t, lexicon)).text for t in named]
+    out["ner_on_screened_text"] = seconds(lambda: list(nlp.pipe(joined, batch_size=params.batch_size)))
     out["ner_on_whole_texts"] = seconds(lambda: list(nlp.pipe(named, batch_size=params.batch_size)))
     disabled = [n for n in nlp.component_names if n not in nlp.pipe_names]
     for name in disabled:  # what every spaCy component costs: the detector before it ran NER alone

@@ -229,8 +229,9 @@ def _may_name(line: str, lexicon: NameLexicon | None) -> bool:
 
 @dataclass(frozen=True)
 class JoinedLines:
-    """Some lines of a text joined by newlines into one text for NER (one spaCy doc per text
-    costs less than one per line), and the way back to the text's offsets."""
+    """Some spans of a text (the lines or sentences a screen kept) joined by newlines into one
+    text for NER (one spaCy doc per text costs less than one per span), and the way back to the
+    text's offsets."""
 
     text: str
     starts: tuple[int, ...]  # where each line starts in `text`
@@ -245,7 +246,7 @@ class JoinedLines:
         return cls("\n".join(text[s:e] for s, e in spans), tuple(starts), tuple(spans))
 
     def original(self, start: int, end: int) -> tuple[int, int]:
-        """(start, end) in the original text of a span of `self.text`, cut at the end of the line it starts in."""
+        """(start, end) in the original text of a span of `self.text`, cut at the end of the span it starts in."""
         line = bisect.bisect_right(self.starts, start) - 1
         offset = self.spans[line][0] - self.starts[line]
         return start + offset, min(end + offset, self.spans[line][1])
