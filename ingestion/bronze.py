@@ -15,13 +15,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from ingestion.jsonl_blocks import RecordBlock, block_readable, read_jsonl_blocks
 from ingestion.manifest import JSONL_FORMATS, PREFERENCE_FORMAT, FileTask
 from ingestion.readers import (
     MAX_RECORD_BYTES,
@@ -50,6 +53,9 @@ class IngestParams:
     batch_rows: int = 4096
     # Aim for about this many bytes of input per Spark task; larger plain JSONL files are split.
     task_bytes: int = 128 * 1024 * 1024
+    # Parse `jsonl` files a block at a time with Arrow's JSON parser where it gives exactly the
+    # line reader's records (`ingestion.jsonl_blocks`); false reads every line in Python.
+    arrow_jsonl: bool = True
 
     @property
     def reader(self) -> ReaderParams:
@@ -147,6 +153,58 @@ class _FileRows:
                     text = str(item).strip()
                     found.add(text.lower() if "@" in text else text)
         return sorted(found)
+
+    def license_columns(self, table: pa.Table) -> tuple[list[str | None], list[str]]:
+        """`license_of` for a block's rows."""
+        n = table.num_rows
+        if not self.license_field or self.license_field not in table.column_names:
+            return [self.license[0]] * n, [self.license[1]] * n
+        pairs = [
+            (value.strip(), "field") if isinstance(value, str) and value.strip() else self.license
+            for value in table.column(self.license_field).to_pylist()
+        ]
+        return [lic for lic, _ in pairs], [src for _, src in pairs]
+
+    def subject_column(self, table: pa.Table) -> list[list[str]]:
+        """`subjects_of` for a block's rows."""
+        present = [f for f in self.subject_fields if f in table.column_names]
+        if not present:
+            return [self.sorted_fixed_subjects] * table.num_rows
+        values = [table.column(f).to_pylist() for f in present]
+        return [
+            self.subjects_of(Record("", "", None, dict(zip(present, row, strict=True)), None, None))
+            for row in zip(*values, strict=True)
+        ]
+
+    def metadata_column(self, table: pa.Table) -> pa.MapArray:
+        """`metadata_of` for a block's rows, built column-wise: the keys in sorted order, a
+        field's value where the row has one, else the file's."""
+        n = table.num_rows
+        kept = {
+            f.name: table.column(f.name).cast(pa.string()).combine_chunks()
+            for f in table.schema
+            if f.name not in self.reserved and not pa.types.is_null(f.type)
+        }
+        keys = sorted(set(kept) | set(self.file_metadata))
+        values, present = [], []
+        for key in keys:
+            column = kept.get(key)
+            if column is None:
+                column = pa.array([self.file_metadata[key]] * n, pa.string())
+            elif key in self.file_metadata:
+                column = pc.coalesce(column, pa.scalar(self.file_metadata[key]))
+            values.append(column)
+            present.append(column.is_valid().to_numpy(zero_copy_only=False))
+        if not keys:
+            return pa.MapArray.from_arrays(
+                np.zeros(n + 1, dtype=np.int32), pa.array([], pa.string()), pa.array([], pa.string())
+            )
+        mask = np.stack(present, axis=1)  # rows x keys
+        offsets = np.concatenate(([0], np.cumsum(mask.sum(axis=1)))).astype(np.int32)
+        order = (np.arange(len(keys))[None, :] * n + np.arange(n)[:, None])[mask]  # row by row, keys sorted
+        flat_keys = pa.array(keys, pa.string()).take(order // n)
+        flat_values = pa.concat_arrays(values).take(order)
+        return pa.MapArray.from_arrays(offsets, flat_keys, flat_values)
 
     def metadata_of(self, record: Record) -> list[tuple[str, str]]:
         if not record.fields:
@@ -264,12 +322,68 @@ def read_bucket(files: list[tuple[int, FileTask]], params: IngestParams) -> Iter
     batch = _Batch()
     for file_index, task in files:
         file = _FileRows(task, file_index)
-        for seq, item in enumerate(read_file(task, params.reader)):
+        seq = 0
+        for item in _read(task, params):
+            if isinstance(item, RecordBlock):
+                whole = _block_batch(file, item, seq)
+                for start in range(0, whole.num_rows, params.batch_rows):
+                    yield whole.slice(start, params.batch_rows)
+                seq += item.rows
+                continue
             batch.add(item, file, seq)
+            seq += 1
             if batch.rows >= params.batch_rows:
                 yield from batch.to_arrow()
                 batch = _Batch()
     yield from batch.to_arrow()
+
+
+def _read(task: FileTask, params: IngestParams) -> Iterator[Item | RecordBlock]:
+    if params.arrow_jsonl and block_readable(task):
+        return read_jsonl_blocks(task, params.reader)
+    return read_file(task, params.reader)
+
+
+def _block_batch(file: _FileRows, block: RecordBlock, first_seq: int) -> pa.RecordBatch:
+    """A block of records as bronze rows: the same values `_Batch` gives record by record."""
+    n = block.rows
+    table = block.table
+    source = file.task.source
+    locators = [f"{file.task.relpath}:{line}" for line in block.line_numbers.tolist()]
+    if source.id_field:
+        ids = table.column(source.id_field)
+        record_ids = (ids if pa.types.is_string(ids.type) else ids.cast(pa.string())).to_pylist()
+    else:
+        record_ids = locators
+    texts = table.column(source.text_field)
+    columns: dict[str, Any] = {
+        "kind": [DOCUMENT] * n,
+        "source": [file.source] * n,
+        "source_uri": [file.source_uri] * n,
+        "locator": locators,
+        "byte_offset": block.byte_offsets,
+        "byte_length": block.byte_lengths,
+        "file_index": [file.file_index] * n,
+        "seq": np.arange(first_seq, first_seq + n),
+        "doc_id": [doc_id_for(file.source, rid) for rid in record_ids],
+        "record_id": record_ids,
+        "text": texts.combine_chunks(),
+        "content_sha256": [hashlib.sha256(t).hexdigest() for t in texts.cast(pa.binary()).to_pylist()],
+        "consent": [file.consent] * n,
+        "domain": [file.domain] * n,
+        "metadata": file.metadata_column(table),
+    }
+    columns["license"], columns["license_source"] = file.license_columns(table)
+    columns["subject_ids"] = file.subject_column(table)
+    return pa.RecordBatch.from_arrays(
+        [
+            (columns[f.name] if isinstance(columns[f.name], pa.Array) else pa.array(columns[f.name], type=f.type))
+            if f.name in columns
+            else pa.nulls(n, f.type)
+            for f in ARROW_SCHEMA
+        ],
+        schema=ARROW_SCHEMA,
+    )
 
 
 def plan_buckets(tasks: list[FileTask], parallelism: int, task_bytes: int) -> list[list[tuple[int, FileTask]]]:

@@ -253,89 +253,139 @@ def first_line_numbers(starts: list[int], newline_counts: list[int]) -> list[int
     return numbers
 
 
+@dataclass
+class LineCursor:
+    """Where a JSON Lines reader is: the byte offset of the next line in the (decompressed)
+    stream, the number of the last line read, and the records (good or bad) yielded so far."""
+
+    offset: int
+    line_no: int
+    records: int = 0
+
+    @classmethod
+    def at_start_of(cls, task: FileTask) -> LineCursor:
+        return cls(offset=task.start, line_no=task.first_line - 1)
+
+
 def read_jsonl(task: FileTask, params: ReaderParams) -> Iterator[Item]:
     """JSON Lines, plain or gzip/zstd compressed; locators are `relpath:line`.
 
     A task with a byte range reads the lines that start inside it (the last one to its end).
     """
-    limit = params.max_record_bytes
+    yield from read_jsonl_from(task, params, LineCursor.at_start_of(task))
+
+
+def read_jsonl_from(task: FileTask, params: ReaderParams, cursor: LineCursor) -> Iterator[Item]:
+    """The rest of a JSON Lines file from `cursor` (a line start, or the task's start), then the
+    file's own problems: a cut or damaged stream, or no records at all."""
     try:
         stream = _open_stream(task.path)
     except OSError as err:
         yield Bad(Reason.UNREADABLE_FILE, f"{type(err).__name__}: {err.strerror or err}", task.relpath, None, None)
         return
-    ranged = task.end is not None
-    line_no = task.first_line - 1
-    offset = task.start  # byte offset in the (decompressed) stream
-    records = 0
     with stream:
         try:
-            if task.start > 0:
-                offset += _skip_to_line_start(stream, task.start)
-            while not ranged or offset < task.end:  # type: ignore[operator]
-                raw = stream.readline(limit + 2)
-                if not raw:
-                    break
-                line_no += 1
-                start = offset
-                locator = f"{task.relpath}:{line_no}"
-                if not raw.endswith(b"\n") and len(raw) > limit:
-                    total = len(raw)
-                    while True:  # skip the rest of an oversized line without holding it
-                        chunk = stream.readline(1 << 20)
-                        total += len(chunk)
-                        if not chunk or chunk.endswith(b"\n"):
-                            break
-                    offset += total
-                    records += 1
-                    yield Bad(
-                        Reason.RECORD_TOO_LARGE,
-                        f"line of {total} bytes exceeds max_record_bytes={limit}",
-                        locator,
-                        start,
-                        total,
-                    )
-                    continue
-                offset += len(raw)
-                content = raw.rstrip(b"\r\n")
-                if line_no == 1 and content.startswith(b"\xef\xbb\xbf"):
-                    content = content[3:]
-                if not content.strip():
-                    continue  # blank lines separate records; they are not records
-                records += 1
-                if len(content) > limit:
-                    yield Bad(
-                        Reason.RECORD_TOO_LARGE,
-                        f"line of {len(content)} bytes exceeds max_record_bytes={limit}",
-                        locator,
-                        start,
-                        len(content),
-                    )
-                    continue
-                try:
-                    decoded = content.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    yield Bad(Reason.INVALID_UTF8, f"byte {err.start}: {err.reason}", locator, start, len(content))
-                    continue
-                try:
-                    obj = orjson.loads(decoded)
-                except orjson.JSONDecodeError as err:
-                    yield Bad(Reason.MALFORMED_JSON, str(err), locator, start, len(content))
-                    continue
-                yield record_from_object(task, obj, locator, start, len(content))
+            if cursor.offset == task.start and task.start > 0:
+                cursor.offset += _skip_to_line_start(stream, task.start)
+            else:
+                _advance(stream, cursor.offset)
+            yield from read_jsonl_lines(task, params, stream, cursor)
         except _corruption_errors() as err:
-            records += 1
+            yield corrupt_file(task, cursor, err)
+    yield from empty_file(task, cursor)
+
+
+def corrupt_file(task: FileTask, cursor: LineCursor, err: BaseException) -> Bad:
+    cursor.records += 1
+    return Bad(
+        Reason.CORRUPT_FILE,
+        f"{type(err).__name__}: {err} (the file is cut or damaged after line {cursor.line_no}; "
+        f"{cursor.line_no} lines before it were read)",
+        f"{task.relpath}:{cursor.line_no + 1}",
+        cursor.offset,
+        None,
+    )
+
+
+def empty_file(task: FileTask, cursor: LineCursor) -> Iterator[Bad]:
+    if cursor.records == 0 and task.end is None:
+        detail = "0 bytes" if cursor.offset == 0 else "no records, only blank lines"
+        yield Bad(Reason.EMPTY_FILE, detail, task.relpath, 0, cursor.offset)
+
+
+def _advance(stream: io.BufferedIOBase, offset: int) -> None:
+    """Move a fresh stream to `offset` (a compressed stream decompresses its way there)."""
+    if stream.seekable():
+        stream.seek(offset)
+        return
+    while offset > 0:
+        skipped = len(stream.read(min(offset, 8 << 20)))
+        if not skipped:
+            return
+        offset -= skipped
+
+
+def read_jsonl_lines(
+    task: FileTask, params: ReaderParams, stream: io.BufferedIOBase, cursor: LineCursor
+) -> Iterator[Item]:
+    """Line by line from `stream`, which stands at `cursor`: to its end, or for a task with a
+    byte range until a line starts at or past the range's end. Advances `cursor`."""
+    limit = params.max_record_bytes
+    ranged = task.end is not None
+    while not ranged or cursor.offset < task.end:  # type: ignore[operator]
+        raw = stream.readline(limit + 2)
+        if not raw:
+            break
+        cursor.line_no += 1
+        start = cursor.offset
+        locator = f"{task.relpath}:{cursor.line_no}"
+        if not raw.endswith(b"\n") and len(raw) > limit:
+            total = len(raw)
+            while True:  # skip the rest of an oversized line without holding it
+                chunk = stream.readline(1 << 20)
+                total += len(chunk)
+                if not chunk or chunk.endswith(b"\n"):
+                    break
+            cursor.offset += total
+            cursor.records += 1
             yield Bad(
-                Reason.CORRUPT_FILE,
-                f"{type(err).__name__}: {err} (the file is cut or damaged after line {line_no}; "
-                f"{line_no} lines before it were read)",
-                f"{task.relpath}:{line_no + 1}",
-                offset,
-                None,
+                Reason.RECORD_TOO_LARGE,
+                f"line of {total} bytes exceeds max_record_bytes={limit}",
+                locator,
+                start,
+                total,
             )
-    if records == 0 and not ranged:
-        detail = "0 bytes" if offset == 0 else "no records, only blank lines"
-        yield Bad(Reason.EMPTY_FILE, detail, task.relpath, 0, offset)
+            continue
+        cursor.offset += len(raw)
+        content = raw.rstrip(b"\r\n")
+        if cursor.line_no == 1 and content.startswith(BOM):
+            content = content[3:]
+        if not content.strip():
+            continue  # blank lines separate records; they are not records
+        cursor.records += 1
+        if len(content) > limit:
+            yield Bad(
+                Reason.RECORD_TOO_LARGE,
+                f"line of {len(content)} bytes exceeds max_record_bytes={limit}",
+                locator,
+                start,
+                len(content),
+            )
+            continue
+        try:
+            decoded = content.decode("utf-8")
+        except UnicodeDecodeError as err:
+            yield Bad(Reason.INVALID_UTF8, f"byte {err.start}: {err.reason}", locator, start, len(content))
+            continue
+        try:
+            obj = orjson.loads(decoded)
+        except orjson.JSONDecodeError as err:
+            yield Bad(Reason.MALFORMED_JSON, str(err), locator, start, len(content))
+            continue
+        yield record_from_object(task, obj, locator, start, len(content))
+
+
+BOM = b"\xef\xbb\xbf"
 
 
 def read_parquet(task: FileTask, params: ReaderParams, batch_rows: int = 4096) -> Iterator[Item]:
