@@ -433,17 +433,64 @@ def split_large_files(spark: SparkSession, tasks: list[FileTask], task_bytes: in
     return [piece for index, task in enumerate(tasks) for piece in split.get(index, [task])]
 
 
-def read_sources(spark: SparkSession, tasks: list[FileTask], params: IngestParams) -> DataFrame:
-    """Every record and quarantine entry of `tasks` as one lazy DataFrame (see `SPARK_SCHEMA`)."""
+def read_sources(
+    spark: SparkSession, tasks: list[FileTask], params: IngestParams, set_aside: Path | None = None
+) -> tuple[DataFrame, int]:
+    """Every record and quarantine entry of `tasks` as one lazy DataFrame (see `SPARK_SCHEMA`),
+    and the number of Spark tasks that read them.
+
+    With `set_aside` (a folder every executor can write), the frame holds the documents only:
+    each task writes its quarantine entries and its count of documents per source to
+    `set_aside` instead (`read_set_aside` gathers them), so that documents can stream into a
+    table while nothing else is lost. A retried task writes the same file again."""
     tasks = split_large_files(spark, tasks, params.task_bytes)
     buckets = plan_buckets(tasks, spark.sparkContext.defaultParallelism * 2, params.task_bytes)
 
     def read_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for bucket in batch.column("id").to_pylist():
-                yield from read_bucket(buckets[bucket], params)
+                rows = read_bucket(buckets[bucket], params)
+                yield from rows if set_aside is None else _documents_only(rows, set_aside / f"task-{bucket:05d}.arrow")
 
-    return spark.range(len(buckets), numPartitions=len(buckets)).mapInArrow(read_partition, SPARK_SCHEMA)
+    frame = spark.range(len(buckets), numPartitions=len(buckets)).mapInArrow(read_partition, SPARK_SCHEMA)
+    return frame, len(buckets)
+
+
+def _documents_only(batches: Iterator[pa.RecordBatch], aside: Path) -> Iterator[pa.RecordBatch]:
+    """Yield the document batches; write the quarantine batches and the documents counted per
+    source to `aside` (Arrow IPC, the counts in its schema metadata) when the last one is read."""
+    documents: dict[str, int] = {}
+    quarantine = []
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        if batch.column("kind")[0].as_py() == QUARANTINE:  # a batch holds one kind (see `_Batch`)
+            quarantine.append(batch)
+            continue
+        for count in pc.value_counts(batch.column("source")).to_pylist():
+            documents[count["values"]] = documents.get(count["values"], 0) + count["counts"]
+        yield batch
+    schema = ARROW_SCHEMA.with_metadata({"documents": orjson.dumps(documents)})
+    partial = aside.with_suffix(".part")
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for batch in quarantine:
+            writer.write_batch(batch)
+    partial.replace(aside)
+
+
+def read_set_aside(folder: Path) -> tuple[pa.Table, dict[str, int], int]:
+    """The quarantine entries and the documents per source that the reading tasks set aside
+    (see `read_sources`), and how many tasks did: the caller checks that every task did."""
+    files = sorted(folder.glob("task-*.arrow"))
+    tables, documents = [pa.table({f.name: pa.array([], f.type) for f in ARROW_SCHEMA})], {}
+    for path in files:
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        for name, count in orjson.loads(table.schema.metadata[b"documents"]).items():
+            documents[name] = documents.get(name, 0) + count
+        tables.append(table.replace_schema_metadata(None))
+    return pa.concat_tables(tables), documents, len(files)
 
 
 def mark_duplicate_ids(rows: DataFrame) -> DataFrame:

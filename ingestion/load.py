@@ -9,6 +9,8 @@ its reason and location, and counts that add up or the run fails.
 from __future__ import annotations
 
 import contextlib
+import shutil
+from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
@@ -16,18 +18,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from delta.tables import DeltaTable
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from ingestion.bronze import DOCUMENT, QUARANTINE, IngestParams, change_digest, mark_duplicate_ids, read_sources
+from ingestion.bronze import (
+    DOCUMENT,
+    QUARANTINE,
+    IngestParams,
+    change_digest,
+    mark_duplicate_ids,
+    read_set_aside,
+    read_sources,
+)
 from ingestion.manifest import FileTask, ManifestError, Source, expand_files, load_manifest
 from ingestion.python_env import python_env_files
-from lineage.catalog import BRONZE_DOCUMENTS, QUARANTINE_RECORDS
+from lineage.catalog import BRONZE_DOCUMENTS, GOVERNANCE_TOMBSTONES, QUARANTINE_RECORDS
 from lineage.erasure import tombstoned
 from lineage.errors import MillpondError
+from lineage.locations import ingest_staging_folder
 from lineage.reader import holds_no_files
-from lineage.tables import ensure_table, latest_version, merge_rows
+from lineage.tables import MergeResult, ensure_table, latest_version, load_delta, merge_rows
 
 
 def _quiet(message: str) -> None:
@@ -129,6 +141,160 @@ def _classify(docs: DataFrame, bronze: DataFrame) -> list[Row]:
     return incoming.join(known, "doc_id", "left").groupBy("source", change.alias("change")).count().collect()
 
 
+@dataclass
+class _Load:
+    """One run's loading: what it reads, the tables it writes, and the counts it fills in."""
+
+    spark: SparkSession
+    lakehouse: str | Path
+    params: IngestParams
+    plan: IngestPlan
+    run_id: str
+    stamps: dict[str, Any]
+    per_source: dict[str, SourceCounts]
+    reasons: dict[str, int]
+    bronze: DeltaTable
+    quarantine: DeltaTable
+    progress: Callable[[str], None]
+    watch: Callable[[str], AbstractContextManager[None]]
+
+
+def _load_through_cache(load: _Load) -> tuple[int, int]:
+    """Read the files once into Spark's cache, count, classify against bronze, MERGE the new and
+    changed documents and quarantine the rest; (new, updated)."""
+    spark, per_source = load.spark, load.per_source
+    rows, _ = read_sources(spark, load.plan.tasks, load.params)
+    if any(s.id_field for s in load.plan.sources):
+        rows = mark_duplicate_ids(rows)
+    # The files are read once: everything after works from this persisted copy.
+    staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with load.watch("reading"):
+            tally = staged.groupBy("source", "kind", "reason").count().collect()
+        for row in tally:
+            counts = per_source[row["source"]]
+            counts.read += row["count"]
+            if row["kind"] == DOCUMENT:
+                counts.documents += row["count"]
+            else:
+                counts.quarantined += row["count"]
+                load.reasons[row["reason"]] = load.reasons.get(row["reason"], 0) + row["count"]
+        docs = staged.where(F.col("kind") == DOCUMENT)
+        # Records a data subject request erased stay out, counted as tombstoned.
+        blocked = tombstoned(spark, load.lakehouse, docs.select("doc_id", "content_sha256"))
+        if blocked is not None:
+            blocked = blocked.localCheckpoint(eager=True)
+            by_source = docs.join(blocked, "doc_id", "left_semi").groupBy("source").count().collect()
+            for row in by_source:
+                per_source[row["source"]].tombstoned = row["count"]
+            if by_source:
+                docs = docs.join(blocked, "doc_id", "left_anti")
+
+        # Only real changes are merged, so a re-run with nothing new commits nothing.
+        if holds_no_files(BRONZE_DOCUMENTS.path(load.lakehouse)):
+            for counts in per_source.values():
+                counts.new = counts.documents - counts.tombstoned
+        else:
+            for row in _classify(docs, load.bronze.toDF()):
+                setattr(per_source[row["source"]], row["change"], row["count"])
+        new = sum(c.new for c in per_source.values())
+        updated = sum(c.updated for c in per_source.values())
+
+        if new or updated:
+            load.progress(f"merging {new} new and {updated} updated documents into {BRONZE_DOCUMENTS.name}")
+            with load.watch("merging"):
+                merged = merge_rows(
+                    spark,
+                    load.bronze,
+                    BRONZE_DOCUMENTS.key,
+                    _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), load.stamps),
+                    # insert-only when nothing is updated: Delta then runs an anti-join, no rewrite
+                    changed_when=change_digest("t") != change_digest("s") if updated else None,
+                    # (Delta refuses an unmaterialized cached source when it also rewrites files)
+                    source_is_persisted=not updated,
+                )
+            _check_merge(merged, new, updated)
+        if load.reasons:
+            _quarantine(load, staged.where(F.col("kind") == QUARANTINE))
+    finally:
+        staged.unpersist()
+    return new, updated
+
+
+def _streams_into_empty_bronze(spark: SparkSession, lakehouse: str | Path, sources: list[Source]) -> bool:
+    """Whether documents can stream from the readers straight into bronze: the table holds
+    nothing to compare them with, no erasure has tombstoned anything, and no source has ids of
+    its own that could repeat within the batch (which takes a look at the whole batch)."""
+    return (
+        holds_no_files(BRONZE_DOCUMENTS.path(lakehouse))
+        and not any(s.id_field for s in sources)
+        and load_delta(spark, GOVERNANCE_TOMBSTONES, lakehouse) is None
+    )
+
+
+def _load_empty_bronze(load: _Load) -> tuple[int, int]:
+    """The first load of bronze in one pass over the files: the readers stream documents into an
+    insert-only MERGE (which fails, rather than duplicates, if another writer got there first)
+    and set aside their quarantine entries and counts, which are reconciled with the MERGE's own
+    count afterwards. Spark's cache of the whole batch, the separate counting job and the
+    comparison with an empty table are not needed. (new, updated)."""
+    folder = ingest_staging_folder(load.lakehouse, load.run_id)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        docs, tasks = read_sources(load.spark, load.plan.tasks, load.params, set_aside=folder)
+        load.progress(f"reading and merging documents into {BRONZE_DOCUMENTS.name}")
+        with load.watch("reading and merging"):
+            merged = merge_rows(
+                load.spark,
+                load.bronze,
+                BRONZE_DOCUMENTS.key,
+                _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), load.stamps),
+                source_is_persisted=True,  # insert-only: the source is read once, no copy needed
+            )
+        bad, documents, found = read_set_aside(folder)
+        if found != tasks:
+            raise ReconciliationError(
+                f"{tasks} reading tasks ran but {found} left their quarantine entries and counts in {folder}"
+            )
+        for name, count in documents.items():
+            load.per_source[name].documents = load.per_source[name].new = count
+        sources, reasons = bad.column("source").to_pylist(), bad.column("reason").to_pylist()
+        for (name, reason), count in Counter(zip(sources, reasons, strict=True)).items():
+            load.per_source[name].quarantined += count
+            load.reasons[reason] = load.reasons.get(reason, 0) + count
+        for counts in load.per_source.values():
+            counts.read = counts.documents + counts.quarantined
+        new = sum(documents.values())
+        _check_merge(merged, new, 0)
+        if bad.num_rows:
+            _quarantine(load, load.spark.createDataFrame(bad))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return new, 0
+
+
+def _check_merge(merged: MergeResult, new: int, updated: int) -> None:
+    if (merged.inserted, merged.updated) != (new, updated):
+        raise ReconciliationError(
+            f"{BRONZE_DOCUMENTS.name} changed while ingesting: expected {new} inserts and "
+            f"{updated} updates, the MERGE did {merged.inserted} and {merged.updated}"
+        )
+
+
+def _quarantine(load: _Load, bad: DataFrame) -> None:
+    """Add the entries not yet in `quarantine.records` (an entry keeps its first sighting)."""
+    fresh = bad.join(load.quarantine.toDF().select("quarantine_id"), "quarantine_id", "left_anti")
+    if not fresh.isEmpty():
+        load.progress(f"quarantining records in {QUARANTINE_RECORDS.name}")
+        merge_rows(
+            load.spark,
+            load.quarantine,
+            QUARANTINE_RECORDS.key,
+            _with_run(fresh, QUARANTINE_RECORDS.schema.fieldNames(), load.stamps),
+            source_is_persisted=True,
+        )
+
+
 def load_bronze(
     spark: SparkSession,
     lakehouse: str | Path,
@@ -150,81 +316,16 @@ def load_bronze(
         per_source[task.source.name].files += 1
     reasons: dict[str, int] = {}
 
+    bronze = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
+    quarantine = ensure_table(spark, QUARANTINE_RECORDS, lakehouse)
     progress(f"reading {len(tasks)} files from {len(sources)} source(s)")
-    rows = read_sources(spark, tasks, params)
-    if any(s.id_field for s in sources):
-        rows = mark_duplicate_ids(rows)
-    # The files are read once: everything after works from this persisted copy.
-    staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        with watch("reading"):
-            tally = staged.groupBy("source", "kind", "reason").count().collect()
-        for row in tally:
-            counts = per_source[row["source"]]
-            counts.read += row["count"]
-            if row["kind"] == DOCUMENT:
-                counts.documents += row["count"]
-            else:
-                counts.quarantined += row["count"]
-                reasons[row["reason"]] = reasons.get(row["reason"], 0) + row["count"]
-        docs = staged.where(F.col("kind") == DOCUMENT)
-        # Records a data subject request erased stay out, counted as tombstoned.
-        blocked = tombstoned(spark, lakehouse, docs.select("doc_id", "content_sha256"))
-        if blocked is not None:
-            blocked = blocked.localCheckpoint(eager=True)
-            by_source = docs.join(blocked, "doc_id", "left_semi").groupBy("source").count().collect()
-            for row in by_source:
-                per_source[row["source"]].tombstoned = row["count"]
-            if by_source:
-                docs = docs.join(blocked, "doc_id", "left_anti")
-
-        # Only real changes are merged, so a re-run with nothing new commits nothing.
-        bronze_table = ensure_table(spark, BRONZE_DOCUMENTS, lakehouse)
-        if holds_no_files(BRONZE_DOCUMENTS.path(lakehouse)):
-            for counts in per_source.values():
-                counts.new = counts.documents - counts.tombstoned
-        else:
-            for row in _classify(docs, bronze_table.toDF()):
-                setattr(per_source[row["source"]], row["change"], row["count"])
-        new = sum(c.new for c in per_source.values())
-        updated = sum(c.updated for c in per_source.values())
-
-        if new or updated:
-            progress(f"merging {new} new and {updated} updated documents into {BRONZE_DOCUMENTS.name}")
-            with watch("merging"):
-                merged = merge_rows(
-                    spark,
-                    bronze_table,
-                    BRONZE_DOCUMENTS.key,
-                    _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), stamps),
-                    # insert-only when nothing is updated: Delta then runs an anti-join, no rewrite
-                    changed_when=change_digest("t") != change_digest("s") if updated else None,
-                    # (Delta refuses an unmaterialized cached source when it also rewrites files)
-                    source_is_persisted=not updated,
-                )
-            if (merged.inserted, merged.updated) != (new, updated):
-                raise ReconciliationError(
-                    f"{BRONZE_DOCUMENTS.name} changed while ingesting: expected {new} inserts and "
-                    f"{updated} updates, the MERGE did {merged.inserted} and {merged.updated}"
-                )
-        version = latest_version(BRONZE_DOCUMENTS.path(lakehouse))
-
-        quarantine_table = ensure_table(spark, QUARANTINE_RECORDS, lakehouse)
-        if reasons:
-            bad = staged.where(F.col("kind") == QUARANTINE).join(
-                quarantine_table.toDF().select("quarantine_id"), "quarantine_id", "left_anti"
-            )
-            if not bad.isEmpty():
-                progress(f"quarantining records in {QUARANTINE_RECORDS.name}")
-                merge_rows(
-                    spark,
-                    quarantine_table,
-                    QUARANTINE_RECORDS.key,
-                    _with_run(bad, QUARANTINE_RECORDS.schema.fieldNames(), stamps),
-                    source_is_persisted=True,
-                )
-    finally:
-        staged.unpersist()
+    load = _Load(
+        spark, lakehouse, params, plan, run_id, stamps, per_source, reasons, bronze, quarantine, progress, watch
+    )
+    new, updated = (
+        _load_empty_bronze(load) if _streams_into_empty_bronze(spark, lakehouse, sources) else _load_through_cache(load)
+    )
+    version = latest_version(BRONZE_DOCUMENTS.path(lakehouse))
 
     documents = sum(c.documents for c in per_source.values())
     quarantined = sum(reasons.values())

@@ -32,6 +32,7 @@ from pyspark.errors import PySparkRuntimeError
 from pyspark.java_gateway import launch_gateway
 from pyspark.sql import SparkSession
 
+from lineage.catalog import PLAIN_ENCODED_COLUMNS
 from lineage.errors import MillpondError
 
 DELTA_SQL_CONF = {
@@ -165,6 +166,7 @@ def spark_conf(settings: SparkSettings, cache: Path) -> dict[str, str]:
         "spark.ui.enabled": str(settings.ui).lower(),
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.session.timeZone": "UTC",
+        **{f"spark.hadoop.parquet.enable.dictionary#{c}": "false" for c in PLAIN_ENCODED_COLUMNS},
         **DELTA_SQL_CONF,
         **_jar_confs(settings, cache),
     }

@@ -95,6 +95,13 @@ def _long_map(name: str) -> T.StructField:
 PREFERENCE_DOMAIN = "preference"
 SFT_DOMAIN = "sft"
 
+# Columns whose values are all different wherever they appear (hashes, ids, whole texts): for
+# them a Parquet dictionary never pays, yet the writer builds one for every column chunk before
+# it gives up; at 1M bronze rows that was a fifth of the write. The Spark session turns
+# dictionaries off for these names (`jobs.spark.spark_conf`); delta-rs refuses the per-column
+# setting as a table property.
+PLAIN_ENCODED_COLUMNS = ("doc_id", "record_id", "text", "locator", "content_sha256")
+
 BRONZE_DOCUMENTS = TableSpec(
     name="bronze.documents",
     schema=_fields(

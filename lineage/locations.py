@@ -65,6 +65,12 @@ def landing_folder(lakehouse: str | Path, feed: str = "interactions") -> Path:
     return _root(lakehouse) / "_landing" / feed
 
 
+def ingest_staging_folder(lakehouse: str | Path, run_id: str) -> Path:
+    """What an ingest's readers set aside while they stream documents into bronze: each Spark
+    task's quarantine entries and counts (no record text), removed when the run ends."""
+    return _root(lakehouse) / "_staging" / "ingest" / run_id
+
+
 def stream_checkpoint(lakehouse: str | Path, feed: str = "interactions") -> Path:
     """The Structured Streaming checkpoint (offsets, commits, the file source's log) of a feed."""
     return _root(lakehouse) / "_checkpoints" / feed
