@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -450,47 +451,52 @@ def read_sources(
         for batch in batches:
             for bucket in batch.column("id").to_pylist():
                 rows = read_bucket(buckets[bucket], params)
-                yield from rows if set_aside is None else _documents_only(rows, set_aside / f"task-{bucket:05d}.arrow")
+                yield from rows if set_aside is None else _documents_only(rows, set_aside / f"task-{bucket:05d}")
 
     frame = spark.range(len(buckets), numPartitions=len(buckets)).mapInArrow(read_partition, SPARK_SCHEMA)
     return frame, len(buckets)
 
 
 def _documents_only(batches: Iterator[pa.RecordBatch], aside: Path) -> Iterator[pa.RecordBatch]:
-    """Yield the document batches; write the quarantine batches and the documents counted per
-    source to `aside` (Arrow IPC, the counts in its schema metadata) when the last one is read."""
+    """Yield the document batches; stream the quarantine batches to `aside.arrow` (Arrow IPC)
+    and, once the last batch is read, write the documents counted per source to `aside.json`,
+    whose presence says the task finished. Each file appears whole (written aside, renamed)."""
     documents: dict[str, int] = {}
-    quarantine = []
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        if batch.column("kind")[0].as_py() == QUARANTINE:  # a batch holds one kind (see `_Batch`)
-            quarantine.append(batch)
-            continue
-        for count in pc.value_counts(batch.column("source")).to_pylist():
-            documents[count["values"]] = documents.get(count["values"], 0) + count["counts"]
-        yield batch
-    schema = ARROW_SCHEMA.with_metadata({"documents": orjson.dumps(documents)})
-    partial = aside.with_suffix(".part")
+    writer, partial = None, aside.with_name(f"{aside.name}.{uuid.uuid4().hex}.part")
     aside.parent.mkdir(parents=True, exist_ok=True)
-    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for batch in quarantine:
-            writer.write_batch(batch)
-    partial.replace(aside)
+    try:
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            if batch.column("kind")[0].as_py() == QUARANTINE:  # a batch holds one kind (see `_Batch`)
+                writer = writer or pa.ipc.new_file(str(partial), ARROW_SCHEMA)
+                writer.write_batch(batch)
+                continue
+            for count in pc.value_counts(batch.column("source")).to_pylist():
+                documents[count["values"]] = documents.get(count["values"], 0) + count["counts"]
+            yield batch
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        partial.replace(aside.with_suffix(".arrow"))
+    partial.write_bytes(orjson.dumps(documents))
+    partial.replace(aside.with_suffix(".json"))
 
 
 def read_set_aside(folder: Path) -> tuple[pa.Table, dict[str, int], int]:
     """The quarantine entries and the documents per source that the reading tasks set aside
-    (see `read_sources`), and how many tasks did: the caller checks that every task did."""
-    files = sorted(folder.glob("task-*.arrow"))
+    (see `read_sources`), and how many tasks finished: the caller checks that every task did."""
+    finished = sorted(folder.glob("task-*.json"))
     tables, documents = [pa.table({f.name: pa.array([], f.type) for f in ARROW_SCHEMA})], {}
-    for path in files:
-        with pa.memory_map(str(path)) as source:
-            table = pa.ipc.open_file(source).read_all()
-        for name, count in orjson.loads(table.schema.metadata[b"documents"]).items():
+    for path in finished:
+        for name, count in orjson.loads(path.read_bytes()).items():
             documents[name] = documents.get(name, 0) + count
-        tables.append(table.replace_schema_metadata(None))
-    return pa.concat_tables(tables), documents, len(files)
+        quarantined = path.with_suffix(".arrow")
+        if quarantined.exists():
+            with pa.memory_map(str(quarantined)) as source:
+                tables.append(pa.ipc.open_file(source).read_all())
+    return pa.concat_tables(tables), documents, len(finished)
 
 
 def mark_duplicate_ids(rows: DataFrame) -> DataFrame:
