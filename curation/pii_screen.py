@@ -215,8 +215,13 @@ def _stop_words() -> frozenset[str]:
 
 
 def _may_name(line: str, lexicon: NameLexicon | None) -> bool:
+    previous = None
     for m in _NAME_SHAPED.finditer(line):
         word = m.group(0)
+        if lexicon is not None and previous is not None and previous.end() + 1 == m.start():
+            if lexicon.names_place([previous.group(0), word]):  # `United Kingdom`: English words, a place
+                return True
+        previous = m
         if word in NOT_NAMES or (lexicon is not None and not lexicon.may_hold_name(word)):
             continue
         before = line[: m.start()].rstrip(_OPENERS)

@@ -24,6 +24,10 @@ from curation.name_lexicon import name_lexicon
         "n_samples",
         "Python's",
         "Convert the MLflow",  # every word of it
+        "The",  # English words that only another language's name lists hold
+        "Server",
+        "Set",  # or only one word of a longer place name (`Set Ka Lay`)
+        "Boundary",  # (`Boundary County`)
     ],
 )
 def test_common_words_and_names_of_things_are_not_names(words: str) -> None:
