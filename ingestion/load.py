@@ -307,7 +307,9 @@ def load_bronze(
     """Read the plan's files once; merge new and changed documents into `bronze.documents` (an
     insert-only MERGE when nothing changed), leave tombstoned records out, put what cannot be
     read into `quarantine.records`, and reconcile read = ingested + unchanged + quarantined +
-    tombstoned per source. `progress` gets a line per step, `watch(what)` wraps each Spark job."""
+    tombstoned per source. Into an empty bronze the documents stream straight into the MERGE
+    (`_load_empty_bronze`); otherwise the batch is cached to be compared with bronze first
+    (`_load_through_cache`). `progress` gets a line per step, `watch(what)` wraps each Spark job."""
     sources, tasks = plan.sources, plan.tasks
     stamps = {"ingested_at": datetime.now(UTC), "ingest_run_id": run_id}
     stamps["quarantined_at"] = stamps["ingested_at"]
