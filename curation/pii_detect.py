@@ -33,7 +33,7 @@ from threadpoolctl import ThreadpoolController
 from curation.language import ModelMissingError  # one error type for every missing model
 from curation.name_lexicon import name_lexicon
 from curation.pii_screen import NOT_NAMES, JoinedLines, LiteralScreen, name_sentences, triggered
-from curation.pii_structure import PERSON, Candidate, candidates
+from curation.pii_structure import PERSON, THING, Candidate, candidates
 from lineage.keys import SUBJECT_ID, e164, normalize_value, subject_key, value_hmac  # noqa: F401 - re-exported
 
 # What the stage looks for (the default), and the placeholder each becomes: `<EMAIL_ADDRESS>`.
@@ -760,7 +760,11 @@ class PiiDetector:
             if self._secret_screen is not None:
                 spans.extend(("SECRET", s, e, score) for s, e, score in find_secrets(piece, self._secret_screen))
             if self.settings.structured:
+                things: list[tuple[int, int]] = []
                 for candidate in candidates(piece, self.settings.phone_regions):
+                    if candidate.entity_type == THING:
+                        things.append((candidate.start, candidate.end))
+                        continue
                     if candidate.entity_type not in self.settings.entities:
                         continue
                     if candidate.confirm:
@@ -768,6 +772,12 @@ class PiiDetector:
                     else:
                         score = KEYED_SCORE if candidate.valid else SHAPED_SCORE
                         spans.append((candidate.entity_type, candidate.start, candidate.end, score))
+                if things:  # `product_name = Widget Pro`: NER's person is a product
+                    spans = [
+                        span
+                        for span in spans
+                        if span[0] != PERSON or not any(a <= span[1] and span[2] <= b for a, b in things)
+                    ]
             for entity_type, start, end, score in spans:
                 if entity_type in _NUMERIC and _inside_decimal(piece, start, end):
                     continue

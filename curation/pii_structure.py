@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import phonenumbers
 
 PERSON, PERSON_IF_CONFIRMED, PHONE, ADDRESS, CONTACT = "PERSON", "PERSON?", "PHONE_NUMBER", "STREET_ADDRESS", "CONTACT"
+# A key naming a thing (`product_name`, `nombre_producto`): its value is the name of no person.
+THING = "THING"
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def key_words(key: str) -> list[str]:
 @functools.lru_cache(maxsize=1 << 16)  # keys repeat (`name`, `id`, `self.x`): judged once per process
 def key_kind(key: str) -> str | None:
     """PERSON, PERSON? (confirm the value), PHONE_NUMBER, STREET_ADDRESS, CONTACT (an e-mail, IBAN or
-    SSN key: its value is found by pattern, but the record holds a person), or None."""
+    SSN key: its value is found by pattern, but the record holds a person), THING (the name of
+    something else: `product_name`), or None."""
     words = key_words(key)
     if not words or len(words) > 5:
         return None
@@ -124,6 +127,8 @@ def key_kind(key: str) -> str | None:
         return PERSON  # `nombre_cliente`, `nom_client`
     if joined in MAYBE_PERSON_KEYS:
         return PERSON_IF_CONFIRMED
+    if len(words) > 1 and (words[-1] in NAME_WORDS or words[0] in NAME_WORDS):
+        return THING  # `product_name`, `file_name`: no person qualifier came before
     if joined in _ADDRESS_WORDS or (words[-1] in _ADDRESS_WORDS and words[0] not in ("email", "e", "ip", "mac", "web")):
         return ADDRESS
     if joined in _CONTACT_WORDS or joined.replace("_", "") in _CONTACT_WORDS or {words[0], words[-1]} & _CONTACT_WORDS:
@@ -320,7 +325,8 @@ def keyed_values(text: str) -> list[KeyedValue]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A value its key makes a PERSON or PHONE_NUMBER; `confirm` names need NER's agreement."""
+    """A value its key makes a PERSON, PHONE_NUMBER or STREET_ADDRESS (`confirm` names need NER's
+    agreement), or a THING: the name of something else, where NER's persons are not kept."""
 
     entity_type: str
     start: int
@@ -342,6 +348,10 @@ def candidates(text: str, regions: Sequence[str]) -> list[Candidate]:
         if kind is None or kind == CONTACT or (pair.start, pair.end) in seen:
             continue
         value = text[pair.start : pair.end]
+        if kind == THING:
+            out.append(Candidate(THING, pair.start, pair.end))
+            seen.add((pair.start, pair.end))
+            continue
         if kind == ADDRESS:
             if address_shaped(value):
                 out.append(Candidate(ADDRESS, pair.start, pair.end))

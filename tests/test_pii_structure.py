@@ -11,6 +11,7 @@ from curation.pii_structure import (
     PERSON,
     PERSON_IF_CONFIRMED,
     PHONE,
+    THING,
     key_kind,
     keyed_values,
     name_shaped,
@@ -37,7 +38,7 @@ def _scrubbed(detector: PiiDetector, text: str) -> str:
         ("__author__", PERSON), ("nombre_cliente", PERSON), ("name", PERSON_IF_CONFIRMED),
         ("owner", PERSON_IF_CONFIRMED), ("tel", PHONE), ("mobile_no", PHONE), ("Telefonnummer", PHONE),
         ("téléphone", PHONE), ("support-phone", PHONE), ("shipping_address", ADDRESS), ("Anschrift", ADDRESS),
-        ("product_name", None), ("hostname", None), ("file_name", None), ("telemetry", None), ("hotel", None),
+        ("product_name", THING), ("hostname", None), ("file_name", THING), ("telemetry", None), ("hotel", None),
         ("email_address", "CONTACT"),
     ],
 )  # fmt: skip
