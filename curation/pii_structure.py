@@ -71,6 +71,8 @@ PERSON_QUALIFIERS = frozenset(
         "destinataire", "expediteur", "destinatario", "remitente", "ontvanger", "afzender", "empfanger", "absender",
     }
 )  # fmt: skip
+# Words that make `<word> name` a form of a person's name or a handle (`display_name`).
+_NAME_FORMS = frozenset({"display", "screen", "nick", "preferred", "birth", "maiden", "married", "pen", "stage"})
 # Keys that hold a person in most records but not all (`name:` of a CI step, `owner: team-infra`).
 MAYBE_PERSON_KEYS = frozenset(
     {
@@ -128,6 +130,8 @@ def key_kind(key: str) -> str | None:
     if joined in MAYBE_PERSON_KEYS:
         return PERSON_IF_CONFIRMED
     if len(words) > 1 and (words[-1] in NAME_WORDS or words[0] in NAME_WORDS):
+        if any(w in _NAME_FORMS for w in words):
+            return PERSON_IF_CONFIRMED  # `display_name`, `nick_name`: a person's or a handle
         return THING  # `product_name`, `file_name`: no person qualifier came before
     if joined in _ADDRESS_WORDS or (words[-1] in _ADDRESS_WORDS and words[0] not in ("email", "e", "ip", "mac", "web")):
         return ADDRESS

@@ -38,7 +38,7 @@ def _scrubbed(detector: PiiDetector, text: str) -> str:
         ("__author__", PERSON), ("nombre_cliente", PERSON), ("name", PERSON_IF_CONFIRMED),
         ("owner", PERSON_IF_CONFIRMED), ("tel", PHONE), ("mobile_no", PHONE), ("Telefonnummer", PHONE),
         ("téléphone", PHONE), ("support-phone", PHONE), ("shipping_address", ADDRESS), ("Anschrift", ADDRESS),
-        ("product_name", THING), ("hostname", None), ("file_name", THING), ("telemetry", None), ("hotel", None),
+        ("product_name", THING), ("hostname", None), ("file_name", THING), ("display_name", PERSON_IF_CONFIRMED), ("telemetry", None), ("hotel", None),
         ("email_address", "CONTACT"),
     ],
 )  # fmt: skip
