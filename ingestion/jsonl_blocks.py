@@ -20,6 +20,7 @@ from io import BytesIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from ingestion.manifest import FileTask
@@ -77,6 +78,7 @@ def read_jsonl_blocks(
         return
     cursor = LineCursor.at_start_of(task)
     handed_over = False
+    as_strings: set[str] = set()
     with stream:
         try:
             if task.start > 0:
@@ -93,7 +95,7 @@ def read_jsonl_blocks(
                     break
                 block, pending = data[:cut], data[cut:]
                 block, finished = _within_range(task, cursor, block)
-                parsed = _parse_block(task, params, cursor, block)
+                parsed = _parse_block(task, params, cursor, block, as_strings)
                 if parsed is None:
                     yield from read_jsonl_lines(task, params, BytesIO(block), cursor)
                 else:
@@ -139,9 +141,12 @@ def _line_spans(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ends[strip] -= 1
 
 
-def _parse_block(task: FileTask, params: ReaderParams, cursor: LineCursor, block: bytes) -> RecordBlock | None:
+def _parse_block(
+    task: FileTask, params: ReaderParams, cursor: LineCursor, block: bytes, as_strings: set[str]
+) -> RecordBlock | None:
     """The block as records, advancing `cursor`, or None (and `cursor` untouched) when the line
-    reader must read it."""
+    reader must read it. `as_strings`: the file's fields Arrow took for times (see
+    `_parse_as_written`)."""
     if not block or (cursor.line_no == 0 and block.startswith(BOM)):
         return None
     data = np.frombuffer(block, dtype=np.uint8)
@@ -153,15 +158,8 @@ def _parse_block(task: FileTask, params: ReaderParams, cursor: LineCursor, block
         records[line] = bool(block[starts[line] : ends[line]].strip())
     if not records.any() or int(lengths[records].max()) > params.max_record_bytes:
         return None
-    table = _parse(block)
-    if table is None or table.num_rows != int(records.sum()):
-        return None
-    guessed = [f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
-    if guessed:  # Arrow read these strings as times; the line reader keeps them as written
-        table = _parse(block, pa.schema([(name, pa.string()) for name in guessed]))
-        if table is None or table.num_rows != int(records.sum()):
-            return None
-    if not _all_records(task, table):
+    table = _parse_as_written(block, as_strings)
+    if table is None or table.num_rows != int(records.sum()) or not _all_records(task, table):
         return None
     line_numbers = cursor.line_no + 1 + np.flatnonzero(records)
     parsed = RecordBlock(
@@ -174,6 +172,30 @@ def _parse_block(task: FileTask, params: ReaderParams, cursor: LineCursor, block
     cursor.offset += len(block)
     cursor.records += parsed.rows
     return parsed
+
+
+def _parse_as_written(block: bytes, as_strings: set[str]) -> pa.Table | None:
+    """The block parsed, with the strings Arrow would read as times (`2020-01-01`) kept as
+    written, as the line reader keeps them. The fields found so are remembered in `as_strings`,
+    so that the file's next blocks are parsed once rather than twice."""
+    if as_strings:
+        table = _parse(block, _strings(as_strings))
+        if table is not None and not _times(table):
+            return table
+    table = _parse(block)
+    guessed = _times(table) if table is not None else set()
+    if not guessed:
+        return table
+    as_strings.update(guessed)
+    return _parse(block, _strings(guessed))
+
+
+def _times(table: pa.Table) -> set[str]:
+    return {f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)}
+
+
+def _strings(names: set[str]) -> pa.Schema:
+    return pa.schema([(name, pa.string()) for name in sorted(names)])
 
 
 def _parse(block: bytes, strings: pa.Schema | None = None) -> pa.Table | None:
@@ -192,8 +214,6 @@ def _scalar(t: pa.DataType) -> bool:
 def _all_records(task: FileTask, table: pa.Table) -> bool:
     """Whether the line reader would take every row as a record and write each kept field as
     Arrow holds it (orjson writes an integer or a boolean as Arrow casts it to a string)."""
-    import pyarrow.compute as pc
-
     source = task.source
     names = set(table.column_names)
     if source.text_field not in names:

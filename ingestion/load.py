@@ -39,7 +39,7 @@ from lineage.erasure import tombstoned
 from lineage.errors import MillpondError
 from lineage.locations import ingest_staging_folder
 from lineage.reader import holds_no_files
-from lineage.tables import MergeResult, ensure_table, latest_version, load_delta, merge_rows
+from lineage.tables import MergeResult, ensure_table, latest_version, merge_rows
 
 
 def _quiet(message: str) -> None:
@@ -228,7 +228,7 @@ def _streams_into_empty_bronze(spark: SparkSession, lakehouse: str | Path, sourc
     return (
         holds_no_files(BRONZE_DOCUMENTS.path(lakehouse))
         and not any(s.id_field for s in sources)
-        and load_delta(spark, GOVERNANCE_TOMBSTONES, lakehouse) is None
+        and not DeltaTable.isDeltaTable(spark, GOVERNANCE_TOMBSTONES.path(lakehouse))
     )
 
 
