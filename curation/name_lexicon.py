@@ -55,6 +55,11 @@ class NameLexicon:
     # their words may all be English, yet together they name a place.
     places: frozenset[str] = field(default=frozenset(), repr=False)
 
+    def __post_init__(self) -> None:
+        # A corpus repeats its capitalized words (`The`, `Python`, `Returns`) in nearly every
+        # sentence; each is judged once. Bounded: a web corpus's vocabulary is unbounded.
+        object.__setattr__(self, "_judged", functools.lru_cache(maxsize=1 << 17)(self._judge))
+
     def is_english_word(self, lower: str) -> bool:
         if lower in self.english:
             return True
@@ -65,6 +70,9 @@ class NameLexicon:
 
     def may_be_name(self, word: str) -> bool:
         """Whether `word` (one `WORD`) can be part of a person's name or a place."""
+        return self._judged(word)  # type: ignore[attr-defined, no-any-return]
+
+    def _judge(self, word: str) -> bool:
         word = _POSSESSIVE.sub("", word)
         if sum(c.isalpha() for c in word) <= 1 or any(c.isdigit() or c == "_" for c in word):
             return False

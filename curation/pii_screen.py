@@ -37,22 +37,32 @@ if TYPE_CHECKING:
     from curation.name_lexicon import NameLexicon
 
 # Necessary conditions of Presidio's recognizers (their patterns are in presidio_analyzer's
-# predefined recognizers and ours in `curation/pii_detect.py`); a recognizer not listed always runs.
+# predefined recognizers and ours in `curation/pii_detect.py`); a recognizer not listed always
+# runs. Each starts with the character class it needs first (`\d`), so a scan skips ahead fast.
 RECOGNIZER_TRIGGERS: dict[str, re.Pattern[str]] = {
     "EmailRecognizer": re.compile("@"),
     # Every issuer group starts with four digits: (4\d{3})|(5[0-5]\d{2})|...
-    "CreditCardRecognizer": re.compile(r"\d{4}"),
-    "IbanRecognizer": re.compile(r"[A-Z]{2}[0-9]{2}"),
+    "CreditCardRecognizer": re.compile(r"\d\d\d\d"),
+    # Two capitals, two digits.
+    "IbanRecognizer": re.compile(r"[0-9](?<=[A-Z]{2}[0-9])[0-9]"),
     # IPv4 forms hold `digit.digit`; every IPv6 form holds `hex:` or `::`.
-    "IpRecognizer": re.compile(r"[0-9]\.[0-9]|[0-9A-Fa-f]:|::"),
+    "IpRecognizer": re.compile(r"[0-9A-Fa-f:](?::|(?<=[0-9])\.[0-9])"),
     "UsSsnRecognizer": re.compile(r"[0-9]{3}"),
     # A house number or postcode next to a word (`12 Main`, `Road 12`, `SW1A`, `Apt #4`), or `corner of`.
-    "StreetAddressRecognizer": re.compile(r"[ \t]#?\d|\d[A-Za-z]?,?[ \t]|[A-Z]\d|\d[A-Z]|(?i:corner of)"),
+    "StreetAddressRecognizer": re.compile(
+        r"\d(?:(?<=[ \t]\d)|(?<=[ \t]#\d)|(?<=[A-Z]\d)|(?=[A-Za-z]?,?[ \t])|(?=[A-Z]))|[cC][oO][rR][nN][eE][rR] [oO][fF]"
+    ),
 }
+# Those that cannot fire on a text without a digit (most prose has none).
+NEEDS_DIGIT = frozenset({"CreditCardRecognizer", "IbanRecognizer", "UsSsnRecognizer"})
+ANY_DIGIT = re.compile(r"\d")
 
 
-def triggered(name: str, text: str) -> bool:
-    """Whether the recognizer `name` can find anything in `text`."""
+def triggered(name: str, text: str, has_digit: bool | None = None) -> bool:
+    """Whether the recognizer `name` can find anything in `text`; `has_digit`, when the caller
+    knows it, whether `text` holds a digit (`ANY_DIGIT`)."""
+    if has_digit is False and name in NEEDS_DIGIT:
+        return False
     trigger = RECOGNIZER_TRIGGERS.get(name)
     return trigger is None or trigger.search(text) is not None
 
@@ -123,19 +133,109 @@ def _item(op: object, av: object, fold: bool) -> list[_Literals]:
     return []
 
 
+# ---------------------------------------------------------------------------------------------
+# Required runs of a regular expression
+
+# A character class repeated at least this often is a run worth screening on (`[a-z0-9]{64}`):
+# prose rarely holds one, and finding one is a single scan of the text.
+MIN_RUN = 16
+
+_CATEGORIES = {
+    sre_constants.CATEGORY_DIGIT: r"\d",
+    sre_constants.CATEGORY_NOT_DIGIT: r"\D",
+    sre_constants.CATEGORY_SPACE: r"\s",
+    sre_constants.CATEGORY_NOT_SPACE: r"\S",
+    sre_constants.CATEGORY_WORD: r"\w",
+    sre_constants.CATEGORY_NOT_WORD: r"\W",
+}
+
+
+def required_runs(pattern: re.Pattern[str], min_run: int = MIN_RUN) -> tuple[re.Pattern[str], ...]:
+    """Patterns `[class]{n}` (n >= `min_run`) such that every match of `pattern` contains a match
+    of each: the long runs of one character class it cannot match without (the 24 to 64 letters
+    and digits of an API key). Compiled with `pattern`'s flags, so case is ignored where it is."""
+    try:
+        parsed = sre_parse.parse(pattern.pattern, pattern.flags)
+    except (re.error, TypeError, ValueError):
+        return ()
+    flags = pattern.flags & (re.IGNORECASE | re.ASCII)
+    return tuple(re.compile(f"{cls}{{{low}}}", flags) for cls, low in _runs(list(parsed), min_run))
+
+
+# Texts' whitespace: a run whose class holds none of it lies inside one `\S+` token of the text.
+_WHITESPACE = "".join(chr(c) for c in range(0x3000 + 1) if chr(c).isspace())
+_LONG_TOKEN = re.compile(rf"\S{{{MIN_RUN},}}")
+
+
+def _within_tokens(run: re.Pattern[str]) -> bool:
+    """Whether no match of `run` can hold whitespace, so it can be searched in long tokens only."""
+    one = re.compile(run.pattern.rsplit("{", 1)[0], run.flags)
+    return not any(one.match(c) for c in _WHITESPACE)
+
+
+def _runs(items: list[tuple[object, object]], min_run: int) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    for op, av in items:
+        if op is sre_constants.SUBPATTERN:
+            _group, add_flags, del_flags, body = av  # type: ignore[misc]
+            if not (add_flags or del_flags):  # a local case flag would change what the class holds
+                found.extend(_runs(list(body), min_run))
+        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
+            low, _high, body = av  # type: ignore[misc]
+            body = list(body)
+            cls = _character_class(body[0]) if len(body) == 1 else None
+            if cls is not None and low >= min_run:
+                found.append((cls, low))
+            elif low >= 1:
+                found.extend(_runs(body, min_run))
+    return found
+
+
+def _character_class(item: tuple[object, object]) -> str | None:
+    """`item` (one parsed element) as a character class's source, or None when it is not one."""
+    op, av = item
+    if op is sre_constants.LITERAL:
+        return f"[{_escaped(av)}]"  # type: ignore[arg-type]
+    if op is sre_constants.CATEGORY and av in _CATEGORIES:
+        return _CATEGORIES[av]  # type: ignore[index]
+    if op is not sre_constants.IN:
+        return None
+    parts = []
+    for inner_op, inner_av in av:  # type: ignore[attr-defined]
+        if inner_op is sre_constants.NEGATE:
+            parts.insert(0, "^")
+        elif inner_op is sre_constants.LITERAL:
+            parts.append(_escaped(inner_av))
+        elif inner_op is sre_constants.RANGE:
+            parts.append(f"{_escaped(inner_av[0])}-{_escaped(inner_av[1])}")
+        elif inner_op is sre_constants.CATEGORY and inner_av in _CATEGORIES:
+            parts.append(_CATEGORIES[inner_av])
+        else:
+            return None
+    return f"[{''.join(parts)}]"
+
+
+def _escaped(code: int) -> str:
+    return re.escape(chr(code)) if chr(code) not in "^-]\\" else "\\" + chr(code)
+
+
 @dataclass(frozen=True)
 class LiteralScreen:
     """Of a set of patterns, the ones that can match a text: those whose required literals it
-    holds (one of each set), and those without any (always)."""
+    holds (one of each set) and whose required runs it holds (`required_runs`), and those
+    without any (always)."""
 
     patterns: tuple[re.Pattern[str], ...]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_literals", tuple(required_literals(p) for p in self.patterns))
+        runs = tuple(tuple((run, _within_tokens(run)) for run in required_runs(p)) for p in self.patterns)
+        object.__setattr__(self, "_runs", runs)
 
     def candidates(self, text: str) -> Iterator[re.Pattern[str]]:
         folded: str | None = None
-        for pattern, required in zip(self.patterns, self._literals, strict=True):  # type: ignore[attr-defined]
+        tokens: list[str] | None = None  # the text's long `\S+` tokens, found once
+        for pattern, required, runs in zip(self.patterns, self._literals, self._runs, strict=True):  # type: ignore[attr-defined]
             for words, fold in required:
                 if fold and folded is None:
                     folded = text.casefold()
@@ -143,7 +243,13 @@ class LiteralScreen:
                 if not any(w in haystack for w in words):  # type: ignore[operator]
                     break
             else:
-                yield pattern
+                if runs and tokens is None:
+                    tokens = _LONG_TOKEN.findall(text)
+                if all(
+                    any(run.search(t) for t in tokens) if within else run.search(text)  # type: ignore[union-attr]
+                    for run, within in runs
+                ):
+                    yield pattern
 
 
 # ---------------------------------------------------------------------------------------------

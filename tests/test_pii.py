@@ -328,3 +328,29 @@ def test_curate_scrubs_indexes_and_leaves_no_clear_text(
     assert sorted((r["doc_id"], r["value_hmac"]) for r in again) == sorted(
         (r["doc_id"], r["value_hmac"]) for r in index
     )
+
+
+def test_ner_reads_a_recurring_sentence_once_and_finds_the_same(detector: PiiDetector) -> None:
+    """The memo of NER's sentences: the same findings with it and without, and a sentence met
+    again (in the same call or a later one) is not read again."""
+    signature = "Kind regards, Margaret Thatcher, Grantham."
+    texts = [f"Thanks for the update on ticket {n}. {signature}" for n in range(6)]
+    forgetful = PiiDetector(DetectorSettings(ner_memo=0))
+    key = lambda found: [[(f.entity_type, f.start, f.end) for f in fs] for fs in found]  # noqa: E731
+    read: list[str] = []
+    pipe = detector._nlp.pipe  # type: ignore[attr-defined]
+
+    def counting_pipe(texts: Any, **kwargs: Any) -> Any:
+        texts = list(texts)
+        read.extend(texts)
+        return pipe(texts, **kwargs)
+
+    detector._ner_memo.clear()
+    detector._nlp.pipe = counting_pipe  # type: ignore[attr-defined]
+    try:
+        first, again = detector.analyze(texts), detector.analyze(texts)
+    finally:
+        del detector._nlp.pipe  # type: ignore[attr-defined]
+    assert key(first) == key(again) == key(forgetful.analyze(texts))
+    assert "Margaret Thatcher" in {f.value for f in first[0] if f.entity_type == "PERSON"}
+    assert read.count(signature) == 1 and len(read) == len(set(read))

@@ -24,6 +24,7 @@ from curation.pii_screen import (
     name_lines,
     name_sentences,
     required_literals,
+    required_runs,
     triggered,
 )
 
@@ -158,3 +159,30 @@ def test_screening_names_changes_no_identifier_and_keeps_names_found(detector: P
         assert ids(screened) == ids(full), text
     names = detector.analyze(["Yesterday Margaret Thatcher flew from London to Paris with her assistant."])[0]
     assert {f.value for f in names if f.entity_type == "PERSON"} == {"Margaret Thatcher"}
+
+
+def test_required_runs_are_read_from_the_pattern() -> None:
+    assert [r.pattern for r in required_runs(re.compile(r"AKIA[0-9A-Z]{16}"))] == ["[0-9A-Z]{16}"]
+    assert [r.pattern for r in required_runs(re.compile(r"(?i)key\s*=\s*([a-z0-9]{64})"))] == ["[a-z0-9]{64}"]
+    assert required_runs(re.compile(r"(?:x[a-f]{20})?y")) == ()  # optional: not required
+    assert required_runs(re.compile(r"AKC[a-zA-Z0-9]{10,}")) == ()  # too short to be worth a scan
+    (run,) = required_runs(re.compile(r"(?i)tok_[a-z]{16}"))
+    assert run.search("TOK_ABCDEFGHIJKLMNOP")  # the pattern's case rule is kept
+
+
+def test_a_keyed_token_pattern_is_skipped_on_prose_that_holds_its_keywords() -> None:
+    """detect-secrets' `cloudant_password = <24 letters>` needs `cl` and `pass`, which prose often
+    holds; without a 24-letter run it cannot match."""
+    patterns = tuple(p for p in _detect_secrets_patterns() if "cloudant|cl|clou" in p.pattern)
+    screen = LiteralScreen(patterns)
+    prose = "The class reads the password from the keyring: pass it in, and close the session after."
+    assert list(screen.candidates(prose)) == []
+    assert list(screen.candidates("cloudant_password='" + "a" * 24 + "'"))
+
+
+def test_digit_triggers_are_skipped_without_a_digit() -> None:
+    assert not triggered("CreditCardRecognizer", "no digits here", has_digit=False)
+    assert triggered("StreetAddressRecognizer", "at the corner of Main and Elm", has_digit=False)
+    assert triggered("StreetAddressRecognizer", "CORNER OF Main", has_digit=False)
+    assert triggered("StreetAddressRecognizer", "12 Main Street", has_digit=True)
+    assert not triggered("StreetAddressRecognizer", "v12.5", has_digit=True)
