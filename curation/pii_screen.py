@@ -240,7 +240,7 @@ class LiteralScreen:
                 if fold and folded is None:
                     folded = text.casefold()
                 haystack = folded if fold else text
-                if not any(w in haystack for w in words):  # type: ignore[operator]
+                if not any(map(haystack.__contains__, words)):  # type: ignore[union-attr]
                     break
             else:
                 if runs and tokens is None:

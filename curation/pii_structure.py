@@ -233,6 +233,9 @@ _INLINE = re.compile(
     r"([^\s,;&=\"'()]+(?:[ ](?![\w.-]+=)[A-ZÀ-ÖØ-Þ][^\s,;&=\"'()]*){0,3}))"
 )
 _DELIMITERS = (",", "\t", ";", "|")
+# Text between two delimiters too long to be in a header cell (over 40 characters from the first
+# to the last that is neither a space nor a quote).
+_LONG_PART = re.compile(r"[^\s\"'][^\n]{39,}[^\s\"']")
 
 
 def _cells(line: str, delimiter: str) -> list[tuple[int, int]]:
@@ -278,8 +281,8 @@ def _csv_values(text: str) -> Iterator[KeyedValue]:
         line = lines[i].rstrip("\r")
         found = False
         for delimiter in _DELIMITERS:
-            if delimiter not in line:
-                continue
+            if delimiter not in line or _LONG_PART.search(line.replace(delimiter, "\n")):
+                continue  # a header's cells are at most 40 characters: not a paragraph of prose
             header_spans = _cells(line, delimiter)
             header = [line[s:e].strip() for s, e in header_spans]
             if not _looks_like_header(header):
@@ -320,7 +323,7 @@ def keyed_values(text: str) -> list[KeyedValue]:
         group = next(g for g in (2, 3, 4) if m.group(g) is not None)
         if m.end(group) > m.start(group):
             out.append(KeyedValue(m.group(1), m.start(group), m.end(group)))
-    for m in _INLINE.finditer(text):
+    for m in _INLINE.finditer(text) if "=" in text else ():  # the scan is slow; most prose has no `=`
         group = next(g for g in (2, 3, 4) if m.group(g) is not None)
         out.append(KeyedValue(m.group(1), m.start(group), m.end(group)))
     out.extend(_csv_values(text))

@@ -72,6 +72,18 @@ def test_keyed_values_keep_their_offsets_in_every_shape() -> None:
     } <= pairs  # fmt: skip
 
 
+def test_a_header_is_found_only_where_its_cells_are_short() -> None:
+    """A header row's cells are at most 40 characters; prose with commas is not read as a table
+    (the shortcut that skips parsing such lines must not skip a real header)."""
+    padded = 'name ,  "  email  "  ,phone\nAda Lovelace, ada@example.org, 020 7946 0000\n'
+    assert {(p.key, padded[p.start : p.end]) for p in keyed_values(padded)} >= {("name", "Ada Lovelace")}
+    prose = (
+        "Returns the frame sorted by the given columns, in ascending order unless told otherwise,\n"
+        "and the rows that tie keep the order they had before, as a stable sort would keep them.\n"
+    )
+    assert keyed_values(prose) == []
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
