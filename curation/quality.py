@@ -146,7 +146,7 @@ def quality(frame: DataFrame, params: QualityParams) -> DataFrame:
             judged(text, rules.get(domain or "", rules[default])) for text, domain in zip(texts, domains, strict=True)
         ]
         return pd.DataFrame({
-            "signals": [pd.Series(s)[list(QUALITY_SIGNALS)].to_dict() for s, _, _ in out],
+            "signals": [{name: s[name] for name in QUALITY_SIGNALS} for s, _, _ in out],
             "rule": [r for _, r, _ in out],
             "value": [v for _, _, v in out],
         })  # fmt: skip

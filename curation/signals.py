@@ -89,7 +89,7 @@ def quality_signals(text: str, stop_words: frozenset[str] = GOPHER_STOP_WORDS) -
     chars = len(text)
     words = text.split()
     n_words = len(words)
-    bare = [_PUNCTUATION.sub("", w) for w in words]
+    bare = [w if w.isalnum() else _PUNCTUATION.sub("", w) for w in words]  # isalnum: nothing to strip
     lines = [line for line in text.split("\n") if line.strip()]
     n_lines = len(lines)
     paragraphs = [p for p in _PARAGRAPHS.split(text.strip()) if p.strip()]
@@ -107,7 +107,7 @@ def quality_signals(text: str, stop_words: frozenset[str] = GOPHER_STOP_WORDS) -
         "symbol_to_word_ratio": frac(text.count("#") + sum(text.count(e) for e in ELLIPSES), n_words),
         "bullet_lines_fraction": frac(sum(1 for ln in lines if ln.lstrip().startswith(BULLETS)), n_lines),
         "ellipsis_lines_fraction": frac(sum(1 for ln in lines if ln.rstrip().endswith(ELLIPSES)), n_lines),
-        "alpha_words_fraction": frac(sum(1 for w in words if any(ch.isalpha() for ch in w)), n_words),
+        "alpha_words_fraction": frac(sum(1 for w in words if w.isalpha() or any(ch.isalpha() for ch in w)), n_words),
         "stop_word_count": float(sum(1 for w in bare if w.lower() in stop_words)),
         # Gopher repetition
         "dup_line_fraction": frac(dup_lines, n_lines),

@@ -93,3 +93,15 @@ def test_numpy_ngram_signals_match_a_plain_python_reference(seed: int) -> None:
     got = _ngram_signals(words, range(2, 11))
     for n in range(2, 11):
         assert got[n] == (_reference_top(words, n), _reference_covered(words, n)), n
+
+
+def test_the_shortcuts_change_no_word() -> None:
+    """A word `isalnum()` has no punctuation to strip, and one `isalpha()` holds a letter."""
+    from curation.signals import _PUNCTUATION
+
+    words = ["naïve", "Łódź", "x²", "٣٤", "snake_case", "_x_", "—", "(a)", "C++", "日本語", "ǅemal", "Ⅻ", "e\u0301"]
+    for word in words:
+        if word.isalnum():
+            assert _PUNCTUATION.sub("", word) == word, word
+        if word.isalpha():
+            assert any(ch.isalpha() for ch in word), word
