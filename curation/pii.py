@@ -58,7 +58,7 @@ class PiiParams:
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "NL")
     # Keys and column headers as context: names and phone numbers in JSON, CSV, config and log fields.
     structured: bool = True
-    batch_size: int = 32  # documents per spaCy `pipe` batch
+    batch_size: int = 128  # sentences per spaCy `pipe` batch
     # NER only on the lines that hold a capitalized word other than a sentence's opening stop word
     # (a third of a docstring's text): names written all in lower case are then not looked for.
     ner_screen: bool = True
@@ -66,9 +66,9 @@ class PiiParams:
     # `Python`), of words with a capital inside (`MLflow`) or of initials are not names
     # (`curation/name_lexicon.py`): NER neither reads such lines nor keeps such findings.
     name_lexicon: bool = True
-    # Sentences whose names NER found, remembered by each worker (0: none): boilerplate, signatures
-    # and quoted sentences recur across a corpus and NER reads each once. Up to 2,000 characters each.
-    ner_memo: int = 20_000
+    # Characters of sentences whose names NER found, remembered by each worker (0: none): boilerplate,
+    # signatures and quoted sentences recur across a corpus and NER reads each once.
+    ner_memo_chars: int = 16_000_000
     # Domains whose text gets the pattern recognizers only: a news-trained NER model reads
     # identifiers in source code as names and places. Names in code comments are not found.
     ner_skip_domains: tuple[str, ...] = ("code",)
@@ -80,8 +80,8 @@ class PiiParams:
             raise ValueError(f"[curate.pii] entities: unknown {sorted(unknown)}; known: {', '.join(ENTITIES)}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError("[curate.pii] score_threshold must be between 0 and 1")
-        if self.ner_memo < 0:
-            raise ValueError("[curate.pii] ner_memo must be 0 (off) or a number of sentences")
+        if self.ner_memo_chars < 0:
+            raise ValueError("[curate.pii] ner_memo_chars must be 0 (off) or a number of characters")
 
     def detector_settings(self) -> DetectorSettings:
         return DetectorSettings(
@@ -94,7 +94,7 @@ class PiiParams:
             structured=self.structured,
             ner_screen=self.ner_screen,
             name_lexicon=self.name_lexicon,
-            ner_memo=self.ner_memo,
+            ner_memo_chars=self.ner_memo_chars,
         )
 
 

@@ -53,7 +53,7 @@ ENTITIES = (
 IDENTIFIER_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
 NER_ENTITIES = ("PERSON", "LOCATION")
 # spaCy's labels (OntoNotes and WikiNER models) that are names and places; the rest (ORG, DATE, ...) stay.
-# Spans longer than this are not remembered (a worker's memo stays under 20,000 x 2,000 characters).
+# Spans longer than this are not remembered: a paragraph that recurs whole is rare.
 NER_MEMO_MAX_CHARS = 2_000
 NER_LABELS = {"PER": "PERSON", "PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
 
@@ -84,7 +84,7 @@ class DetectorSettings:
     structured: bool = True  # keys and column headers as context (`curation/pii_structure.py`)
     ner_screen: bool = True  # NER only on lines with a capitalized word (`curation/pii_screen.py`)
     name_lexicon: bool = True  # common words are not names (`curation/name_lexicon.py`)
-    ner_memo: int = 20_000  # sentences whose names NER found are remembered (0: none)
+    ner_memo_chars: int = 16_000_000  # characters of sentences whose names NER found are remembered (0: none)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -663,6 +663,7 @@ class PiiDetector:
         self._ner_score = NerModelConfiguration().default_score
         self._lexicon = name_lexicon() if settings.name_lexicon and self._nlp is not None else None
         self._ner_memo: dict[str, tuple[tuple[str, int, int], ...]] = {}
+        self._ner_memo_chars = 0  # the characters of the memo's sentences
 
     def _tokens_only(self, text: str) -> object:
         """Artifacts without NER for Presidio's context words: the tokenizer's tokens, lower-cased
@@ -684,7 +685,7 @@ class PiiDetector:
         sentences where one can be (`ner_screen`), else in the whole piece.
 
         Each span is its own spaCy doc, so what NER finds in it depends on its text alone and is
-        remembered (`ner_memo` spans): boilerplate, signatures and quoted sentences recur across
+        remembered (`ner_memo_chars`): boilerplate, signatures and quoted sentences recur across
         a corpus, and each is read once. Spans recurring within the call are read once too."""
         if self._nlp is None:
             return
@@ -692,13 +693,16 @@ class PiiDetector:
             name_sentences(piece, self._lexicon) if self.settings.ner_screen else [(0, len(piece))] for piece in pieces
         ]
         memo = self._ner_memo
-        if len(memo) > self.settings.ner_memo:
+        if self._ner_memo_chars > self.settings.ner_memo_chars:
             memo.clear()  # start again rather than track recency: the recurring spans come back first
+            self._ner_memo_chars = 0
         texts = dict.fromkeys(p[s:e] for p, found in zip(pieces, spans, strict=True) for s, e in found)
         unread = [t for t in texts if t not in memo]
         fresh = dict(zip(unread, map(self._kept_entities, self._nlp.pipe(unread, batch_size=batch_size)), strict=True))
-        if self.settings.ner_memo:
-            memo.update((t, found) for t, found in fresh.items() if len(t) <= NER_MEMO_MAX_CHARS)
+        if self.settings.ner_memo_chars:
+            kept = {t: found for t, found in fresh.items() if len(t) <= NER_MEMO_MAX_CHARS}
+            memo.update(kept)
+            self._ner_memo_chars += sum(map(len, kept))
         for piece, found in zip(pieces, spans, strict=True):
             named = []
             for start, end in found:
@@ -742,7 +746,7 @@ class PiiDetector:
         return EntityRecognizer.remove_duplicates(results) if len(results) > 1 else results
 
     def analyze(
-        self, texts: Sequence[str], batch_size: int = 32, ner: Sequence[bool] | None = None
+        self, texts: Sequence[str], batch_size: int = 128, ner: Sequence[bool] | None = None
     ) -> list[list[Finding]]:
         """The findings in each text, above the score threshold (context words raise a score).
 

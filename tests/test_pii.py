@@ -335,7 +335,7 @@ def test_ner_reads_a_recurring_sentence_once_and_finds_the_same(detector: PiiDet
     again (in the same call or a later one) is not read again."""
     signature = "Kind regards, Margaret Thatcher, Grantham."
     texts = [f"Thanks for the update on ticket {n}. {signature}" for n in range(6)]
-    forgetful = PiiDetector(DetectorSettings(ner_memo=0))
+    forgetful = PiiDetector(DetectorSettings(ner_memo_chars=0))
     key = lambda found: [[(f.entity_type, f.start, f.end) for f in fs] for fs in found]  # noqa: E731
     read: list[str] = []
     pipe = detector._nlp.pipe  # type: ignore[attr-defined]
