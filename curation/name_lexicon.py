@@ -59,6 +59,7 @@ class NameLexicon:
         # A corpus repeats its capitalized words (`The`, `Python`, `Returns`) in nearly every
         # sentence; each is judged once. Bounded: a web corpus's vocabulary is unbounded.
         object.__setattr__(self, "_judged", functools.lru_cache(maxsize=1 << 17)(self._judge))
+        object.__setattr__(self, "_held", functools.lru_cache(maxsize=1 << 17)(self._holds))
 
     def is_english_word(self, lower: str) -> bool:
         if lower in self.english:
@@ -89,6 +90,9 @@ class NameLexicon:
     def may_hold_name(self, text: str) -> bool:
         """Whether any word of `text` (a finding, or words of a line) can be part of a name, or
         two or three of its words in a row name a place."""
+        return self._held(text)  # type: ignore[attr-defined, no-any-return]
+
+    def _holds(self, text: str) -> bool:
         words = WORD.findall(text)
         return any(self.may_be_name(w) for w in words) or self.names_place(words)
 

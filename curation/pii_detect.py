@@ -18,13 +18,14 @@ its checksum), and the entity types a training corpus keeps on purpose (dates, U
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import re
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import regex
@@ -667,18 +668,38 @@ class PiiDetector:
 
     def _tokens_only(self, text: str) -> object:
         """Artifacts without NER for Presidio's context words: the tokenizer's tokens, lower-cased
-        as lemmas (its context words match as substrings, so `cards` still holds `card`)."""
+        as lemmas (its context words match as substrings, so `cards` still holds `card`).
+
+        What `NlpArtifacts` would hold for the spaCy doc, built from the doc's arrays rather than
+        a Python object per token (a 2 KB document has 400), with the keywords' stop-word test
+        remembered per word and their membership test a set's: Presidio's context search asks
+        `lemma in keywords` of a list once per word it walks past."""
         from presidio_analyzer.nlp_engine import NlpArtifacts
+        from spacy.attrs import IDX, LENGTH, LOWER
 
         doc = self._tokenizer(text)  # type: ignore[misc]
-        return NlpArtifacts(
+        columns = doc.to_array([IDX, LENGTH, LOWER]).tolist()
+        strings = doc.vocab.strings
+        lemmas = [strings[lower] for _, _, lower in columns]
+        artifacts = NlpArtifacts(
             entities=[],
-            tokens=doc,
-            tokens_indices=[t.idx for t in doc],
-            lemmas=[t.lower_ for t in doc],
-            nlp_engine=self.analyzer.nlp_engine,
+            tokens=[text[start : start + length] for start, length, _ in columns],  # type: ignore[arg-type]
+            tokens_indices=[start for start, _, _ in columns],
+            lemmas=lemmas,
+            nlp_engine=None,  # no keywords computed here: they are below
             language="en",
         )
+        artifacts.nlp_engine = self.analyzer.nlp_engine
+        artifacts.keywords = _Keywords(
+            part for lemma in lemmas if self._keyword(lemma) for part in lemma.lower().split(":")
+        )
+        return artifacts
+
+    @functools.lru_cache(maxsize=1 << 16)  # noqa: B019 - one detector per worker, kept for its life
+    def _keyword(self, lemma: str) -> bool:
+        """Whether Presidio takes `lemma` for a keyword (`NlpArtifacts.set_keywords`)."""
+        engine = self.analyzer.nlp_engine
+        return not (engine.is_stopword(lemma, "en") or engine.is_punct(lemma, "en") or lemma in ("-PRON-", "be"))
 
     def _named_entities(self, pieces: list[str], batch_size: int) -> Iterator[list[tuple[str, int, int, float]]]:
         """(type, start, end, score) of the names and places NER finds in each piece: in the
@@ -843,6 +864,17 @@ KEYED_SCORE = 0.85  # a name or phone number its key or column header names
 SHAPED_SCORE = 0.6  # a phone-shaped value under a phone key that no region's numbering plan knows
 CONFIRMED_SCORE = 0.7  # a name under an ambiguous key that NER confirmed
 NAME_PROBE = "Contact: "  # the sentence NER reads an ambiguous key's value in
+
+
+class _Keywords(list[str]):
+    """Presidio's keyword list, whose `in` is a set's."""
+
+    def __init__(self, items: Iterable[str]) -> None:
+        super().__init__(items)
+        self._members = frozenset(self)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._members
 
 
 def _ner_only(nlp: object) -> object:

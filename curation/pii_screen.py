@@ -53,16 +53,24 @@ RECOGNIZER_TRIGGERS: dict[str, re.Pattern[str]] = {
         r"\d(?:(?<=[ \t]\d)|(?<=[ \t]#\d)|(?<=[A-Z]\d)|(?=[A-Za-z]?,?[ \t])|(?=[A-Z]))|[cC][oO][rR][nN][eE][rR] [oO][fF]"
     ),
 }
-# Those that cannot fire on a text without a digit (most prose has none).
-NEEDS_DIGIT = frozenset({"CreditCardRecognizer", "IbanRecognizer", "UsSsnRecognizer"})
+# The same conditions for a text without a digit (most prose): None where the recognizer cannot
+# fire then, else what is left of its trigger, led by a literal for a fast scan.
+WITHOUT_DIGITS: dict[str, re.Pattern[str] | None] = {
+    "CreditCardRecognizer": None,
+    "IbanRecognizer": None,
+    "UsSsnRecognizer": None,
+    "IpRecognizer": re.compile(r":(?<=[A-Fa-f:]:)"),  # IPv6 without a digit: `a:` or `::`
+    "StreetAddressRecognizer": re.compile(r"[cC][oO][rR][nN][eE][rR] [oO][fF]"),
+}
 ANY_DIGIT = re.compile(r"\d")
 
 
 def triggered(name: str, text: str, has_digit: bool | None = None) -> bool:
     """Whether the recognizer `name` can find anything in `text`; `has_digit`, when the caller
     knows it, whether `text` holds a digit (`ANY_DIGIT`)."""
-    if has_digit is False and name in NEEDS_DIGIT:
-        return False
+    if has_digit is False and name in WITHOUT_DIGITS:
+        trigger = WITHOUT_DIGITS[name]
+        return trigger is not None and trigger.search(text) is not None
     trigger = RECOGNIZER_TRIGGERS.get(name)
     return trigger is None or trigger.search(text) is not None
 

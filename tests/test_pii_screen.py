@@ -19,6 +19,7 @@ from curation.pii_detect import (
     _detect_secrets_patterns,
 )
 from curation.pii_screen import (
+    ANY_DIGIT,
     JoinedLines,
     LiteralScreen,
     name_lines,
@@ -93,15 +94,30 @@ def test_a_presidio_recognizer_is_skipped_only_where_it_finds_nothing(detector: 
 
 
 def test_presidio_results_are_what_its_analyzer_engine_returns(detector: PiiDetector, texts: list[str]) -> None:
-    """The direct calls (triggers, context words only where something was found) against
-    `AnalyzerEngine.analyze` over the same recognizers and tokens."""
+    """The direct calls (triggers, context words only where something was found, artifacts from
+    the doc's arrays) against `AnalyzerEngine.analyze` over the same recognizers, given the
+    artifacts Presidio builds from the spaCy doc's tokens."""
+    from presidio_analyzer.nlp_engine import NlpArtifacts
+
     for text in texts:
         ours = detector._presidio_results(text, [])
+        doc = detector._tokenizer(text)  # type: ignore[misc]
+        artifacts = NlpArtifacts(
+            entities=[],
+            tokens=doc,
+            tokens_indices=[t.idx for t in doc],
+            lemmas=[t.lower_ for t in doc],
+            nlp_engine=detector.analyzer.nlp_engine,
+            language="en",
+        )
+        ours_artifacts = detector._tokens_only(text)
+        assert list(ours_artifacts.keywords) == artifacts.keywords  # type: ignore[attr-defined]
+        assert ours_artifacts.tokens == [t.text for t in doc]  # type: ignore[attr-defined]
         theirs = detector.analyzer.analyze(
             text,
             language="en",
             entities=[e for e in detector._presidio_entities if e not in ("PERSON", "LOCATION")],
-            nlp_artifacts=detector._tokens_only(text),
+            nlp_artifacts=artifacts,
             score_threshold=0.0,
         )
         key = lambda r: (r.entity_type, r.start, r.end, round(r.score, 6))  # noqa: E731
@@ -186,3 +202,16 @@ def test_digit_triggers_are_skipped_without_a_digit() -> None:
     assert triggered("StreetAddressRecognizer", "CORNER OF Main", has_digit=False)
     assert triggered("StreetAddressRecognizer", "12 Main Street", has_digit=True)
     assert not triggered("StreetAddressRecognizer", "v12.5", has_digit=True)
+    for text in ("fe80::1ff:fe23:4567:890a", "fe80::", "a::b", "ab:cd:ef::", "time: noon", "key:value"):
+        has_digit = ANY_DIGIT.search(text) is not None
+        assert triggered("IpRecognizer", text, has_digit) == triggered("IpRecognizer", text), text
+
+
+def test_a_recognizer_skipped_for_want_of_a_digit_finds_nothing(detector: PiiDetector, texts: list[str]) -> None:
+    """The shortcut for texts without a digit, on those texts with their digits taken out."""
+    for text in [re.sub(r"\d", "", t) for t in texts]:
+        for recognizer in detector._pattern_recognizers:
+            if recognizer.analyze(text, detector._presidio_entities, None):
+                assert triggered(recognizer.name, text, has_digit=False), (
+                    f"{recognizer.name} finds something in {text!r}"
+                )
