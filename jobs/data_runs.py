@@ -13,8 +13,10 @@ active run and experiment alone. `[mlflow] log_data_jobs = false` turns it off.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -36,19 +38,35 @@ def tracked_run(
     spark: SparkSession, config: Config, run: Run, on_failure: Callable[[BaseException], None] | None = None
 ) -> Iterator[Run]:
     """`recorded_run`, then the MLflow run of a job that succeeded (a tracking error is reported,
-    never raised: the tables are already written)."""
+    never raised: the tables are already written).
+
+    The tracking store is opened (and, in a new lakehouse, created: a second of SQLite schema
+    migrations) in a thread while the job runs, since the driver mostly waits on Spark then."""
+    if not params_from(MlflowSettings, config.section("mlflow")).log_data_jobs:
+        with recorded_run(spark, config.lakehouse, run, on_failure):
+            yield run
+        return
+    store: concurrent.futures.Future[tuple[Any, str]] = concurrent.futures.Future()
+    # A daemon thread: a job that fails does not wait for a slow tracking server.
+    threading.Thread(target=_open_store, args=(config, store), name="mlflow-store", daemon=True).start()
     with recorded_run(spark, config.lakehouse, run, on_failure):
         yield run
-    if not params_from(MlflowSettings, config.section("mlflow")).log_data_jobs:
-        return
+    try:
+        client, experiment = store.result()
+        log_data_run(client, experiment, config.lakehouse, run, plots(config, run))
+    except Exception as err:  # noqa: BLE001 - the job's tables are committed; MLflow is a view of it
+        progress(f"could not log {run.run_id} to MLflow ({tracking_uri(config)}): {type(err).__name__}: {err}")
+
+
+def _open_store(config: Config, store: concurrent.futures.Future[tuple[Any, str]]) -> None:
+    """An MLflow client on the configured store and the id of the data jobs' experiment, into `store`."""
     try:
         import mlflow
 
         client = mlflow.MlflowClient(tracking_uri(config))
-        figures = plots(config, run)
-        log_data_run(client, experiment_id(config, EXPERIMENT, client), config.lakehouse, run, figures)
-    except Exception as err:  # noqa: BLE001 - the job's tables are committed; MLflow is a view of it
-        progress(f"could not log {run.run_id} to MLflow ({tracking_uri(config)}): {type(err).__name__}: {err}")
+        store.set_result((client, experiment_id(config, EXPERIMENT, client)))
+    except BaseException as err:  # noqa: BLE001 - handed to the job's thread, which reports it
+        store.set_exception(err)
 
 
 def plots(config: Config, run: Run) -> dict[str, Any]:
