@@ -66,6 +66,9 @@ class PiiParams:
     # `Python`), of words with a capital inside (`MLflow`) or of initials are not names
     # (`curation/name_lexicon.py`): NER neither reads such lines nor keeps such findings.
     name_lexicon: bool = True
+    # Words NER reads either side of the words that may be a name, within their sentence (0: the whole
+    # sentence): spaCy's features reach four tokens either side; the rest of a long sentence only costs.
+    ner_context_words: int = 5
     # Characters of sentences whose names NER found, remembered by each worker (0: none): boilerplate,
     # signatures and quoted sentences recur across a corpus and NER reads each once.
     ner_memo_chars: int = 16_000_000
@@ -80,6 +83,8 @@ class PiiParams:
             raise ValueError(f"[curate.pii] entities: unknown {sorted(unknown)}; known: {', '.join(ENTITIES)}")
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError("[curate.pii] score_threshold must be between 0 and 1")
+        if self.ner_context_words < 0:
+            raise ValueError("[curate.pii] ner_context_words must be 0 (the whole sentence) or a number of words")
         if self.ner_memo_chars < 0:
             raise ValueError("[curate.pii] ner_memo_chars must be 0 (off) or a number of characters")
 
@@ -94,6 +99,7 @@ class PiiParams:
             structured=self.structured,
             ner_screen=self.ner_screen,
             name_lexicon=self.name_lexicon,
+            ner_context_words=self.ner_context_words,
             ner_memo_chars=self.ner_memo_chars,
         )
 

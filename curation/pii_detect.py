@@ -85,6 +85,7 @@ class DetectorSettings:
     structured: bool = True  # keys and column headers as context (`curation/pii_structure.py`)
     ner_screen: bool = True  # NER only on lines with a capitalized word (`curation/pii_screen.py`)
     name_lexicon: bool = True  # common words are not names (`curation/name_lexicon.py`)
+    ner_context_words: int = 5  # words NER reads either side of a possible name (0: the whole sentence)
     ner_memo_chars: int = 16_000_000  # characters of sentences whose names NER found are remembered (0: none)
 
 
@@ -711,7 +712,10 @@ class PiiDetector:
         if self._nlp is None:
             return
         spans = [
-            name_sentences(piece, self._lexicon) if self.settings.ner_screen else [(0, len(piece))] for piece in pieces
+            name_sentences(piece, self._lexicon, self.settings.ner_context_words)
+            if self.settings.ner_screen
+            else [(0, len(piece))]
+            for piece in pieces
         ]
         memo = self._ner_memo
         if self._ner_memo_chars > self.settings.ner_memo_chars:

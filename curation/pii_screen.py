@@ -289,28 +289,51 @@ def name_lines(text: str, lexicon: NameLexicon | None = None) -> list[tuple[int,
 _LINE = re.compile(r"[^\n]+")
 
 
-def name_sentences(text: str, lexicon: NameLexicon | None = None) -> list[tuple[int, int]]:
+def name_sentences(text: str, lexicon: NameLexicon | None = None, context_words: int = 0) -> list[tuple[int, int]]:
     """(start, end) of the sentences of `text` where NER can find a name or a place, by the rule
     of `name_lines`; neighbouring ones on a line stay one span, so NER reads them as written.
 
     Paragraphs of prose are single lines: one technical word in one sentence would send the
     whole paragraph to NER. A sentence is where spaCy's small model finds its names anyway (its
     features reach four tokens either side), and `J. R. R. Tolkien`, `Dr. Smith` or `St. Louis`
-    are not cut (no end after an initial or a title).
+    are not cut (no end after an initial or a title). With `context_words`, each span is cut to
+    that many words either side of the words that qualify it: the model's features reach four
+    tokens either side, and a long sentence's far end adds to NER's time, not to its names.
     """
-    spans: list[tuple[int, int]] = []
+    spans: list[list[int]] = []  # start, end, and where the first and last words that qualify it are
     for line in _LINE.finditer(text):
         start = line.start()
         for end in [m.end() + line.start() for m in _SENTENCE_END.finditer(line.group(0))] + [line.end()]:
             while start < end and text[start].isspace():
                 start += 1
-            if end > start and _may_name(text[start:end], lexicon):
+            words = _name_words(text[start:end], lexicon)
+            first = next(words, None) if end > start else None
+            if first is not None:
+                last = first
+                if context_words:
+                    for last in words:  # noqa: B007 - the last one is wanted
+                        pass
                 if spans and spans[-1][1] > line.start() and not text[spans[-1][1] : start].strip():
-                    spans[-1] = (spans[-1][0], end)
+                    spans[-1][1], spans[-1][3] = end, start + last[1]
                 else:
-                    spans.append((start, end))
+                    spans.append([start, end, start + first[0], start + last[1]])
             start = end
-    return spans
+    if not context_words:
+        return [(start, end) for start, end, _, _ in spans]
+    return [_around(text, *span, context_words) for span in spans]
+
+
+_SPACED_WORD = re.compile(r"\S+")
+
+
+def _around(text: str, start: int, end: int, first: int, last: int, context_words: int) -> tuple[int, int]:
+    """`text[start:end]` cut to `context_words` words before `first` and after `last`."""
+    before = [m.start() for m in _SPACED_WORD.finditer(text, start, first)]
+    after = [m.end() for m in _SPACED_WORD.finditer(text, last, end)]
+    return (
+        before[-context_words] if len(before) >= context_words else start,
+        after[context_words - 1] if len(after) >= context_words else end,
+    )
 
 
 # A sentence ends at `.`, `!` or `?` (and closing quotes or brackets) before a space, unless the
@@ -329,12 +352,17 @@ def _stop_words() -> frozenset[str]:
 
 
 def _may_name(line: str, lexicon: NameLexicon | None) -> bool:
+    return next(_name_words(line, lexicon), None) is not None
+
+
+def _name_words(line: str, lexicon: NameLexicon | None) -> Iterator[tuple[int, int]]:
+    """(start, end) of the words of `line` that make it one where NER can find a name."""
     previous = None
     for m in _NAME_SHAPED.finditer(line):
         word = m.group(0)
         if lexicon is not None and previous is not None and previous.end() + 1 == m.start():
             if lexicon.names_place([previous.group(0), word]):  # `United Kingdom`: English words, a place
-                return True
+                yield previous.start(), m.end()
         previous = m
         if word in NOT_NAMES or (lexicon is not None and not lexicon.may_hold_name(word)):
             continue
@@ -342,7 +370,8 @@ def _may_name(line: str, lexicon: NameLexicon | None) -> bool:
         opens_sentence = not before or before[-1] in ".!?:;"
         if opens_sentence and word.lower() in _stop_words():
             continue
-        return True
+        yield m.span()
+
     return False
 
 

@@ -154,6 +154,19 @@ def test_name_sentences_keep_a_paragraph_s_name_sentences_and_cut_no_name() -> N
     assert name_sentences("Returns the frame. Use NumPy here.", name_lexicon()) == []
 
 
+def test_name_sentences_cut_to_the_words_around_a_name() -> None:
+    """With `context_words`, NER reads a few words either side of what may be a name, within
+    its sentence; a sentence's far end, beyond the model's features, is left out."""
+    text = (
+        "The returned frame keeps every column of the input and the index that was computed by the "
+        "optimizer during the first pass, as Ada Lovelace described in her notes on the engine.\nLena Wirth"
+    )
+    spans = [text[s:e] for s, e in name_sentences(text, name_lexicon(), context_words=3)]
+    assert spans == ["first pass, as Ada Lovelace described in her", "Lena Wirth"]
+    whole = [text[s:e] for s, e in name_sentences(text, name_lexicon())]
+    assert whole[0].startswith("The returned frame") and whole[0].endswith("engine.")
+
+
 def test_joined_lines_map_entities_back_to_the_text() -> None:
     text = "nothing here\nCall Ann Lee today\nstill nothing\nBo Chan, Oslo\n"
     joined = JoinedLines.of(text, name_lines(text))
