@@ -195,7 +195,7 @@ def demo_loop_config(config: Config, quick: bool) -> Config:
         "serve": {"default_consent": ["preference", "sft"], "roll_seconds": 1.0, "model_refresh_seconds": 1.0,
                   "max_tokens": 48},
         "sft": {"max_steps": 20 if quick else 60, "lr": 1e-3, "checkpoint_every": 1000},
-        "dpo": {"max_steps": 20 if quick else 180, "lr": 3e-4, "beta": 0.2, "label_smoothing": 0.1,
+        "dpo": {"max_steps": 20 if quick else 180, "lr": 3e-4, "beta": 0.3, "label_smoothing": 0.1,
                 "checkpoint_every": 1000},
         "eval": {"judge": "jobs.demo:plain_words", "prompts": 16 if quick else 48, "max_new_tokens": SERVED_TOKENS,
                  "temperature": SERVED_TEMPERATURE, "answers_per_prompt": 4},
