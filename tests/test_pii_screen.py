@@ -20,7 +20,6 @@ from curation.pii_detect import (
 )
 from curation.pii_screen import (
     ANY_DIGIT,
-    JoinedLines,
     LiteralScreen,
     name_lines,
     name_sentences,
@@ -165,18 +164,6 @@ def test_name_sentences_cut_to_the_words_around_a_name() -> None:
     assert spans == ["first pass, as Ada Lovelace described in her", "Lena Wirth"]
     whole = [text[s:e] for s, e in name_sentences(text, name_lexicon())]
     assert whole[0].startswith("The returned frame") and whole[0].endswith("engine.")
-
-
-def test_joined_lines_map_entities_back_to_the_text() -> None:
-    text = "nothing here\nCall Ann Lee today\nstill nothing\nBo Chan, Oslo\n"
-    joined = JoinedLines.of(text, name_lines(text))
-    assert joined.text == "Call Ann Lee today\nBo Chan, Oslo"
-    for value in ("Ann Lee", "Bo Chan", "Oslo"):
-        start = joined.text.index(value)
-        s, e = joined.original(start, start + len(value))
-        assert text[s:e] == value
-    s, e = joined.original(joined.text.index("today"), len(joined.text))  # a span over the join is cut at its line
-    assert text[s:e] == "today"
 
 
 def test_screening_names_changes_no_identifier_and_keeps_names_found(detector: PiiDetector, texts: list[str]) -> None:
