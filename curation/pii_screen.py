@@ -370,5 +370,3 @@ def _name_words(line: str, lexicon: NameLexicon | None) -> Iterator[tuple[int, i
         if opens_sentence and word.lower() in _stop_words():
             continue
         yield m.span()
-
-    return False
