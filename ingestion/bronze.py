@@ -39,6 +39,7 @@ from ingestion.readers import (
     lookup_field,
     read_file,
 )
+from lineage.data_files import WRITTEN_FILE_SCHEMA, DataFileSettings, DataFileWriter, WrittenFile, files_batch
 
 DOCUMENT = "document"
 QUARANTINE = "quarantine"
@@ -443,8 +444,7 @@ def read_sources(
     each task writes its quarantine entries and its count of documents per source to
     `set_aside` instead (`read_set_aside` gathers them), so that documents can stream into a
     table while nothing else is lost. A retried task writes the same file again."""
-    tasks = split_large_files(spark, tasks, params.task_bytes)
-    buckets = plan_buckets(tasks, spark.sparkContext.defaultParallelism * 2, params.task_bytes)
+    buckets = _buckets(spark, tasks, params)
 
     def read_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -454,6 +454,58 @@ def read_sources(
 
     frame = spark.range(len(buckets), numPartitions=len(buckets)).mapInArrow(read_partition, SPARK_SCHEMA)
     return frame, len(buckets)
+
+
+def _buckets(spark: SparkSession, tasks: list[FileTask], params: IngestParams) -> list[list[tuple[int, FileTask]]]:
+    """The files (or byte ranges of large files) each Spark task reads."""
+    tasks = split_large_files(spark, tasks, params.task_bytes)
+    return plan_buckets(tasks, spark.sparkContext.defaultParallelism * 2, params.task_bytes)
+
+
+def write_documents(
+    spark: SparkSession,
+    tasks: list[FileTask],
+    params: IngestParams,
+    set_aside: Path,
+    table: DataFileSettings,
+    stamps: dict[str, Any],
+) -> tuple[list[WrittenFile], int]:
+    """Read `tasks` and write their documents as new data files of the table (not committed), one
+    file per Spark task, with the run's `stamps` (e.g. `ingested_at`) in their columns; the
+    quarantine entries and per-source counts are set aside as in `read_sources`. Returns the
+    files and the number of tasks. Arrow writes the rows in the worker that read them, so they
+    never pass through Spark's rows (see `lineage.data_files`)."""
+    buckets = _buckets(spark, tasks, params)
+
+    def write_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            for bucket in batch.column("id").to_pylist():
+                writer = DataFileWriter(table, bucket)
+                try:
+                    rows = read_bucket(buckets[bucket], params)
+                    for documents in _documents_only(rows, set_aside / f"task-{bucket:05d}"):
+                        writer.write(_table_rows(documents, table.schema, stamps))
+                    written = writer.close()
+                except BaseException:
+                    writer.abort()
+                    raise
+                yield files_batch([written] if written else [])
+
+    spark_schema = from_arrow_schema(WRITTEN_FILE_SCHEMA)
+    frame = spark.range(len(buckets), numPartitions=len(buckets)).mapInArrow(write_partition, spark_schema)
+    return [WrittenFile(**row.asDict()) for row in frame.collect()], len(buckets)
+
+
+def _table_rows(batch: pa.RecordBatch, schema: pa.Schema, stamps: dict[str, Any]) -> pa.RecordBatch:
+    """Reader rows (`ARROW_SCHEMA`) as rows of a table's schema, the run's stamps filled in."""
+    n = batch.num_rows
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([stamps[f.name]] * n, f.type) if f.name in stamps else batch.column(f.name).cast(f.type)
+            for f in schema
+        ],
+        schema=schema,
+    )
 
 
 def _documents_only(batches: Iterator[pa.RecordBatch], aside: Path) -> Iterator[pa.RecordBatch]:

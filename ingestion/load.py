@@ -31,14 +31,16 @@ from ingestion.bronze import (
     mark_duplicate_ids,
     read_set_aside,
     read_sources,
+    write_documents,
 )
 from ingestion.manifest import FileTask, ManifestError, Source, expand_files, load_manifest
 from ingestion.python_env import python_env_files
-from lineage.catalog import BRONZE_DOCUMENTS, GOVERNANCE_TOMBSTONES, QUARANTINE_RECORDS
+from lineage.catalog import BRONZE_DOCUMENTS, GOVERNANCE_TOMBSTONES, PLAIN_ENCODED_COLUMNS, QUARANTINE_RECORDS
+from lineage.data_files import commit_new_files, remove_files, table_settings
 from lineage.erasure import tombstoned
 from lineage.errors import MillpondError
 from lineage.locations import ingest_staging_folder
-from lineage.reader import holds_no_files
+from lineage.reader import empty_table_version, holds_no_files
 from lineage.tables import MergeResult, ensure_table, latest_version, merge_rows
 
 
@@ -221,40 +223,52 @@ def _load_through_cache(load: _Load) -> tuple[int, int]:
     return new, updated
 
 
-def _streams_into_empty_bronze(spark: SparkSession, lakehouse: str | Path, sources: list[Source]) -> bool:
-    """Whether documents can stream from the readers straight into bronze: the table holds
-    nothing to compare them with, no erasure has tombstoned anything, and no source has ids of
-    its own that could repeat within the batch (which takes a look at the whole batch)."""
-    return (
-        holds_no_files(BRONZE_DOCUMENTS.path(lakehouse))
-        and not any(s.id_field for s in sources)
-        and not DeltaTable.isDeltaTable(spark, GOVERNANCE_TOMBSTONES.path(lakehouse))
-    )
+def _empty_bronze_version(spark: SparkSession, lakehouse: str | Path, sources: list[Source]) -> int | None:
+    """The version of bronze to write the first load into in one pass, or None: documents can
+    stream from the readers straight into bronze when the table holds nothing to compare them
+    with, no erasure has tombstoned anything, and no source has ids of its own that could repeat
+    within the batch (which takes a look at the whole batch)."""
+    if any(s.id_field for s in sources) or DeltaTable.isDeltaTable(spark, GOVERNANCE_TOMBSTONES.path(lakehouse)):
+        return None
+    return empty_table_version(BRONZE_DOCUMENTS.path(lakehouse))
 
 
-def _load_empty_bronze(load: _Load) -> tuple[int, int]:
-    """The first load of bronze in one pass over the files: the readers stream documents into an
-    insert-only MERGE (which fails, rather than duplicates, if another writer got there first)
-    and set aside their quarantine entries and counts, which are reconciled with the MERGE's own
-    count afterwards. Spark's cache of the whole batch, the separate counting job and the
-    comparison with an empty table are not needed. (new, updated)."""
+def _load_empty_bronze(load: _Load, read_version: int) -> tuple[int, int]:
+    """The first load of bronze in one pass over the files: the readers write their documents
+    as new data files of bronze (Arrow's Parquet writer, in the worker that read them) and set
+    aside their quarantine entries and counts; the files are committed in one Delta commit,
+    which fails, rather than duplicates, if another writer committed after `read_version`, and
+    their row count is reconciled with the readers' own. Spark's cache of the whole batch, the
+    separate counting job, the comparison with an empty table and Spark's row-by-row Parquet
+    writer are not needed. (new, updated)."""
     folder = ingest_staging_folder(load.lakehouse, load.run_id)
     shutil.rmtree(folder, ignore_errors=True)
+    bronze_path = BRONZE_DOCUMENTS.path(load.lakehouse)
+    settings = table_settings(
+        bronze_path,
+        codec=load.spark.conf.get("spark.sql.parquet.compression.codec", "snappy") or "snappy",
+        plain_columns=PLAIN_ENCODED_COLUMNS,
+    )
+    run_stamps = {k: v for k, v in load.stamps.items() if k in settings.schema.names}
     try:
-        docs, tasks = read_sources(load.spark, load.plan.tasks, load.params, set_aside=folder)
-        load.progress(f"reading and merging documents into {BRONZE_DOCUMENTS.name}")
-        with load.watch("reading and merging"):
-            merged = merge_rows(
-                load.spark,
-                load.bronze,
-                BRONZE_DOCUMENTS.key,
-                _with_run(docs, BRONZE_DOCUMENTS.schema.fieldNames(), load.stamps),
-                source_is_persisted=True,  # insert-only: the source is read once, no copy needed
-            )
+        load.progress(f"reading documents and writing them into {BRONZE_DOCUMENTS.name}")
+        with load.watch("reading and writing"):
+            files, tasks = write_documents(load.spark, load.plan.tasks, load.params, folder, settings, run_stamps)
         bad, documents, found = read_set_aside(folder)
         if found != tasks:
+            remove_files(bronze_path, files)
             raise ReconciliationError(
                 f"{tasks} reading tasks ran but {found} left their quarantine entries and counts in {folder}"
+            )
+        new = sum(documents.values())
+        written = sum(f.rows for f in files)
+        if written != new:
+            remove_files(bronze_path, files)
+            raise ReconciliationError(f"the readers counted {new} documents but wrote {written} into data files")
+        if files:
+            load.progress(f"committing {len(files)} data files ({new} documents) to {BRONZE_DOCUMENTS.name}")
+            commit_new_files(
+                bronze_path, files, read_version, {"millpond.run_id": load.run_id, "millpond.job": "ingest"}
             )
         for name, count in documents.items():
             load.per_source[name].documents = load.per_source[name].new = count
@@ -264,8 +278,6 @@ def _load_empty_bronze(load: _Load) -> tuple[int, int]:
             load.reasons[reason] = load.reasons.get(reason, 0) + count
         for counts in load.per_source.values():
             counts.read = counts.documents + counts.quarantined
-        new = sum(documents.values())
-        _check_merge(merged, new, 0)
         if bad.num_rows:
             _quarantine(load, load.spark.createDataFrame(bad))
     finally:
@@ -307,8 +319,8 @@ def load_bronze(
     """Read the plan's files once; merge new and changed documents into `bronze.documents` (an
     insert-only MERGE when nothing changed), leave tombstoned records out, put what cannot be
     read into `quarantine.records`, and reconcile read = ingested + unchanged + quarantined +
-    tombstoned per source. Into an empty bronze the documents stream straight into the MERGE
-    (`_load_empty_bronze`); otherwise the batch is cached to be compared with bronze first
+    tombstoned per source. Into an empty bronze the readers write the documents as data files,
+    committed together (`_load_empty_bronze`); otherwise the batch is cached to be compared with bronze first
     (`_load_through_cache`). `progress` gets a line per step, `watch(what)` wraps each Spark job."""
     sources, tasks = plan.sources, plan.tasks
     stamps = {"ingested_at": datetime.now(UTC), "ingest_run_id": run_id}
@@ -324,9 +336,8 @@ def load_bronze(
     load = _Load(
         spark, lakehouse, params, plan, run_id, stamps, per_source, reasons, bronze, quarantine, progress, watch
     )
-    new, updated = (
-        _load_empty_bronze(load) if _streams_into_empty_bronze(spark, lakehouse, sources) else _load_through_cache(load)
-    )
+    empty_version = _empty_bronze_version(spark, lakehouse, sources)
+    new, updated = _load_through_cache(load) if empty_version is None else _load_empty_bronze(load, empty_version)
     version = latest_version(BRONZE_DOCUMENTS.path(lakehouse))
 
     documents = sum(c.documents for c in per_source.values())

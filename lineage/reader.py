@@ -51,7 +51,7 @@ def committed_version(uri: str | Path) -> int:
     JVM, more on a cold one). Raises deltalake's TableNotFoundError when there is no table."""
     from deltalake import DeltaTable as RsDeltaTable
 
-    return RsDeltaTable(_uri(uri), without_files=True).version()
+    return RsDeltaTable(_uri(uri)).version()
 
 
 def holds_no_files(uri: str | Path) -> bool:
@@ -60,6 +60,15 @@ def holds_no_files(uri: str | Path) -> bool:
     from deltalake import DeltaTable as RsDeltaTable
 
     return not RsDeltaTable(_uri(uri)).file_uris()
+
+
+def empty_table_version(uri: str | Path) -> int | None:
+    """The latest version of the Delta table at `uri` when it has no data files, else None; one
+    read of its log, so the version is the one that was seen empty."""
+    from deltalake import DeltaTable as RsDeltaTable
+
+    table = RsDeltaTable(_uri(uri))
+    return None if table.file_uris() else table.version()
 
 
 def _uri(path: str | Path) -> str:

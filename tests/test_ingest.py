@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from conftest import TEST_MAX_RECORD_BYTES, make_config, write_jsonl, write_mani
 from jobs.cli import cli
 from jobs.ingest import run_ingest
 from lineage.catalog import BRONZE_DOCUMENTS, LINEAGE_RUNS, QUARANTINE_RECORDS
-from lineage.tables import read_table
+from lineage.data_files import ConcurrentWriteError
+from lineage.tables import read_table, write_few_rows
 
 # Where each bad input must land: (source, locator) -> reason.
 EXPECTED_QUARANTINE = {
@@ -219,7 +221,7 @@ def test_a_first_load_in_one_pass_gives_the_tables_the_cached_path_gives(
         patched.setattr(load, "_load_through_cache", None)  # the one-pass path or a TypeError
         first = run_ingest(spark, make_config(one_pass), plan)
     with monkeypatch.context() as patched:
-        patched.setattr(load, "_streams_into_empty_bronze", lambda *args: False)
+        patched.setattr(load, "_empty_bronze_version", lambda *args: None)
         second = run_ingest(spark, make_config(cached), plan)
 
     def same(report: Any) -> dict[str, Any]:
@@ -237,6 +239,41 @@ def test_a_first_load_in_one_pass_gives_the_tables_the_cached_path_gives(
         ]
         assert rows[0] == rows[1]
     assert not list((one_pass / "_staging" / "ingest").glob("*"))  # what the readers set aside is gone
+    # one commit of the readers' data files, named for the run, with Spark's WRITE metrics
+    commit = RsDeltaTable(BRONZE_DOCUMENTS.path(one_pass)).history(1)[0]
+    assert commit["operation"] == "WRITE" and commit["millpond.run_id"] == first.run_id
+    assert commit["operationMetrics"]["numOutputRows"] == str(first.ingested)
+
+
+def test_a_first_load_another_writer_got_ahead_of_commits_nothing(
+    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows made for an empty bronze are not added to a bronze that another writer filled in the
+    meantime: the run fails with a message that says so, and leaves no files of its own."""
+    import ingestion.load as load
+
+    data = write_jsonl(tmp_path / "in" / "a.jsonl", [{"text": f"text {i}"} for i in range(50)])
+    manifest = write_manifest(tmp_path / "m.toml", [{"name": "a", "path": str(data), "format": "jsonl"}])
+    lakehouse = tmp_path / "lakehouse"
+    other = {"doc_id": "other", "record_id": "r", "text": "t", "source": "b", "source_uri": "file:///b"}
+    other |= {"locator": "b:1", "ingested_at": datetime.now(UTC), "ingest_run_id": "other-run"}
+    other |= {"content_sha256": "0" * 64, "license_source": "unknown"}
+    write_documents = load.write_documents
+
+    def beaten(*args: Any) -> Any:
+        written = write_documents(*args)
+        write_few_rows(spark, BRONZE_DOCUMENTS, lakehouse, [other], append=True)
+        return written
+
+    monkeypatch.setattr(load, "write_documents", beaten)
+    with pytest.raises(ConcurrentWriteError, match="bronze/documents changed while this job wrote"):
+        run_ingest(spark, make_config(lakehouse), manifest)
+    bronze = RsDeltaTable(BRONZE_DOCUMENTS.path(lakehouse))
+    assert [r["doc_id"] for r in bronze.to_pyarrow_table().to_pylist()] == ["other"]
+    assert {Path(uri).name for uri in bronze.file_uris()} == {
+        p.name for p in Path(BRONZE_DOCUMENTS.path(lakehouse)).glob("*.parquet")
+    }
+    assert [r["status"] for r in read_table(LINEAGE_RUNS, lakehouse).to_pylist()] == ["failed"]
 
 
 def test_reingest_adds_nothing_and_a_changed_record_is_updated(spark, lakehouse: Path, tmp_path: Path) -> None:

@@ -39,13 +39,15 @@ def _millpond(args: list[str], **kwargs: Any) -> subprocess.Popen[str]:
     )
 
 
-def _kill_when(process: subprocess.Popen[str], marker: str, delay: float) -> list[str]:
-    """SIGKILL the driver's whole process group (Python and its JVM) once `marker` is printed."""
+def _kill_when(process: subprocess.Popen[str], marker: str | tuple[str, ...], delay: float) -> list[str]:
+    """SIGKILL the driver's whole process group (Python and its JVM) `delay` seconds after a line
+    with `marker` (or any of several) is printed."""
+    markers = (marker,) if isinstance(marker, str) else marker
     seen: list[str] = []
     assert process.stderr is not None
     for line in process.stderr:
         seen.append(line)
-        if marker in line:
+        if any(m in line for m in markers):
             time.sleep(delay)
             os.killpg(process.pid, signal.SIGKILL)
             break
@@ -75,10 +77,15 @@ def test_sigkill_mid_ingest_then_rerun_gives_the_clean_result(spark, tmp_path: P
     killed = tmp_path / "killed"
     args = ["--lakehouse", str(killed), "--config", str(config), "ingest", "--manifest", str(manifest), "--json"]
 
-    # Killed while reading, then killed while merging: each time the table stays at a
-    # committed version, never a partial one.
+    # Killed while the readers write bronze's data files, then as they are committed (or, when
+    # the first kill came after the commit, as quarantine is merged): each time the table stays
+    # at a committed version, never a partial one.
     total = 8 * 2500
-    for marker, delay in (("reading", 2.0), ("merging", 1.5)):
+    kills: tuple[tuple[str | tuple[str, ...], float], ...] = (
+        ("reading documents", 0.5),
+        (("committing", "quarantining"), 0.0),
+    )
+    for marker, delay in kills:
         process = _millpond(args)
         seen = _kill_when(process, marker, delay)
         assert process.returncode == -signal.SIGKILL, "".join(seen)
