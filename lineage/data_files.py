@@ -162,7 +162,10 @@ class DataFileWriter:
 
     def __init__(self, settings: DataFileSettings, task: int) -> None:
         self.settings = settings
-        self.name = f"part-{task:05d}-{uuid.uuid4()}-c000.{settings.codec}.parquet"
+        # Spark's names for its codecs, and its file names (`part-00000-<uuid>-c000.snappy.parquet`)
+        self.compression = {"uncompressed": "none", "lz4_raw": "lz4"}.get(settings.codec, settings.codec)
+        suffix = "" if self.compression == "none" else f".{settings.codec}"
+        self.name = f"part-{task:05d}-{uuid.uuid4()}-c000{suffix}.parquet"
         self.path = Path(settings.table_path) / self.name
         self.statistics = ColumnStatistics(settings.schema, settings.stats_columns)
         self.required = [f.name for f in settings.schema if not f.nullable]
@@ -190,7 +193,7 @@ class DataFileWriter:
             self.writer = pq.ParquetWriter(
                 str(self.path),
                 self.settings.schema,
-                compression=self.settings.codec,
+                compression=self.compression,
                 use_dictionary=[c for c in self.settings.schema.names if c not in self.settings.plain_columns],
                 write_statistics=list(self.settings.stats_columns),
             )

@@ -157,3 +157,16 @@ def test_a_null_in_a_required_column_is_refused_and_the_file_dropped(tmp_path: P
         writer.write(pa.RecordBatch.from_arrays(columns, schema=SCHEMA))  # not validated by Arrow
     writer.abort()
     assert not list((tmp_path / "t").glob("*.parquet"))
+
+
+def test_spark_codec_names_give_spark_file_names_and_that_compression(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = _create(tmp_path / "t")
+    for codec, suffix, compression in (
+        ("uncompressed", "-c000.parquet", "UNCOMPRESSED"),
+        ("zstd", ".zstd.parquet", "ZSTD"),
+    ):
+        written = _write(table_settings(path, codec=codec), 0, _rows("a", 10))
+        assert written.path.endswith(suffix)
+        assert pq.read_metadata(tmp_path / "t" / written.path).row_group(0).column(0).compression == compression
