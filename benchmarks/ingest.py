@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--work", type=Path, default=HERE / ".data")
+    parser.add_argument(
+        "--id-field", default=None, help="the records' own id field (`id`) as the source's id_field; default: locators"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
@@ -69,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     manifest = args.work / "sources.toml"
     manifest.write_text(
         f'[[source]]\nname = "bench"\nformat = "jsonl"\npath = "{args.work / "input"}"\nlicense = "CC0-1.0"\n'
+        + (f'id_field = "{args.id_field}"\n' if args.id_field else "")
     )
 
     def baseline(target: Path) -> float:
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.master}",
         "records": args.records,
+        "id_field": args.id_field,
         "input_mb": round(size / 1e6, 1),
         "baseline_s": round(base, 1),
         "millpond_s": round(mine, 1),
@@ -119,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"ingest-{args.records}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"ingest-{args.records}{'-' + args.id_field if args.id_field else ''}.json").write_text(
+        json.dumps(summary, indent=2) + "\n"
+    )
     print(json.dumps(summary, indent=2))
     print(
         f"| {summary['date'][:10]} | {args.records:,} | {summary['input_mb']} | "

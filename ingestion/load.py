@@ -36,7 +36,7 @@ from ingestion.bronze import (
 from ingestion.manifest import FileTask, ManifestError, Source, expand_files, load_manifest
 from ingestion.python_env import python_env_files
 from lineage.catalog import BRONZE_DOCUMENTS, GOVERNANCE_TOMBSTONES, PLAIN_ENCODED_COLUMNS, QUARANTINE_RECORDS
-from lineage.data_files import commit_new_files, remove_files, table_settings
+from lineage.data_files import WrittenFile, commit_new_files, remove_files, table_settings
 from lineage.erasure import tombstoned
 from lineage.errors import MillpondError
 from lineage.locations import ingest_staging_folder
@@ -223,24 +223,32 @@ def _load_through_cache(load: _Load) -> tuple[int, int]:
     return new, updated
 
 
-def _empty_bronze_version(spark: SparkSession, lakehouse: str | Path, sources: list[Source]) -> int | None:
+def _empty_bronze_version(spark: SparkSession, lakehouse: str | Path) -> int | None:
     """The version of bronze to write the first load into in one pass, or None: documents can
     stream from the readers straight into bronze when the table holds nothing to compare them
-    with, no erasure has tombstoned anything, and no source has ids of its own that could repeat
-    within the batch (which takes a look at the whole batch)."""
-    if any(s.id_field for s in sources) or DeltaTable.isDeltaTable(spark, GOVERNANCE_TOMBSTONES.path(lakehouse)):
+    with and no erasure has tombstoned anything."""
+    if DeltaTable.isDeltaTable(spark, GOVERNANCE_TOMBSTONES.path(lakehouse)):
         return None
     return empty_table_version(BRONZE_DOCUMENTS.path(lakehouse))
 
 
-def _load_empty_bronze(load: _Load, read_version: int) -> tuple[int, int]:
+def _repeated_ids(spark: SparkSession, table_path: str, files: list[WrittenFile]) -> int:
+    """How many doc ids occur more than once in the written (uncommitted) files: a Spark job over
+    their `doc_id` column alone."""
+    ids = spark.read.parquet(*[str(Path(table_path) / f.path) for f in files]).select("doc_id")
+    return ids.groupBy("doc_id").count().where(F.col("count") > 1).count()
+
+
+def _load_empty_bronze(load: _Load, read_version: int) -> tuple[int, int] | None:
     """The first load of bronze in one pass over the files: the readers write their documents
     as new data files of bronze (Arrow's Parquet writer, in the worker that read them) and set
     aside their quarantine entries and counts; the files are committed in one Delta commit,
     which fails, rather than duplicates, if another writer committed after `read_version`, and
     their row count is reconciled with the readers' own. Spark's cache of the whole batch, the
     separate counting job, the comparison with an empty table and Spark's row-by-row Parquet
-    writer are not needed. (new, updated)."""
+    writer are not needed. (new, updated); None when a source's own record ids repeat within
+    the batch: the files are removed, uncommitted, and the caller loads the batch through the
+    cache, where the first record of each id is kept and the others quarantined."""
     folder = ingest_staging_folder(load.lakehouse, load.run_id)
     shutil.rmtree(folder, ignore_errors=True)
     bronze_path = BRONZE_DOCUMENTS.path(load.lakehouse)
@@ -265,6 +273,15 @@ def _load_empty_bronze(load: _Load, read_version: int) -> tuple[int, int]:
         if written != new:
             remove_files(bronze_path, files)
             raise ReconciliationError(f"the readers counted {new} documents but wrote {written} into data files")
+        if files and any(s.id_field for s in load.plan.sources):
+            repeated = _repeated_ids(load.spark, bronze_path, files)
+            if repeated:
+                remove_files(bronze_path, files)
+                load.progress(
+                    f"{repeated} record id(s) repeat within the batch: reading it again through the cache, "
+                    "where the first record of each id is kept"
+                )
+                return None
         if files:
             load.progress(f"committing {len(files)} data files ({new} documents) to {BRONZE_DOCUMENTS.name}")
             commit_new_files(
@@ -336,8 +353,9 @@ def load_bronze(
     load = _Load(
         spark, lakehouse, params, plan, run_id, stamps, per_source, reasons, bronze, quarantine, progress, watch
     )
-    empty_version = _empty_bronze_version(spark, lakehouse, sources)
-    new, updated = _load_through_cache(load) if empty_version is None else _load_empty_bronze(load, empty_version)
+    empty_version = _empty_bronze_version(spark, lakehouse)
+    loaded = None if empty_version is None else _load_empty_bronze(load, empty_version)
+    new, updated = _load_through_cache(load) if loaded is None else loaded
     version = latest_version(BRONZE_DOCUMENTS.path(lakehouse))
 
     documents = sum(c.documents for c in per_source.values())

@@ -245,6 +245,47 @@ def test_a_first_load_in_one_pass_gives_the_tables_the_cached_path_gives(
     assert commit["operationMetrics"]["numOutputRows"] == str(first.ingested)
 
 
+def test_a_first_load_with_record_ids_in_one_pass_unless_an_id_repeats(
+    spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source's own record ids keep the first load in one pass (the same tables as the cached
+    path); when an id repeats within the batch, the written files are dropped and the batch goes
+    through the cache, which keeps the first record of each id and quarantines the others."""
+    import ingestion.load as load
+
+    records = [{"key": f"k{i}", "text": f"text {i}", "who": f"u{i % 3}@example.org"} for i in range(40)]
+    data = write_jsonl(tmp_path / "in" / "a.jsonl", records)
+    source = {"name": "a", "path": str(data), "format": "jsonl", "id_field": "key", "subject_fields": ["who"]}
+    manifest = write_manifest(tmp_path / "m.toml", [source])
+    one_pass, cached = tmp_path / "one-pass", tmp_path / "cached"
+    first = run_ingest(spark, make_config(one_pass), manifest)
+    with monkeypatch.context() as patched:
+        patched.setattr(load, "_empty_bronze_version", lambda *args: None)
+        second = run_ingest(spark, make_config(cached), manifest)
+    assert RsDeltaTable(BRONZE_DOCUMENTS.path(one_pass)).history(1)[0]["operation"] == "WRITE"
+    assert {k: v for k, v in first.as_json().items() if k != "run_id"} == {
+        k: v for k, v in second.as_json().items() if k != "run_id"
+    }
+    assert first.new == 40
+
+    def rows(lakehouse: Path) -> list[dict[str, Any]]:
+        stamps = ("ingested_at", "ingest_run_id")
+        return sorted(({k: v for k, v in r.items() if k not in stamps} for r in _bronze(lakehouse)), key=str)
+
+    assert rows(one_pass) == rows(cached) and {r["record_id"] for r in rows(one_pass)} == {f"k{i}" for i in range(40)}
+
+    write_jsonl(data, [*records, {"key": "k7", "text": "k7 again, later in the file"}])
+    repeated = tmp_path / "repeated"
+    report = run_ingest(spark, make_config(repeated), manifest)
+    assert (report.new, report.quarantine_reasons) == (40, {"duplicate_record_id": 1})
+    assert {r["record_id"]: r["text"] for r in _bronze(repeated)}["k7"] == "text 7"  # the first one
+    bronze = RsDeltaTable(BRONZE_DOCUMENTS.path(repeated))
+    assert bronze.history(1)[0]["operation"] == "MERGE"
+    # the one-pass attempt's files were dropped: every data file in the folder is committed
+    on_disk = {p.name for p in Path(BRONZE_DOCUMENTS.path(repeated)).glob("*.parquet")}
+    assert on_disk == {Path(uri).name for uri in bronze.file_uris()}
+
+
 def test_a_first_load_another_writer_got_ahead_of_commits_nothing(
     spark, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
