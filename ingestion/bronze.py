@@ -2,8 +2,9 @@
 
 The readers run on the executors inside `mapInArrow`: each Spark task reads a balanced bucket
 of whole files, so every record keeps its exact file and line. One pass over the input yields
-a single frame of both kinds (`kind` = document or quarantine), which the job persists once
-and splits.
+either a single frame of both kinds (`kind` = document or quarantine, `read_sources`), which
+the job persists once and splits, or, for a first load, the documents written as new data files
+of the table by the tasks that read them, with the rest set aside (`write_documents`).
 """
 
 from __future__ import annotations
@@ -434,23 +435,15 @@ def split_large_files(spark: SparkSession, tasks: list[FileTask], task_bytes: in
     return [piece for index, task in enumerate(tasks) for piece in split.get(index, [task])]
 
 
-def read_sources(
-    spark: SparkSession, tasks: list[FileTask], params: IngestParams, set_aside: Path | None = None
-) -> tuple[DataFrame, int]:
+def read_sources(spark: SparkSession, tasks: list[FileTask], params: IngestParams) -> tuple[DataFrame, int]:
     """Every record and quarantine entry of `tasks` as one lazy DataFrame (see `SPARK_SCHEMA`),
-    and the number of Spark tasks that read them.
-
-    With `set_aside` (a folder every executor can write), the frame holds the documents only:
-    each task writes its quarantine entries and its count of documents per source to
-    `set_aside` instead (`read_set_aside` gathers them), so that documents can stream into a
-    table while nothing else is lost. A retried task writes the same file again."""
+    and the number of Spark tasks that read them."""
     buckets = _buckets(spark, tasks, params)
 
     def read_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             for bucket in batch.column("id").to_pylist():
-                rows = read_bucket(buckets[bucket], params)
-                yield from rows if set_aside is None else _documents_only(rows, set_aside / f"task-{bucket:05d}")
+                yield from read_bucket(buckets[bucket], params)
 
     frame = spark.range(len(buckets), numPartitions=len(buckets)).mapInArrow(read_partition, SPARK_SCHEMA)
     return frame, len(buckets)
@@ -471,10 +464,14 @@ def write_documents(
     stamps: dict[str, Any],
 ) -> tuple[list[WrittenFile], int]:
     """Read `tasks` and write their documents as new data files of the table (not committed), one
-    file per Spark task, with the run's `stamps` (e.g. `ingested_at`) in their columns; the
-    quarantine entries and per-source counts are set aside as in `read_sources`. Returns the
-    files and the number of tasks. Arrow writes the rows in the worker that read them, so they
-    never pass through Spark's rows (see `lineage.data_files`)."""
+    file per Spark task, with the run's `stamps` (e.g. `ingested_at`) in their columns. Returns
+    the files and the number of tasks. Arrow writes the rows in the worker that read them, so
+    they never pass through Spark's rows (see `lineage.data_files`).
+
+    Each task writes its quarantine entries and its count of documents per source to
+    `set_aside` (a folder every executor can write; `read_set_aside` gathers them), so that
+    nothing but documents goes into the table and nothing else is lost. A retried task writes
+    the same set-aside files again."""
     buckets = _buckets(spark, tasks, params)
 
     def write_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -537,7 +534,7 @@ def _documents_only(batches: Iterator[pa.RecordBatch], aside: Path) -> Iterator[
 
 def read_set_aside(folder: Path) -> tuple[pa.Table, dict[str, int], int]:
     """The quarantine entries and the documents per source that the reading tasks set aside
-    (see `read_sources`), and how many tasks finished: the caller checks that every task did."""
+    (see `write_documents`), and how many tasks finished: the caller checks that every task did."""
     finished = sorted(folder.glob("task-*.json"))
     tables, documents = [pa.table({f.name: pa.array([], f.type) for f in ARROW_SCHEMA})], {}
     for path in finished:
