@@ -30,6 +30,8 @@ from lineage.errors import MillpondError
 
 # Spark's Parquet writer closes a row group at about this many bytes (`parquet.block.size`).
 ROW_GROUP_BYTES = 128 * 1024 * 1024
+# Delta keeps string statistics to this many characters (`dataSkippingStringPrefixLength`).
+STRING_PREFIX = 32
 
 
 class ConcurrentWriteError(MillpondError, RuntimeError):
@@ -123,11 +125,15 @@ class ColumnStatistics:
             self.high[name] = high if name not in self.high else max(self.high[name], high)
 
     def to_json(self) -> str:
+        # Strings are kept to Delta's 32-character prefix: a prefix is still a lower bound, but
+        # not an upper one, so a longer maximum is left out (that column then skips no file).
+        low = {k: v[:STRING_PREFIX] if isinstance(v, str) else v for k, v in self.low.items()}
+        high = {k: v for k, v in self.high.items() if not (isinstance(v, str) and len(v) > STRING_PREFIX)}
         return json.dumps(
             {
                 "numRecords": self.rows,
-                "minValues": {k: _stat_value(v) for k, v in self.low.items()},
-                "maxValues": {k: _stat_value(v) for k, v in self.high.items()},
+                "minValues": {k: _stat_value(v) for k, v in low.items()},
+                "maxValues": {k: _stat_value(v) for k, v in high.items()},
                 "nullCount": self.nulls,
             },
             separators=(",", ":"),

@@ -84,21 +84,24 @@ def test_statistics_in_deltas_own_format() -> None:
             ("empty", pa.string()),
             ("nested", pa.list_(pa.string())),
             ("flag", pa.bool_()),
+            ("long", pa.string()),
         ]
     )
-    stats = ColumnStatistics(schema, ("s", "x", "d", "at", "empty", "nested", "flag", "absent"))
+    stats = ColumnStatistics(schema, ("s", "x", "d", "at", "empty", "nested", "flag", "long", "absent"))
     at = datetime(2026, 1, 2, 3, 4, 5, 678999, tzinfo=UTC)
     first = {"s": ["m", None], "x": [1.5, math.nan], "d": [date(2026, 1, 2)] * 2, "at": [at, None]}
+    first["long"] = ["x" * 40, "b" * 40]  # bounds over 32 characters: the minimum cut, no maximum
     second = {"s": ["b", "z"], "x": [-2.0, 0.0], "d": [date(2025, 5, 6)] * 2, "at": [at.replace(second=1)] * 2}
+    second["long"] = ["c", None]
     for values in (first, second):
         stats.update(
             pa.table({**values, "empty": [None, None], "nested": [["a"], None], "flag": [True, None]}, schema=schema)
         )
     assert json.loads(stats.to_json()) == {
         "numRecords": 4,
-        "minValues": {"s": "b", "d": "2025-05-06", "at": "2026-01-02T03:04:01.678Z"},  # x held a NaN
+        "minValues": {"s": "b", "d": "2025-05-06", "at": "2026-01-02T03:04:01.678Z", "long": "b" * 32},  # x: NaN
         "maxValues": {"s": "z", "d": "2026-01-02", "at": "2026-01-02T03:04:05.678Z"},
-        "nullCount": {"s": 1, "x": 0, "d": 0, "at": 1, "empty": 4, "flag": 2},
+        "nullCount": {"s": 1, "x": 0, "d": 0, "at": 1, "empty": 4, "flag": 2, "long": 1},
     }
 
 
