@@ -35,6 +35,9 @@ except ImportError:  # pragma: no cover - older Pythons
 if TYPE_CHECKING:
     from curation.name_lexicon import NameLexicon
 
+# `corner of`, case-insensitive: the literal part of the street-address trigger.
+_CORNER_OF = r"[cC][oO][rR][nN][eE][rR] [oO][fF]"
+
 # Necessary conditions of Presidio's recognizers (their patterns are in presidio_analyzer's
 # predefined recognizers and ours in `curation/pii_detect.py`); a recognizer not listed always
 # runs. Each starts with the character class it needs first (`\d`), so a scan skips ahead fast.
@@ -49,7 +52,7 @@ RECOGNIZER_TRIGGERS: dict[str, re.Pattern[str]] = {
     "UsSsnRecognizer": re.compile(r"[0-9]{3}"),
     # A house number or postcode next to a word (`12 Main`, `Road 12`, `SW1A`, `Apt #4`), or `corner of`.
     "StreetAddressRecognizer": re.compile(
-        r"\d(?:(?<=[ \t]\d)|(?<=[ \t]#\d)|(?<=[A-Z]\d)|(?=[A-Za-z]?,?[ \t])|(?=[A-Z]))|[cC][oO][rR][nN][eE][rR] [oO][fF]"
+        r"\d(?:(?<=[ \t]\d)|(?<=[ \t]#\d)|(?<=[A-Z]\d)|(?=[A-Za-z]?,?[ \t])|(?=[A-Z]))|" + _CORNER_OF
     ),
 }
 # The same conditions for a text without a digit (most prose): None where the recognizer cannot
@@ -59,7 +62,7 @@ WITHOUT_DIGITS: dict[str, re.Pattern[str] | None] = {
     "IbanRecognizer": None,
     "UsSsnRecognizer": None,
     "IpRecognizer": re.compile(r":(?<=[A-Fa-f:]:)"),  # IPv6 without a digit: `a:` or `::`
-    "StreetAddressRecognizer": re.compile(r"[cC][oO][rR][nN][eE][rR] [oO][fF]"),
+    "StreetAddressRecognizer": re.compile(_CORNER_OF),
 }
 ANY_DIGIT = re.compile(r"\d")
 

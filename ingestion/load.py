@@ -40,7 +40,7 @@ from lineage.data_files import WrittenFile, commit_new_files, remove_files, tabl
 from lineage.erasure import tombstoned
 from lineage.errors import MillpondError
 from lineage.locations import ingest_staging_folder
-from lineage.reader import empty_table_version, holds_no_files
+from lineage.reader import empty_table_version
 from lineage.tables import MergeResult, ensure_table, latest_version, merge_rows
 
 
@@ -193,7 +193,7 @@ def _load_through_cache(load: _Load) -> tuple[int, int]:
                 docs = docs.join(blocked, "doc_id", "left_anti")
 
         # Only real changes are merged, so a re-run with nothing new commits nothing.
-        if holds_no_files(BRONZE_DOCUMENTS.path(load.lakehouse)):
+        if empty_table_version(BRONZE_DOCUMENTS.path(load.lakehouse)) is not None:
             for counts in per_source.values():
                 counts.new = counts.documents - counts.tombstoned
         else:
@@ -266,25 +266,24 @@ def _load_empty_bronze(load: _Load, read_version: int) -> tuple[int, int] | None
         plain_columns=PLAIN_ENCODED_COLUMNS,
     )
     run_stamps = {k: v for k, v in load.stamps.items() if k in settings.schema.names}
+    files: list[WrittenFile] = []
+    committing = False  # once the commit is tried its files are the table's (or it removed them)
     try:
         load.progress(f"reading documents and writing them into {BRONZE_DOCUMENTS.name}")
         with load.watch("reading and writing"):
             files, tasks = write_documents(load.spark, load.plan.tasks, load.params, folder, settings, run_stamps)
         bad, documents, found = read_set_aside(folder)
         if found != tasks:
-            remove_files(bronze_path, files)
             raise ReconciliationError(
                 f"{tasks} reading tasks ran but {found} left their quarantine entries and counts in {folder}"
             )
         new = sum(documents.values())
         written = sum(f.rows for f in files)
         if written != new:
-            remove_files(bronze_path, files)
             raise ReconciliationError(f"the readers counted {new} documents but wrote {written} into data files")
         if files and any(s.id_field for s in load.plan.sources):
             repeated = _repeated_ids(load.spark, bronze_path, files)
             if repeated:
-                remove_files(bronze_path, files)
                 load.progress(
                     f"{repeated} record id(s) repeat within the batch: reading it again through the cache, "
                     "where the first record of each id is kept"
@@ -292,6 +291,7 @@ def _load_empty_bronze(load: _Load, read_version: int) -> tuple[int, int] | None
                 return None
         if files:
             load.progress(f"committing {len(files)} data files ({new} documents) to {BRONZE_DOCUMENTS.name}")
+            committing = True
             commit_new_files(
                 bronze_path, files, read_version, {"millpond.run_id": load.run_id, "millpond.job": "ingest"}
             )
@@ -306,6 +306,8 @@ def _load_empty_bronze(load: _Load, read_version: int) -> tuple[int, int] | None
         if bad.num_rows:
             _quarantine(load, load.spark.createDataFrame(bad))
     finally:
+        if not committing:  # a failed check, repeated ids or an error: the files stay uncommitted
+            remove_files(bronze_path, files)
         shutil.rmtree(folder, ignore_errors=True)
     return new, 0
 

@@ -54,17 +54,10 @@ def committed_version(uri: str | Path) -> int:
     return RsDeltaTable(_uri(uri)).version()
 
 
-def holds_no_files(uri: str | Path) -> bool:
-    """Whether the latest version of the Delta table at `uri` has no data files (a table just
-    created), read from its log by delta-rs: `DataFrame.isEmpty` on it runs a Spark job."""
-    from deltalake import DeltaTable as RsDeltaTable
-
-    return not RsDeltaTable(_uri(uri)).file_uris()
-
-
 def empty_table_version(uri: str | Path) -> int | None:
-    """The latest version of the Delta table at `uri` when it has no data files, else None; one
-    read of its log, so the version is the one that was seen empty."""
+    """The latest version of the Delta table at `uri` when it has no data files (a table just
+    created), else None; read from its log by delta-rs (`DataFrame.isEmpty` runs a Spark job), in
+    one read, so the version is the one that was seen empty."""
     from deltalake import DeltaTable as RsDeltaTable
 
     table = RsDeltaTable(_uri(uri))
